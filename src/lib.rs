@@ -1,0 +1,1 @@
+//! pgrelay: a PostgreSQL connection pooler and read/write query router.

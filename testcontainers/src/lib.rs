@@ -1,0 +1,1 @@
+//! Real PostgreSQL clusters and a DNS server for pgrelay's tests and demo.
