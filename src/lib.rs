@@ -1,1 +1,3 @@
 //! pgrelay: a PostgreSQL connection pooler and read/write query router.
+
+pub mod config;
