@@ -31,6 +31,8 @@ wal_keep_size = '256MB'
 hot_standby = on
 hot_standby_feedback = on
 wal_receiver_status_interval = '1s'
+# Replicas reconnect quickly after a primary restart (default 5s).
+wal_retrieve_retry_interval = '200ms'
 log_destination = 'stderr'
 logging_collector = off
 log_line_prefix = '%m [%p] %q%a@%d '
@@ -150,10 +152,14 @@ pub(crate) fn clone_replicas(
 }
 
 /// Starts `nodes` in order on `port`. If one loses its port to another
-/// process, every node moves to a new port that is free on all addresses.
-/// Returns the port they ended up on.
-pub(crate) fn start_on_shared_port(nodes: &mut [Node], mut port: u16) -> Result<u16> {
-    let addrs: Vec<Ipv4Addr> = nodes.iter().map(Node::addr).collect();
+/// process, every node moves to a new port that is free on all of
+/// `cluster_addrs` (also those of nodes not started yet). Returns the port
+/// they ended up on.
+pub(crate) fn start_on_shared_port(
+    nodes: &mut [Node],
+    cluster_addrs: &[Ipv4Addr],
+    mut port: u16,
+) -> Result<u16> {
     configure(nodes, port)?;
     for attempt in 1..=PORT_ATTEMPTS {
         match nodes.iter().try_for_each(Node::start) {
@@ -161,7 +167,7 @@ pub(crate) fn start_on_shared_port(nodes: &mut [Node], mut port: u16) -> Result<
             Err(Error::PortInUse { node, port: lost }) if attempt < PORT_ATTEMPTS => {
                 tracing::info!(%node, port = lost, "port taken; moving the cluster to another port");
                 nodes.iter().for_each(Node::stop);
-                port = free_port_on_all(&addrs)?;
+                port = free_port_on_all(cluster_addrs)?;
                 configure(nodes, port)?;
             }
             Err(e) => return Err(e),

@@ -30,6 +30,7 @@ pub struct ClusterBuilder {
     ssl: bool,
     dns: bool,
     dns_zone: String,
+    preferred_port: Option<u16>,
 }
 
 impl Default for ClusterBuilder {
@@ -39,6 +40,7 @@ impl Default for ClusterBuilder {
             ssl: false,
             dns: false,
             dns_zone: DEFAULT_ZONE.to_string(),
+            preferred_port: None,
         }
     }
 }
@@ -65,6 +67,13 @@ impl ClusterBuilder {
     /// Zone the DNS server is authoritative for (default `pgrelay.test.`).
     pub fn dns_zone(mut self, zone: &str) -> Self {
         self.dns_zone = zone.to_string();
+        self
+    }
+
+    /// Try this port first (default: a random free one). If any node cannot
+    /// bind it, the whole cluster moves to another port; check `port()`.
+    pub fn port(mut self, port: u16) -> Self {
+        self.preferred_port = Some(port);
         self
     }
 
@@ -114,11 +123,15 @@ impl ClusterBuilder {
         let addrs: Vec<Ipv4Addr> = nodes.iter().map(Node::addr).collect();
 
         bootstrap::init_primary(&nodes[0], &ctx, &base)?;
-        let port = bootstrap::start_on_shared_port(&mut nodes[..1], free_port_on_all(&addrs)?)?;
+        let first_port = match self.preferred_port {
+            Some(port) => port,
+            None => free_port_on_all(&addrs)?,
+        };
+        let port = bootstrap::start_on_shared_port(&mut nodes[..1], &addrs, first_port)?;
         bootstrap::create_app_database(&nodes[0], APP_USER, APP_PASSWORD, DATABASE)?;
         let (primary, replicas) = nodes.split_at(1);
         bootstrap::clone_replicas(replicas, &primary[0], &ctx, &base)?;
-        let port = bootstrap::start_on_shared_port(&mut nodes, port)?;
+        let port = bootstrap::start_on_shared_port(&mut nodes, &addrs, port)?;
 
         let mut cluster = Cluster {
             nodes,

@@ -216,24 +216,58 @@ fn terminate(child: &mut Child, mode: Shutdown) {
         // SAFETY: plain kill(2) on our own child's pid, which is not yet reaped.
         unsafe { libc::kill(pid, signal) };
     }
-    if wait_exit(child, timeout) {
-        // Backends normally exit with the postmaster; sweep any straggler.
+    if !wait_exit(child, timeout) {
+        tracing::warn!(
+            pid,
+            ?mode,
+            "postmaster did not stop in time; killing its process group"
+        );
         kill_group(pid);
-        return;
+        let _ = wait_exit(child, KILL_TIMEOUT);
     }
-    tracing::warn!(
-        pid,
-        ?mode,
-        "postmaster did not stop in time; killing its process group"
-    );
+    // Backends normally exit with the postmaster; sweep any straggler and
+    // wait until all are gone, or a restart finds the old shared memory
+    // still attached ("pre-existing shared memory block is still in use").
     kill_group(pid);
-    let _ = wait_exit(child, KILL_TIMEOUT);
+    wait_group_gone(pid, KILL_TIMEOUT);
 }
 
 fn kill_group(pgid: libc::pid_t) {
     // SAFETY: the postmaster was spawned with process_group(0), so its pid is
     // the pgid of it and its backends; ESRCH (group gone) is fine.
     unsafe { libc::kill(-pgid, libc::SIGKILL) };
+}
+
+/// Waits until no live (non-zombie) process is left in process group `pgid`.
+fn wait_group_gone(pgid: libc::pid_t, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while group_has_live_members(pgid) && Instant::now() < deadline {
+        std::thread::sleep(POLL_INTERVAL);
+    }
+}
+
+fn group_has_live_members(pgid: libc::pid_t) -> bool {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    entries.flatten().any(|entry| {
+        std::fs::read_to_string(entry.path().join("stat"))
+            .ok()
+            .and_then(|stat| live_member_of(&stat))
+            == Some(pgid)
+    })
+}
+
+/// The process group of a `/proc/<pid>/stat` line, unless it is a zombie.
+/// The command name may contain spaces and parentheses, so fields are
+/// counted from the last `)`.
+fn live_member_of(stat: &str) -> Option<libc::pid_t> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?;
+    let _ppid = fields.next()?;
+    let pgrp = fields.next()?.parse().ok()?;
+    (state != "Z" && state != "X").then_some(pgrp)
 }
 
 fn wait_exit(child: &mut Child, timeout: Duration) -> bool {
@@ -297,6 +331,14 @@ mod tests {
             tail.starts_with("new 10") && tail.ends_with("new 39"),
             "{tail}"
         );
+    }
+
+    #[test]
+    fn proc_stat_parsing_handles_odd_names_and_zombies() {
+        assert_eq!(live_member_of("12 (postgres) S 1 12 12 0 -1"), Some(12));
+        assert_eq!(live_member_of("13 (a) b (c)) R 12 12 12 0"), Some(12));
+        assert_eq!(live_member_of("14 (postgres) Z 12 12 12 0"), None);
+        assert_eq!(live_member_of("garbage"), None);
     }
 
     #[test]
