@@ -10,6 +10,7 @@ use crate::bootstrap;
 use crate::dns::{DnsServer, DEFAULT_TTL, DEFAULT_ZONE};
 use crate::error::{Error, Result};
 use crate::node::{ClusterContext, Node, Role};
+use crate::orphans;
 use crate::ports::{free_port_on_all, random_u64};
 use crate::tls::CertificateAuthority;
 use crate::toolchain::Toolchain;
@@ -81,10 +82,12 @@ impl ClusterBuilder {
     pub fn start(self) -> Result<Cluster> {
         let started = Instant::now();
         let toolchain = Toolchain::discover()?;
+        orphans::sweep(&orphans::temp_root());
         let base_dir = tempfile::Builder::new()
-            .prefix("pgrelay-tc-")
-            .tempdir()
+            .prefix(orphans::DIR_PREFIX)
+            .tempdir_in(orphans::temp_root())
             .map_err(|e| Error::io("creating the cluster's temp dir", e))?;
+        orphans::claim(base_dir.path())?;
         toolchain.hand_over(base_dir.path())?;
         let base = base_dir.path().to_path_buf();
 

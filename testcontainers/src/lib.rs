@@ -18,6 +18,7 @@ pub mod dns;
 mod error;
 mod lsn;
 mod node;
+mod orphans;
 mod ports;
 mod server;
 mod tls;
