@@ -129,26 +129,38 @@ fn lookup_user(name: &str) -> Option<ServerUser> {
 }
 
 fn find_bin_dir() -> Result<PathBuf> {
+    find_bin_dir_from(
+        std::env::var_os("PG_BIN").map(PathBuf::from),
+        pg_config_bindir(),
+        Path::new(DEBIAN_PG_ROOT),
+    )
+}
+
+/// The search itself, with its inputs passed in so tests can fake them.
+fn find_bin_dir_from(
+    pg_bin: Option<PathBuf>,
+    pg_config_dir: Option<PathBuf>,
+    debian_root: &Path,
+) -> Result<PathBuf> {
     let mut searched = Vec::new();
-    if let Some(dir) = std::env::var_os("PG_BIN") {
-        let dir = PathBuf::from(dir);
+    if let Some(dir) = pg_bin {
         if has_required_programs(&dir) {
             return Ok(dir);
         }
         searched.push(format!("PG_BIN={}", dir.display()));
     }
-    match pg_config_bindir() {
+    match pg_config_dir {
         Some(dir) if has_required_programs(&dir) => return Ok(dir),
         Some(dir) => searched.push(format!("`pg_config --bindir` ({})", dir.display())),
         None => searched.push("`pg_config --bindir` (no pg_config on PATH)".to_string()),
     }
-    if let Some(dir) = versioned_bin_dirs(Path::new(DEBIAN_PG_ROOT))
+    if let Some(dir) = versioned_bin_dirs(debian_root)
         .into_iter()
         .find(|dir| has_required_programs(dir))
     {
         return Ok(dir);
     }
-    searched.push(format!("{DEBIAN_PG_ROOT}/*/bin"));
+    searched.push(format!("{}/*/bin", debian_root.display()));
     Err(Error::BinariesNotFound {
         searched: searched.join(", "),
     })
@@ -214,6 +226,59 @@ mod tests {
             std::fs::write(dir.path().join(p), "").unwrap();
         }
         assert!(has_required_programs(dir.path()));
+    }
+
+    fn fake_bin_dir(dir: &Path) {
+        std::fs::create_dir_all(dir).unwrap();
+        for p in REQUIRED_PROGRAMS {
+            std::fs::write(dir.join(p), "").unwrap();
+        }
+    }
+
+    #[test]
+    fn search_order_is_pg_bin_then_pg_config_then_newest_versioned_dir() {
+        let root = tempfile::tempdir().unwrap();
+        let (pg_bin, pg_config, debian) = (
+            root.path().join("pg_bin"),
+            root.path().join("pg_config"),
+            root.path().join("debian"),
+        );
+        for dir in [
+            &pg_bin,
+            &pg_config,
+            &debian.join("14/bin"),
+            &debian.join("16/bin"),
+        ] {
+            fake_bin_dir(dir);
+        }
+        let found = |a: Option<&PathBuf>, b: Option<&PathBuf>| {
+            find_bin_dir_from(a.cloned(), b.cloned(), &debian).unwrap()
+        };
+        assert_eq!(found(Some(&pg_bin), Some(&pg_config)), pg_bin);
+        assert_eq!(found(None, Some(&pg_config)), pg_config);
+        let empty = root.path().join("empty");
+        assert_eq!(found(Some(&empty), None), debian.join("16/bin"));
+    }
+
+    #[test]
+    fn missing_binaries_error_says_what_and_how_to_install() {
+        let root = tempfile::tempdir().unwrap();
+        let err = find_bin_dir_from(
+            Some(root.path().join("nope")),
+            None,
+            &root.path().join("no-debian"),
+        )
+        .unwrap_err();
+        let msg = err.to_string();
+        for needle in [
+            "initdb",
+            "PG_BIN=",
+            "pg_config",
+            "no-debian/*/bin",
+            "apt-get install -y postgresql",
+        ] {
+            assert!(msg.contains(needle), "{needle:?} missing from: {msg}");
+        }
     }
 
     #[test]
