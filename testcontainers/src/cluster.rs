@@ -361,6 +361,14 @@ mod tests {
     }
 
     #[test]
+    fn cluster_can_be_shared_across_threads_and_tasks() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<Cluster>();
+        assert_send_sync::<Node>();
+        assert_send_sync::<DnsServer>();
+    }
+
+    #[test]
     fn builder_defaults_match_the_contract() {
         let b = Cluster::builder();
         assert_eq!((b.replicas, b.ssl, b.dns), (2, false, false));
