@@ -1,4 +1,7 @@
 //! pgrelay: a PostgreSQL connection pooler and read/write query router.
 
+pub mod backend;
 pub mod config;
+pub mod pool;
 pub mod protocol;
+pub mod stream;
