@@ -2,7 +2,10 @@
 
 pub mod auth;
 pub mod backend;
+pub mod cluster;
 pub mod config;
+pub mod frontend;
 pub mod pool;
 pub mod protocol;
+pub mod shutdown;
 pub mod stream;

@@ -103,6 +103,14 @@ pub struct ServerTlsPolicy {
     pub connector: Option<tokio_rustls::TlsConnector>,
 }
 
+impl std::fmt::Debug for ServerTlsPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerTlsPolicy")
+            .field("mode", &self.mode)
+            .finish_non_exhaustive()
+    }
+}
+
 impl ServerTlsPolicy {
     pub fn disabled() -> Self {
         ServerTlsPolicy {
