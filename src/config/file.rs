@@ -77,6 +77,20 @@ mod tests {
         let err = parse_yaml(Path::new("c.yaml"), text).err().unwrap();
         assert!(matches!(err, ConfigError::Yaml { line: 4, .. }), "{err}");
 
+        let text = "databases:\n  app:\n    host: pg\n    port: x\n";
+        let err = parse_yaml(Path::new("c.yaml"), text).err().unwrap();
+        assert!(
+            matches!(
+                err,
+                ConfigError::Yaml {
+                    line: 4,
+                    column: 11,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+
         let text = "query_wait_timeout: soon\n";
         let err = parse_yaml(Path::new("c.yaml"), text).err().unwrap();
         assert!(matches!(err, ConfigError::Yaml { line: 1, .. }), "{err}");

@@ -13,7 +13,7 @@ pub fn effective_settings(cfg: &Config) -> String {
         .into_iter()
         .map(|(name, value)| {
             let shown = if is_secret_name(name) { MASK } else { &value };
-            format!("{name} = {shown}")
+            format!("{name} = {shown}").trim_end().to_string()
         })
         .collect();
     lines.extend(

@@ -175,7 +175,10 @@ pub struct Secret(String);
 /// Any scalar, so an all-digit YAML password need not be quoted.
 impl<'de> Deserialize<'de> for Secret {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(ScalarText).map(Secret)
+        d.deserialize_any(ScalarText {
+            shape: Shape::Scalar,
+            finish: |text| Ok(Secret(text)),
+        })
     }
 }
 
@@ -202,17 +205,20 @@ pub fn is_secret_name(name: &str) -> bool {
 }
 
 /// A YAML scalar (or list of scalars) parsed through [`SettingValue`], so YAML
-/// accepts the same spellings as the environment. Errors raised here carry the
-/// YAML location because serde_yaml_ng attaches the current position.
+/// accepts the same spellings as the environment.
 #[derive(Debug)]
 pub struct YamlSetting<T>(pub T);
 
 impl<'de, T: SettingValue> Deserialize<'de> for YamlSetting<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = d.deserialize_any(ScalarText)?;
-        T::parse_setting(&text)
-            .map(YamlSetting)
-            .map_err(|reason| de::Error::custom(format!("invalid value {text:?}: {reason}")))
+        d.deserialize_any(ScalarText {
+            shape: Shape::ScalarOrList,
+            finish: |text: String| {
+                T::parse_setting(&text)
+                    .map(YamlSetting)
+                    .map_err(|reason| format!("invalid value {text:?}: {reason}"))
+            },
+        })
     }
 }
 
@@ -234,58 +240,90 @@ where
     YamlSetting::<T>::deserialize(d).map(|v| v.0)
 }
 
-/// Turns any YAML scalar, or a sequence of scalars (joined with commas), into text.
-struct ScalarText;
+/// What a YAML value may be.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    Scalar,
+    /// A scalar, or a list of scalars joined with commas.
+    ScalarOrList,
+}
 
-impl<'de> Visitor<'de> for ScalarText {
-    type Value = String;
+/// Turns a YAML value into text and hands it to `finish` *inside* the visitor:
+/// serde_yaml_ng then tags an error with the value's own line and column.
+struct ScalarText<F> {
+    shape: Shape,
+    finish: F,
+}
 
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a string, number, boolean or list of those")
-    }
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<String, E> {
-        Ok(v.to_string())
-    }
-    fn visit_string<E: de::Error>(self, v: String) -> Result<String, E> {
-        Ok(v)
-    }
-    fn visit_bool<E: de::Error>(self, v: bool) -> Result<String, E> {
-        Ok(v.to_string())
-    }
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<String, E> {
-        Ok(v.to_string())
-    }
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<String, E> {
-        Ok(v.to_string())
-    }
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<String, E> {
-        Ok(v.to_string())
-    }
-    fn visit_unit<E: de::Error>(self) -> Result<String, E> {
-        Ok(String::new())
-    }
-    fn visit_none<E: de::Error>(self) -> Result<String, E> {
-        Ok(String::new())
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<String, A::Error> {
-        let mut items = Vec::new();
-        while let Some(item) = seq.next_element::<ScalarItem>()? {
-            items.push(item.0);
-        }
-        Ok(items.join(","))
+impl<F> ScalarText<F> {
+    fn done<V, E: de::Error>(self, text: String) -> Result<V, E>
+    where
+        F: FnOnce(String) -> Result<V, String>,
+    {
+        (self.finish)(text).map_err(E::custom)
     }
 }
 
-/// One list element: a scalar, never a nested list.
-struct ScalarItem(String);
+impl<'de, V, F: FnOnce(String) -> Result<V, String>> Visitor<'de> for ScalarText<F> {
+    type Value = V;
 
-impl<'de> Deserialize<'de> for ScalarItem {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = d.deserialize_any(ScalarText)?;
-        if text.contains(',') {
-            return Err(de::Error::custom("list items must not contain commas"));
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.shape {
+            Shape::Scalar => f.write_str("a string, number or boolean"),
+            Shape::ScalarOrList => f.write_str("a string, number, boolean or list of those"),
         }
-        Ok(ScalarItem(text))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<V, E> {
+        self.done(v.to_string())
+    }
+    fn visit_string<E: de::Error>(self, v: String) -> Result<V, E> {
+        self.done(v)
+    }
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<V, E> {
+        self.done(v.to_string())
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<V, E> {
+        self.done(v.to_string())
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<V, E> {
+        self.done(v.to_string())
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<V, E> {
+        self.done(v.to_string())
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<V, E> {
+        self.done(String::new())
+    }
+    fn visit_none<E: de::Error>(self) -> Result<V, E> {
+        self.done(String::new())
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<V, A::Error> {
+        if self.shape == Shape::Scalar {
+            return Err(de::Error::invalid_type(de::Unexpected::Seq, &self));
+        }
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element::<ListItem>()? {
+            items.push(item.0);
+        }
+        self.done(items.join(","))
+    }
+}
+
+/// One list element: a scalar without commas (they would split it later).
+struct ListItem(String);
+
+impl<'de> Deserialize<'de> for ListItem {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ScalarText {
+            shape: Shape::Scalar,
+            finish: |text: String| {
+                if text.contains(',') {
+                    Err("list items must not contain commas".to_string())
+                } else {
+                    Ok(ListItem(text))
+                }
+            },
+        })
     }
 }
 
@@ -384,6 +422,8 @@ mod tests {
         assert_eq!(l.0, vec!["a", "b"]);
         let b: YamlSetting<bool> = serde_yaml_ng::from_str("true").unwrap();
         assert!(b.0);
+        let nested = serde_yaml_ng::from_str::<YamlSetting<Vec<String>>>("[a, [b]]");
+        assert!(nested.is_err());
         let err = serde_yaml_ng::from_str::<YamlSetting<u32>>("lots").unwrap_err();
         assert!(
             err.to_string().contains("integer from 0 to 4294967295"),
