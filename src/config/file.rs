@@ -30,7 +30,12 @@ fn yaml_error(path: &Path, err: &serde_yaml_ng::Error) -> ConfigError {
         Some(loc) => {
             // The message repeats the position at its end; we show it up front.
             let suffix = format!(" at line {} column {}", loc.line(), loc.column());
-            let message = full.strip_suffix(&suffix).unwrap_or(&full).to_string();
+            let message = full.strip_suffix(&suffix).unwrap_or(&full);
+            // serde lists all ~90 accepted keys after an unknown one; too noisy.
+            let message = match message.split_once(", expected one of") {
+                Some((head, _)) => format!("{head} (settings are listed in src/config/README.md)"),
+                None => message.to_string(),
+            };
             ConfigError::Yaml {
                 path: path.to_path_buf(),
                 line: loc.line(),
@@ -67,6 +72,7 @@ mod tests {
         };
         assert_eq!((line, column), (3, 1));
         assert!(message.contains("default_pool_sise"), "{message}");
+        assert!(!message.contains("listen_addr"), "{message}");
         let shown = err.to_string();
         assert!(shown.starts_with("/etc/pgrelay.yaml:3:1: "), "{shown}");
     }
