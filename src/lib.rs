@@ -9,3 +9,4 @@ pub mod pool;
 pub mod protocol;
 pub mod shutdown;
 pub mod stream;
+pub mod tls;
