@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tracing::{info, warn};
 
@@ -39,8 +38,6 @@ async fn accept_loop(
     mut shutdown: ShutdownSignal,
     drain: Duration,
 ) {
-    let max_clients = shared.directory.settings().max_client_conn;
-    let client_slots = Arc::new(Semaphore::new(max_clients));
     let mut sessions = JoinSet::new();
     loop {
         tokio::select! {
@@ -49,7 +46,7 @@ async fn accept_loop(
                     let _ = tcp.set_nodelay(true);
                     let shared = shared.clone();
                     let signal = shutdown.clone();
-                    let slots = client_slots.clone();
+                    let slots = shared.client_slots.clone();
                     sessions.spawn(async move {
                         let admit = move || slots.try_acquire_owned().ok();
                         run_connection(tcp, shared, signal, admit).await;

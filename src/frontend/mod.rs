@@ -61,6 +61,8 @@ pub struct Shared {
     pub pools: Arc<PoolRegistry>,
     pub cancels: CancelRegistry,
     pub tls_acceptor: Option<tokio_rustls::TlsAcceptor>,
+    /// One permit per logged-in client (`max_client_conn`), across listeners.
+    pub client_slots: Arc<tokio::sync::Semaphore>,
 }
 
 #[derive(Debug, Error)]
