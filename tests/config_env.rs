@@ -166,6 +166,24 @@ fn config_file_can_come_from_pgrelay_config_env() {
     let vars = env(&[("PGRELAY_CONFIG", path.to_str().unwrap())]);
     let cfg = Config::load(None, &vars).unwrap();
     assert_eq!(cfg.database("x").unwrap().host, "pg");
+
+    // An explicit path beats PGRELAY_CONFIG; an empty PGRELAY_CONFIG means none.
+    let other = yaml_file("auth_type: trust\ndatabases: { '*': { host: other } }\n");
+    let cfg = Config::load(Some(other.path()), &vars).unwrap();
+    assert_eq!(cfg.database("x").unwrap().host, "other");
+    let blank = env(&[
+        ("PGRELAY_CONFIG", " "),
+        ("POSTGRESQL_HOST", "h"),
+        ("PGBOUNCER_AUTH_TYPE", "trust"),
+    ]);
+    assert_eq!(
+        Config::load(None, &blank)
+            .unwrap()
+            .database("x")
+            .unwrap()
+            .host,
+        "h"
+    );
 }
 
 #[test]
@@ -275,6 +293,7 @@ fn ignored_settings_are_accepted_and_reported() {
     let vars = deployment_with(&[("PGBOUNCER_PKT_BUF", "8192"), ("POSTGRESQL_HOST", "pg")]);
     let cfg = Config::load(None, &vars).unwrap();
     assert_eq!(cfg.ignored.get("pkt_buf").map(String::as_str), Some("8192"));
+    assert!(cfg.warnings().iter().any(|w| w.contains("pkt_buf")));
     let report = check_config_report(&cfg);
     assert!(report.contains("pkt_buf = 8192 (ignored"), "{report}");
     assert!(report.contains("# warning: accepted but ignored PgBouncer settings: pkt_buf"));

@@ -77,7 +77,11 @@ const UNSUPPORTED_OPTIONS: &[&str] = &[
 impl DatabaseConfig {
     /// Set one libpq-style option of a `[databases]` entry.
     pub fn apply_option(&mut self, key: &str, raw: &str) -> Result<(), String> {
+        // An empty value means "not set", as in libpq.
         fn opt<T: SettingValue>(raw: &str) -> Result<Option<T>, String> {
+            if raw.trim().is_empty() {
+                return Ok(None);
+            }
             T::parse_setting(raw).map(Some)
         }
         let parsed = match key {
@@ -314,6 +318,11 @@ mod tests {
         assert_eq!(dbs[1].1.host, "fallback");
         assert_eq!(dbs[1].1.port, DEFAULT_SERVER_PORT);
         assert_eq!(dbs[2].1.reserve_pool_size, Some(3));
+
+        let (_, blank) = parse_databases("b = host=h user='' dbname=")
+            .unwrap()
+            .remove(0);
+        assert_eq!((blank.user, blank.dbname), (None, None));
     }
 
     #[test]

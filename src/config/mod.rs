@@ -88,7 +88,10 @@ impl Config {
         file: Option<&Path>,
         env: &BTreeMap<String, String>,
     ) -> Result<Config, ConfigError> {
-        let from_env = env.get(CONFIG_FILE_VAR).map(PathBuf::from);
+        let from_env = env
+            .get(CONFIG_FILE_VAR)
+            .filter(|p| !p.trim().is_empty())
+            .map(PathBuf::from);
         let file_settings = match file.or(from_env.as_deref()) {
             Some(path) => Some(file::read_file(path)?),
             None => None,
@@ -116,14 +119,6 @@ impl Config {
         env::apply_env(&mut cfg, env)?;
         cfg.normalize();
         cfg.validate()?;
-        for (name, value) in &cfg.ignored {
-            let value = if value::is_secret_name(name) {
-                MASK
-            } else {
-                value
-            };
-            tracing::warn!(setting = %name, value = %value, "PgBouncer setting accepted but not implemented by pgrelay; ignored");
-        }
         Ok(cfg)
     }
 
@@ -150,6 +145,13 @@ impl Config {
     /// Where to connect for a requested database name, applying the `*` fallback.
     pub fn database(&self, requested: &str) -> Option<ResolvedDatabase> {
         database::resolve(&self.databases, &self.pool, requested)
+    }
+
+    /// Valid but questionable choices (e.g. ignored PgBouncer settings). `load`
+    /// runs before logging is set up (`log_format` is a setting), so the caller
+    /// logs these once its subscriber is installed.
+    pub fn warnings(&self) -> Vec<String> {
+        report::warnings(self)
     }
 
     /// Every setting = value, one per line, sorted, passwords masked.
