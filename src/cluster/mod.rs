@@ -83,7 +83,11 @@ impl PoolRegistry {
         }
         let mut limits = Vec::new();
         if spec.max_db_connections > 0 {
-            limits.push(limit_for(&self.db_limits, &spec.name, spec.max_db_connections));
+            limits.push(limit_for(
+                &self.db_limits,
+                &spec.name,
+                spec.max_db_connections,
+            ));
         }
         if spec.max_user_connections > 0 {
             limits.push(limit_for(

@@ -115,7 +115,10 @@ mod tests {
         assert_eq!(registry.lookup(a.process_id, a.secret), None, "idle client");
         a.slot.attach(key);
         assert_eq!(registry.lookup(a.process_id, a.secret), Some(key));
-        assert_eq!(registry.lookup(a.process_id, a.secret.wrapping_add(1)), None);
+        assert_eq!(
+            registry.lookup(a.process_id, a.secret.wrapping_add(1)),
+            None
+        );
         assert_eq!(registry.lookup(b.process_id, b.secret), None);
         a.slot.detach();
         assert_eq!(registry.lookup(a.process_id, a.secret), None);

@@ -64,7 +64,10 @@ async fn accept_loop(
         }
     }
     drop(listener);
-    info!(sessions = sessions.len(), "stopped accepting; draining sessions");
+    info!(
+        sessions = sessions.len(),
+        "stopped accepting; draining sessions"
+    );
     let drained = tokio::time::timeout(drain, async {
         while sessions.join_next().await.is_some() {}
     })

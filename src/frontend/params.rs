@@ -61,7 +61,9 @@ impl ClientParams {
                 _ => return Err(FrontendError::UnsupportedParameter(name.clone())),
             }
         }
-        let user = user.filter(|u| !u.is_empty()).ok_or(FrontendError::NoUser)?;
+        let user = user
+            .filter(|u| !u.is_empty())
+            .ok_or(FrontendError::NoUser)?;
         let database = database
             .filter(|d| !d.is_empty())
             .unwrap_or_else(|| user.clone());
@@ -157,10 +159,7 @@ impl ClientParams {
     }
 
     /// SQL that makes a server's tracked parameters match this client's, if any differ.
-    pub fn sync_sql<'a>(
-        &self,
-        server_value: impl Fn(&str) -> Option<&'a str>,
-    ) -> Option<String> {
+    pub fn sync_sql<'a>(&self, server_value: impl Fn(&str) -> Option<&'a str>) -> Option<String> {
         let mut sql = String::new();
         for (name, value) in &self.values {
             if server_value(name) == Some(value.as_str()) {
@@ -238,15 +237,24 @@ mod tests {
         assert_eq!(p.pgrelay, vec![("pgrelay.route".into(), "primary".into())]);
         assert!(p.get("extra_float_digits").is_none());
 
-        let err = startup(&[("user", "a"), ("work_mem", "1GB")]).err().unwrap();
+        let err = startup(&[("user", "a"), ("work_mem", "1GB")])
+            .err()
+            .unwrap();
         assert_eq!(err.sqlstate(), "08P01");
         assert!(err.to_string().contains("work_mem"));
-        assert!(matches!(startup(&[("database", "x")]), Err(FrontendError::NoUser)));
+        assert!(matches!(
+            startup(&[("database", "x")]),
+            Err(FrontendError::NoUser)
+        ));
     }
 
     #[test]
     fn options_accepts_tracked_settings_only() {
-        let (p, _) = startup(&[("user", "a"), ("options", "-c TimeZone=UTC --datestyle=ISO")]).unwrap();
+        let (p, _) = startup(&[
+            ("user", "a"),
+            ("options", "-c TimeZone=UTC --datestyle=ISO"),
+        ])
+        .unwrap();
         assert_eq!(p.get("timezone"), Some("UTC"));
         assert_eq!(p.get("DateStyle"), Some("ISO"));
         assert!(startup(&[("user", "a"), ("options", "-c work_mem=1GB")]).is_err());
@@ -269,12 +277,20 @@ mod tests {
         // A server where another client changed TimeZone and our name is missing.
         let other = [("TimeZone", "Asia/Tokyo"), ("application_name", "")];
         let sql = p
-            .sync_sql(|n| other.iter().find(|(k, _)| k.eq_ignore_ascii_case(n)).map(|(_, v)| *v))
+            .sync_sql(|n| {
+                other
+                    .iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case(n))
+                    .map(|(_, v)| *v)
+            })
             .unwrap();
         assert_eq!(sql, "SET application_name TO 'app1';SET timezone TO 'UTC';");
         let same = [("TimeZone", "UTC"), ("application_name", "app1")];
         assert_eq!(
-            p.sync_sql(|n| same.iter().find(|(k, _)| k.eq_ignore_ascii_case(n)).map(|(_, v)| *v)),
+            p.sync_sql(|n| same
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(n))
+                .map(|(_, v)| *v)),
             None
         );
     }

@@ -105,10 +105,7 @@ impl RelayState {
 }
 
 fn is_inspected(tag: u8) -> bool {
-    matches!(
-        tag,
-        be::tag::READY_FOR_QUERY | be::tag::PARAMETER_STATUS
-    )
+    matches!(tag, be::tag::READY_FOR_QUERY | be::tag::PARAMETER_STATUS)
 }
 
 #[cfg(test)]
@@ -134,7 +131,9 @@ mod tests {
         assert!(!r.is_idle(0));
         let reply = server_reply();
         let mut seen = Vec::new();
-        let n = r.scan(&reply, |k, v| seen.push((k.to_string(), v.to_string()))).unwrap();
+        let n = r
+            .scan(&reply, |k, v| seen.push((k.to_string(), v.to_string())))
+            .unwrap();
         assert_eq!(n, reply.len());
         assert_eq!(seen, vec![("TimeZone".to_string(), "UTC".to_string())]);
         assert!(r.is_idle(0));

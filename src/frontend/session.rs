@@ -160,7 +160,11 @@ async fn login<'a>(
     if let Some(sql) = session.sync_sql() {
         session.run_on_server(&sql).await?;
     }
-    be::write_backend_key_data(registration.process_id, registration.secret, &mut client.wbuf);
+    be::write_backend_key_data(
+        registration.process_id,
+        registration.secret,
+        &mut client.wbuf,
+    );
     be::write_ready_for_query(TxStatus::Idle, &mut client.wbuf);
     client.flush().await?;
     session.release_if_idle().await;
@@ -380,11 +384,9 @@ impl Session<'_> {
         }
         let query = self.settings.server_reset_query.trim();
         if reset && !query.is_empty() {
-            let ran = tokio::time::timeout(
-                Duration::from_secs(5),
-                attached.conn.run_discarding(query),
-            )
-            .await;
+            let ran =
+                tokio::time::timeout(Duration::from_secs(5), attached.conn.run_discarding(query))
+                    .await;
             if !matches!(ran, Ok(Ok(TxStatus::Idle))) {
                 return;
             }
