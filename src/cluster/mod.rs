@@ -40,16 +40,19 @@ pub struct DatabaseSpec {
     pub max_user_connections: usize,
 }
 
+/// ParameterStatus values as a server reported them at login.
+pub type ServerParams = Arc<Vec<(String, String)>>;
+
 /// The pools serving one (database, user) pair.
 pub struct DatabasePools {
     pub spec: DatabaseSpec,
     pub primary: ServerPool,
     /// ParameterStatus values of the first server logged in, sent to clients at login.
-    server_params: Mutex<Option<Arc<Vec<(String, String)>>>>,
+    server_params: Mutex<Option<ServerParams>>,
 }
 
 impl DatabasePools {
-    pub fn server_params(&self) -> Option<Arc<Vec<(String, String)>>> {
+    pub fn server_params(&self) -> Option<ServerParams> {
         self.server_params.lock().unwrap().clone()
     }
 
