@@ -22,9 +22,6 @@ fn check_listen(cfg: &Config, out: &mut Vec<ValidationError>) {
     if cfg.listen.addrs.is_empty() {
         out.push(ValidationError::NoListenAddr);
     }
-    if cfg.listen.port == 0 {
-        out.push(too_small("listen_port", 1));
-    }
     if cfg.limits.max_client_conn == 0 {
         out.push(too_small("max_client_conn", 1));
     }
