@@ -164,6 +164,19 @@ impl ScramServer {
     }
 }
 
+impl std::fmt::Debug for ScramServer {
+    /// Only the phase: nonces, keys and proofs stay out of logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let phase = match self.state {
+            State::AwaitingClientFirst => "awaiting client-first",
+            State::AwaitingClientFinal { .. } => "awaiting client-final",
+            State::Succeeded { .. } => "succeeded",
+            State::Failed => "failed",
+        };
+        write!(f, "ScramServer({phase})")
+    }
+}
+
 /// Deterministic per-user fake parameters, like PostgreSQL's mock authentication.
 fn mock_secret(user: &str, mock_key: &[u8; 32]) -> ScramSecret {
     let digest = crypto::hmac_sha256(mock_key, user.as_bytes());

@@ -49,6 +49,7 @@ fn right_password_with_plain_secret_succeeds() {
     let run = exchange(Some(&secret), "alice", "correct horse");
     run.outcome.unwrap();
     assert!(run.server.is_authenticated());
+    assert_eq!(format!("{:?}", run.server), "ScramServer(succeeded)");
     assert_eq!(field(&run.server_first, "i="), "4096");
     // The recovered ClientKey is the real one for this salt.
     let salt = crypto::unb64(field(&run.server_first, "s=")).unwrap();
@@ -91,6 +92,7 @@ fn wrong_password_fails_with_28p01() {
     assert_eq!(err.sqlstate(), "28P01");
     assert_eq!(run.server.client_key(), None);
     assert!(!run.server.is_authenticated());
+    assert_eq!(format!("{:?}", run.server), "ScramServer(failed)");
 }
 
 #[test]
