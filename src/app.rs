@@ -11,7 +11,7 @@ use thiserror::Error;
 use tokio::net::TcpListener;
 use tracing::info;
 
-use crate::auth::{AuthError, Secret, Userlist};
+use crate::auth::{AuthError, ScramSecret, Secret, Userlist};
 use crate::backend::{ConnectOptions, ServerSecret, ServerTlsPolicy};
 use crate::cluster::{DatabaseSpec, PoolRegistry};
 use crate::config::{AuthType, Config, SslMode};
@@ -41,6 +41,10 @@ pub enum AppError {
 struct Snapshot {
     config: Config,
     userlist: Userlist,
+    /// SCRAM secrets derived from plain userlist passwords. Deriving one costs
+    /// 4096 PBKDF2 rounds; doing it once per user keeps logins cheap and makes a
+    /// known user's login cost the same as an unknown user's mock exchange.
+    scram_cache: std::sync::Mutex<std::collections::HashMap<String, Secret>>,
     frontend: Arc<FrontendSettings>,
     server_tls: ServerTlsPolicy,
 }
@@ -64,6 +68,7 @@ impl Snapshot {
         Ok(Snapshot {
             config,
             userlist,
+            scram_cache: Default::default(),
             frontend,
             server_tls,
         })
@@ -185,7 +190,16 @@ impl Directory for App {
         if snap.config.auth.auth_type == AuthType::Trust {
             return None;
         }
-        snap.userlist.get(user).cloned()
+        match snap.userlist.get(user)? {
+            Secret::Plain(password) if snap.config.auth.auth_type == AuthType::ScramSha256 => {
+                let mut cache = snap.scram_cache.lock().unwrap();
+                let derived = cache.entry(user.to_string()).or_insert_with(|| {
+                    Secret::Scram(ScramSecret::from_password_random_salt(password))
+                });
+                Some(derived.clone())
+            }
+            other => Some(other.clone()),
+        }
     }
 
     fn scram_mock_key(&self) -> [u8; 32] {

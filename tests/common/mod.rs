@@ -150,3 +150,37 @@ pub async fn try_scalar(
         })
         .expect("a row"))
 }
+
+/// Runs `psql -XAt -c sql` through pgrelay as `user`; returns (success, stdout+stderr).
+pub async fn psql(
+    cluster: &Cluster,
+    port: u16,
+    user: &str,
+    password: &str,
+    sql: &str,
+) -> (bool, String) {
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new(cluster.bin_dir().join("psql"))
+            .args([
+                "-XAt",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-U",
+                user,
+            ])
+            .args(["-d", cluster.database(), "-c", sql])
+            .env("PGPASSWORD", password)
+            .env("PGCONNECT_TIMEOUT", "10")
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("psql finished")
+    .expect("psql runs");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
