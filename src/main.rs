@@ -28,6 +28,12 @@ enum Command {
     Run,
     /// Validate the configuration and print the effective settings (secrets masked).
     CheckConfig,
+    /// Start a local PostgreSQL primary + 2 replicas + DNS server with pgrelay in front.
+    Demo {
+        /// Port pgrelay listens on (127.0.0.1); 0 picks a free one.
+        #[arg(long, default_value_t = 6432)]
+        port: u16,
+    },
 }
 
 fn env_map() -> BTreeMap<String, String> {
@@ -57,6 +63,20 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Demo { port } => {
+            init_logging(LogFormat::Text);
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
+            match runtime.block_on(demo(port)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("pgrelay demo: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Run => {
             let cfg = match Config::load(cli.config.as_deref(), &env_map()) {
                 Ok(cfg) => cfg,
@@ -105,5 +125,39 @@ async fn run(cfg: Config, config_path: Option<PathBuf>) -> Result<(), pgrelay::a
     }
     info!("shutting down: draining sessions");
     running.shutdown().await;
+    Ok(())
+}
+
+/// The demo: a real cluster, pgrelay in front of it, torn down on Ctrl-C.
+async fn demo(port: u16) -> Result<(), Box<dyn std::error::Error>> {
+    use pgrelay::demo::{DemoCluster, DemoOptions};
+    println!("starting PostgreSQL primary + 2 streaming replicas + DNS server ...");
+    let cluster =
+        tokio::task::spawn_blocking(|| DemoCluster::start(&DemoOptions::default())).await??;
+    let config = pgrelay::demo::pgrelay_config(cluster.cluster(), port)?;
+    let running = match pgrelay::app::start(config.clone()).await {
+        Ok(r) => r,
+        // 6432 may belong to a real PgBouncer: fall back to any free port.
+        Err(pgrelay::app::AppError::Bind { .. }) if port != 0 => {
+            pgrelay::app::start(pgrelay::demo::pgrelay_config(cluster.cluster(), 0)?).await?
+        }
+        Err(e) => return Err(e.into()),
+    };
+    println!("{}", cluster.describe());
+    let (user, password) = cluster.cluster().app_user();
+    println!(
+        "pgrelay (transaction pooling) listens on {}",
+        running.addrs[0]
+    );
+    println!(
+        "    psql \"host=127.0.0.1 port={} user={user} password={password} dbname={}\"",
+        running.addrs[0].port(),
+        cluster.cluster().database()
+    );
+    println!("Press Ctrl-C to stop pgrelay and the cluster and delete its files.");
+    tokio::signal::ctrl_c().await?;
+    running.shutdown().await;
+    tokio::task::spawn_blocking(move || drop(cluster)).await?;
+    println!("demo stopped and removed");
     Ok(())
 }
