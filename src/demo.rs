@@ -180,6 +180,32 @@ pub fn describe(cluster: &Cluster) -> String {
     out
 }
 
+/// pgrelay's configuration for the demo: transaction pooling on 127.0.0.1:`port`
+/// in front of the cluster's primary, with a userlist written next to the
+/// cluster's files (removed with them).
+pub fn pgrelay_config(cluster: &Cluster, port: u16) -> Result<crate::config::Config, DemoError> {
+    let (app_user, app_password) = cluster.app_user();
+    let userlist = cluster.base_dir().join("pgrelay-userlist.txt");
+    std::fs::write(&userlist, format!("\"{app_user}\" \"{app_password}\"\n"))
+        .map_err(|e| DemoError::Front(Box::new(e)))?;
+    let yaml = format!(
+        "listen_addr: 127.0.0.1\nlisten_port: {port}\nmetrics_addr: 127.0.0.1:0\n\
+         auth_type: scram-sha-256\nauth_file: {}\npool_mode: transaction\n\
+         default_pool_size: 10\nserver_tls_sslmode: prefer\n\
+         databases:\n  {db}:\n    host: {host}\n    port: {db_port}\n",
+        userlist.display(),
+        db = cluster.database(),
+        host = cluster.primary().host(),
+        db_port = cluster.port(),
+    );
+    crate::config::Config::load_from_str(
+        &cluster.base_dir().join("pgrelay-demo.yaml"),
+        &yaml,
+        &Default::default(),
+    )
+    .map_err(|e| DemoError::Front(Box::new(e)))
+}
+
 fn join(addrs: &[Ipv4Addr]) -> String {
     addrs
         .iter()

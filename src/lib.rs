@@ -1,4 +1,14 @@
 //! pgrelay: a PostgreSQL connection pooler and read/write query router.
 
+pub mod app;
+pub mod auth;
+pub mod backend;
+pub mod cluster;
 pub mod config;
 pub mod demo;
+pub mod frontend;
+pub mod pool;
+pub mod protocol;
+pub mod shutdown;
+pub mod stream;
+pub mod tls;

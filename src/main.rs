@@ -1,1 +1,163 @@
-fn main() {}
+//! pgrelay's command line: run the pooler, check a configuration, or start the demo.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use pgrelay::config::{Config, LogFormat};
+use tracing::{error, info, warn};
+
+#[derive(Parser)]
+#[command(
+    name = "pgrelay",
+    version,
+    about = "PostgreSQL connection pooler and read/write query router"
+)]
+struct Cli {
+    /// YAML configuration file (else $PGRELAY_CONFIG; PGBOUNCER_* variables override it).
+    #[arg(long, short, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the pooler (the default).
+    Run,
+    /// Validate the configuration and print the effective settings (secrets masked).
+    CheckConfig,
+    /// Start a local PostgreSQL primary + 2 replicas + DNS server with pgrelay in front.
+    Demo {
+        /// Port pgrelay listens on (127.0.0.1); 0 picks a free one.
+        #[arg(long, default_value_t = 6432)]
+        port: u16,
+    },
+}
+
+fn env_map() -> BTreeMap<String, String> {
+    std::env::vars().collect()
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PGRELAY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command.unwrap_or(Command::Run) {
+        Command::CheckConfig => match Config::load(cli.config.as_deref(), &env_map()) {
+            Ok(cfg) => {
+                print!("{}", pgrelay::config::check_config_report(&cfg));
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("pgrelay: invalid configuration: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Demo { port } => {
+            init_logging(LogFormat::Text);
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
+            match runtime.block_on(demo(port)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("pgrelay demo: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Run => {
+            let cfg = match Config::load(cli.config.as_deref(), &env_map()) {
+                Ok(cfg) => cfg,
+                Err(e) => {
+                    eprintln!("pgrelay: invalid configuration: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            init_logging(cfg.logging.log_format);
+            for w in cfg.warnings() {
+                warn!("{w}");
+            }
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
+            match runtime.block_on(run(cfg, cli.config)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    error!("{e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+async fn run(cfg: Config, config_path: Option<PathBuf>) -> Result<(), pgrelay::app::AppError> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let running = pgrelay::app::start(cfg).await?;
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => match Config::load(config_path.as_deref(), &env_map()) {
+                Ok(cfg) => match running.app.reload(cfg) {
+                    Ok(()) => info!("configuration reloaded"),
+                    Err(e) => error!("reload failed, keeping the old configuration: {e}"),
+                },
+                Err(e) => error!("reload failed, keeping the old configuration: {e}"),
+            },
+        }
+    }
+    info!("shutting down: draining sessions");
+    running.shutdown().await;
+    Ok(())
+}
+
+/// The demo: a real cluster, pgrelay in front of it, torn down on Ctrl-C.
+async fn demo(port: u16) -> Result<(), Box<dyn std::error::Error>> {
+    use pgrelay::demo::{DemoCluster, DemoOptions};
+    println!("starting PostgreSQL primary + 2 streaming replicas + DNS server ...");
+    let cluster =
+        tokio::task::spawn_blocking(|| DemoCluster::start(&DemoOptions::default())).await??;
+    let config = pgrelay::demo::pgrelay_config(cluster.cluster(), port)?;
+    let running = match pgrelay::app::start(config.clone()).await {
+        Ok(r) => r,
+        // 6432 may belong to a real PgBouncer: fall back to any free port.
+        Err(pgrelay::app::AppError::Bind { .. }) if port != 0 => {
+            pgrelay::app::start(pgrelay::demo::pgrelay_config(cluster.cluster(), 0)?).await?
+        }
+        Err(e) => return Err(e.into()),
+    };
+    println!("{}", cluster.describe());
+    let (user, password) = cluster.cluster().app_user();
+    println!(
+        "pgrelay (transaction pooling) listens on {}",
+        running.addrs[0]
+    );
+    println!(
+        "    psql \"host=127.0.0.1 port={} user={user} password={password} dbname={}\"",
+        running.addrs[0].port(),
+        cluster.cluster().database()
+    );
+    println!("Press Ctrl-C to stop pgrelay and the cluster and delete its files.");
+    tokio::signal::ctrl_c().await?;
+    running.shutdown().await;
+    tokio::task::spawn_blocking(move || drop(cluster)).await?;
+    println!("demo stopped and removed");
+    Ok(())
+}

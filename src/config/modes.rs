@@ -85,6 +85,13 @@ word_enum!(
     VerifyFull => "verify-full",
 });
 
+word_enum!(
+    /// Log line format (`log_format`, pgrelay's own setting).
+    LogFormat, "log_format", {
+    Text => "text",
+    Json => "json",
+});
+
 #[cfg(test)]
 mod tests {
     use super::*;

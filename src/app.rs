@@ -1,0 +1,311 @@
+//! Wires a validated [`Config`] into a running pgrelay: the directory that
+//! sessions consult, the pools, the listeners and the background upkeep.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use rand::Rng;
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tracing::info;
+
+use crate::auth::{AuthError, ScramSecret, Secret, Userlist};
+use crate::backend::{ConnectOptions, ServerSecret, ServerTlsPolicy};
+use crate::cluster::{DatabaseSpec, PoolRegistry};
+use crate::config::{AuthType, Config, SslMode};
+use crate::frontend::{self, CancelRegistry, Directory, FrontendSettings, ListenerHandle, Shared};
+use crate::pool::PoolSettings;
+use crate::shutdown::Shutdown;
+use crate::tls::{self, ClientTlsSettings, ServerTlsSettings, TlsError};
+
+#[derive(Debug, Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Userlist(#[from] AuthError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("client TLS needs client_tls_cert_file and client_tls_key_file")]
+    ClientTlsIncomplete,
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+}
+
+/// Everything derived from one configuration; replaced whole on reload.
+struct Snapshot {
+    config: Config,
+    userlist: Userlist,
+    /// SCRAM secrets derived from plain userlist passwords. Deriving one costs
+    /// 4096 PBKDF2 rounds; doing it once per user keeps logins cheap and makes a
+    /// known user's login cost the same as an unknown user's mock exchange.
+    scram_cache: std::sync::Mutex<std::collections::HashMap<String, Secret>>,
+    frontend: Arc<FrontendSettings>,
+    server_tls: ServerTlsPolicy,
+}
+
+impl Snapshot {
+    fn build(config: Config) -> Result<Snapshot, AppError> {
+        let userlist = match &config.auth.auth_file {
+            Some(path) => Userlist::load(path)?,
+            None => Userlist::parse("", "(no auth_file)")?,
+        };
+        let server_tls = ServerTlsPolicy {
+            mode: config.server_tls.sslmode,
+            connector: tls::server_connector(&ServerTlsSettings {
+                mode: config.server_tls.sslmode,
+                ca_file: config.server_tls.ca_file.clone(),
+                cert_file: config.server_tls.cert_file.clone(),
+                key_file: config.server_tls.key_file.clone(),
+            })?,
+        };
+        let frontend = Arc::new(frontend_settings(&config));
+        Ok(Snapshot {
+            config,
+            userlist,
+            scram_cache: Default::default(),
+            frontend,
+            server_tls,
+        })
+    }
+}
+
+fn nonzero(d: Duration) -> Option<Duration> {
+    (!d.is_zero()).then_some(d)
+}
+
+fn lower(list: &[String]) -> Vec<String> {
+    list.iter().map(|s| s.to_ascii_lowercase()).collect()
+}
+
+fn frontend_settings(c: &Config) -> FrontendSettings {
+    FrontendSettings {
+        auth_type: c.auth.auth_type,
+        max_client_conn: c.limits.max_client_conn as usize,
+        max_message: c.limits.max_packet_size as usize,
+        client_login_timeout: nonzero(c.timeouts.client_login_timeout),
+        client_idle_timeout: nonzero(c.timeouts.client_idle_timeout),
+        idle_transaction_timeout: nonzero(c.timeouts.idle_transaction_timeout),
+        server_reset_query: c.server.reset_query.clone(),
+        server_reset_query_always: c.server.reset_query_always,
+        ignore_startup_parameters: lower(&c.params.ignore_startup_parameters),
+        track_extra_parameters: lower(&c.params.track_extra_parameters),
+        client_tls_mode: c.client_tls.sslmode,
+    }
+}
+
+/// The [`Directory`] sessions consult: current config and userlist.
+pub struct App {
+    snapshot: RwLock<Arc<Snapshot>>,
+    mock_key: [u8; 32],
+}
+
+impl App {
+    pub fn new(config: Config) -> Result<Arc<App>, AppError> {
+        Ok(Arc::new(App {
+            snapshot: RwLock::new(Arc::new(Snapshot::build(config)?)),
+            mock_key: rand::rng().random(),
+        }))
+    }
+
+    fn current(&self) -> Arc<Snapshot> {
+        self.snapshot.read().unwrap().clone()
+    }
+
+    pub fn config(&self) -> Config {
+        self.current().config.clone()
+    }
+
+    /// Swaps in a new configuration; sessions see it at their next lookup.
+    /// Pools already created keep their settings until restart.
+    pub fn reload(&self, config: Config) -> Result<(), AppError> {
+        let next = Arc::new(Snapshot::build(config)?);
+        *self.snapshot.write().unwrap() = next;
+        Ok(())
+    }
+
+    fn server_secret(snapshot: &Snapshot, password: Option<&str>, user: &str) -> ServerSecret {
+        if let Some(p) = password {
+            return ServerSecret::Password(p.to_string());
+        }
+        match snapshot.userlist.get(user) {
+            Some(Secret::Plain(p)) => ServerSecret::Password(p.clone()),
+            Some(Secret::Md5(h)) => ServerSecret::Md5Hash(h.clone()),
+            Some(Secret::Scram(_)) | None => ServerSecret::None,
+        }
+    }
+}
+
+impl Directory for App {
+    fn settings(&self) -> Arc<FrontendSettings> {
+        self.current().frontend.clone()
+    }
+
+    fn database(&self, name: &str, user: &str) -> Option<DatabaseSpec> {
+        let snap = self.current();
+        let c = &snap.config;
+        let db = c.database(name)?;
+        let server_user = db.forced_user.clone().unwrap_or_else(|| user.to_string());
+        let secret = Self::server_secret(
+            &snap,
+            db.password.as_ref().map(|p| p.expose()),
+            &server_user,
+        );
+        Some(DatabaseSpec {
+            name: db.name.clone(),
+            connect: ConnectOptions {
+                host: db.host.clone(),
+                port: db.port,
+                user: server_user,
+                database: db.dbname.clone(),
+                secret,
+                tls: snap.server_tls.clone(),
+                connect_timeout: nonzero(c.timeouts.server_connect_timeout)
+                    .unwrap_or(Duration::from_secs(15)),
+                max_message: c.limits.max_packet_size as usize,
+            },
+            pool: PoolSettings {
+                size: db.pool.pool_size as usize,
+                min_size: db.pool.min_pool_size as usize,
+                reserve_size: db.pool.reserve_pool_size as usize,
+                reserve_timeout: c.pool.reserve_pool_timeout,
+                wait_timeout: nonzero(c.timeouts.query_wait_timeout),
+                idle_timeout: nonzero(c.timeouts.server_idle_timeout),
+                lifetime: nonzero(c.timeouts.server_lifetime),
+                login_retry: c.timeouts.server_login_retry,
+            },
+            pool_mode: db.pool.pool_mode,
+            max_db_connections: db.pool.max_db_connections as usize,
+            max_user_connections: c.limits.max_user_connections as usize,
+        })
+    }
+
+    fn client_secret(&self, user: &str) -> Option<Secret> {
+        let snap = self.current();
+        if snap.config.auth.auth_type == AuthType::Trust {
+            return None;
+        }
+        match snap.userlist.get(user)? {
+            Secret::Plain(password) if snap.config.auth.auth_type == AuthType::ScramSha256 => {
+                let mut cache = snap.scram_cache.lock().unwrap();
+                let derived = cache.entry(user.to_string()).or_insert_with(|| {
+                    Secret::Scram(ScramSecret::from_password_random_salt(password))
+                });
+                Some(derived.clone())
+            }
+            other => Some(other.clone()),
+        }
+    }
+
+    fn scram_mock_key(&self) -> [u8; 32] {
+        self.mock_key
+    }
+}
+
+/// A running pgrelay.
+pub struct Running {
+    pub app: Arc<App>,
+    pub pools: Arc<PoolRegistry>,
+    /// Where clients can connect (one per listen address).
+    pub addrs: Vec<SocketAddr>,
+    shutdown: Shutdown,
+    listeners: Vec<ListenerHandle>,
+    upkeep: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// Stops accepting, drains sessions (up to `shutdown_timeout`) and closes the pools.
+    pub async fn shutdown(self) {
+        self.shutdown.trigger();
+        for l in self.listeners {
+            let _ = l.task.await;
+        }
+        self.upkeep.abort();
+        self.pools.close_all();
+    }
+}
+
+/// Binds the listeners and starts serving.
+pub async fn start(config: Config) -> Result<Running, AppError> {
+    let client_tls = client_acceptor(&config)?;
+    let drain = config.timeouts.shutdown_timeout;
+    let listen: Vec<String> = config
+        .listen
+        .addrs
+        .iter()
+        .map(|a| format_addr(a, config.listen.port))
+        .collect();
+    let max_clients = config.limits.max_client_conn as usize;
+    let app = App::new(config)?;
+    let pools = Arc::new(PoolRegistry::new());
+    let shared = Arc::new(Shared {
+        directory: app.clone(),
+        pools: pools.clone(),
+        cancels: CancelRegistry::new(),
+        tls_acceptor: client_tls,
+        client_slots: Arc::new(tokio::sync::Semaphore::new(max_clients)),
+    });
+    let shutdown = Shutdown::new();
+    let mut listeners = Vec::new();
+    let mut addrs = Vec::new();
+    for addr in listen {
+        let listener = TcpListener::bind(&addr)
+            .await
+            .map_err(|source| AppError::Bind {
+                addr: addr.clone(),
+                source,
+            })?;
+        let handle = frontend::serve(listener, shared.clone(), shutdown.signal(), drain)
+            .map_err(|source| AppError::Bind { addr, source })?;
+        info!(addr = %handle.local_addr, "listening");
+        addrs.push(handle.local_addr);
+        listeners.push(handle);
+    }
+    let upkeep = tokio::spawn({
+        let pools = pools.clone();
+        async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                pools.maintain().await;
+            }
+        }
+    });
+    Ok(Running {
+        app,
+        pools,
+        addrs,
+        shutdown,
+        listeners,
+        upkeep,
+    })
+}
+
+fn format_addr(host: &str, port: u16) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+fn client_acceptor(config: &Config) -> Result<Option<tokio_rustls::TlsAcceptor>, AppError> {
+    let c = &config.client_tls;
+    if c.sslmode == SslMode::Disable {
+        return Ok(None);
+    }
+    let (Some(cert), Some(key)) = (&c.cert_file, &c.key_file) else {
+        return Err(AppError::ClientTlsIncomplete);
+    };
+    Ok(Some(tls::client_acceptor(&ClientTlsSettings {
+        mode: c.sslmode,
+        cert_file: PathBuf::from(cert),
+        key_file: PathBuf::from(key),
+        ca_file: c.ca_file.clone(),
+    })?))
+}

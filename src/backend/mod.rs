@@ -1,0 +1,332 @@
+//! One server connection: connect (TCP, optionally TLS), log in, and the
+//! protocol state pgrelay keeps about it.
+
+mod login;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use thiserror::Error;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::config::SslMode;
+use crate::protocol::backend::{self as be, ErrorFields, TxStatus};
+use crate::protocol::framing::{self, Frame};
+use crate::protocol::ProtocolError;
+use crate::stream::Stream;
+
+pub use login::ServerSecret;
+
+#[derive(Debug, Error)]
+pub enum BackendError {
+    #[error("could not connect to server {addr}: {source}")]
+    Connect {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("timed out connecting to server {0}")]
+    ConnectTimeout(String),
+    #[error("server {0} refused TLS but sslmode requires it")]
+    TlsRefused(String),
+    #[error("TLS handshake with server {addr} failed: {source}")]
+    Tls {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("server login failed: {}", .0.message)]
+    Login(ErrorFields),
+    #[error("server requested {0} authentication, which pgrelay does not support")]
+    UnsupportedAuth(&'static str),
+    #[error("no password is known for the server login of user {0:?}")]
+    NoPassword(String),
+    #[error("server error: {}", .0.message)]
+    Server(ErrorFields),
+    #[error("server protocol error: {0}")]
+    Protocol(#[from] ProtocolError),
+    #[error("server connection closed")]
+    Closed,
+    #[error("server connection I/O error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl BackendError {
+    /// The SQLSTATE a client sees when this error ends its request.
+    pub fn sqlstate(&self) -> &'static str {
+        match self {
+            BackendError::Login(_) | BackendError::NoPassword(_) => "08004", // server rejected the connection
+            BackendError::UnsupportedAuth(_) => "28000",
+            BackendError::Server(_) => "XX000",
+            BackendError::Protocol(_) => "08P01",
+            _ => "08006", // connection_failure
+        }
+    }
+
+    /// True when the server (not the client) is at fault and the connection is gone.
+    pub fn is_connection_failure(&self) -> bool {
+        !matches!(self, BackendError::Server(_))
+    }
+}
+
+/// Where and how to open server connections; shared by every connection of a pool.
+#[derive(Clone)]
+pub struct ConnectOptions {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub database: String,
+    pub secret: ServerSecret,
+    pub tls: ServerTlsPolicy,
+    pub connect_timeout: Duration,
+    /// Largest message accepted from the server.
+    pub max_message: usize,
+}
+
+impl std::fmt::Debug for ConnectOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectOptions")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("user", &self.user)
+            .field("database", &self.database)
+            .field("tls", &self.tls.mode)
+            .finish_non_exhaustive()
+    }
+}
+
+/// TLS towards servers, already built (building reads certificate files).
+#[derive(Clone)]
+pub struct ServerTlsPolicy {
+    pub mode: SslMode,
+    pub connector: Option<tokio_rustls::TlsConnector>,
+}
+
+impl std::fmt::Debug for ServerTlsPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerTlsPolicy")
+            .field("mode", &self.mode)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServerTlsPolicy {
+    pub fn disabled() -> Self {
+        ServerTlsPolicy {
+            mode: SslMode::Disable,
+            connector: None,
+        }
+    }
+}
+
+/// Identifies one server backend for cancel requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CancelKey {
+    pub addr: SocketAddr,
+    pub process_id: i32,
+    pub secret_key: i32,
+}
+
+/// A logged-in server connection.
+pub struct ServerConn {
+    stream: Stream,
+    /// Bytes read from the server and not yet consumed.
+    pub rbuf: BytesMut,
+    params: Vec<(String, String)>,
+    cancel: CancelKey,
+    created: Instant,
+    max_message: usize,
+}
+
+impl std::fmt::Debug for ServerConn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerConn")
+            .field("addr", &self.cancel.addr)
+            .field("pid", &self.cancel.process_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServerConn {
+    pub async fn connect(opts: &ConnectOptions) -> Result<ServerConn, BackendError> {
+        let addr_text = format!("{}:{}", opts.host, opts.port);
+        let tcp = tokio::time::timeout(
+            opts.connect_timeout,
+            TcpStream::connect((opts.host.as_str(), opts.port)),
+        )
+        .await
+        .map_err(|_| BackendError::ConnectTimeout(addr_text.clone()))?
+        .map_err(|source| BackendError::Connect {
+            addr: addr_text.clone(),
+            source,
+        })?;
+        tcp.set_nodelay(true)?;
+        let peer = tcp.peer_addr()?;
+        let stream = login::negotiate_tls(tcp, opts, &addr_text).await?;
+        let mut conn = ServerConn {
+            stream,
+            rbuf: BytesMut::with_capacity(8192),
+            params: Vec::new(),
+            cancel: CancelKey {
+                addr: peer,
+                process_id: 0,
+                secret_key: 0,
+            },
+            created: Instant::now(),
+            max_message: opts.max_message,
+        };
+        let login = tokio::time::timeout(opts.connect_timeout, login::login(&mut conn, opts));
+        login
+            .await
+            .map_err(|_| BackendError::ConnectTimeout(addr_text))??;
+        Ok(conn)
+    }
+
+    /// The server's backend process id: unique per server at any moment.
+    pub fn process_id(&self) -> i32 {
+        self.cancel.process_id
+    }
+
+    pub fn created(&self) -> Instant {
+        self.created
+    }
+
+    pub fn is_tls(&self) -> bool {
+        self.stream.is_tls()
+    }
+
+    pub fn stream(&mut self) -> &mut Stream {
+        &mut self.stream
+    }
+
+    pub fn cancel_key(&self) -> CancelKey {
+        self.cancel
+    }
+
+    pub fn max_message(&self) -> usize {
+        self.max_message
+    }
+
+    /// Parameters the server reported (ParameterStatus), latest value each.
+    pub fn params(&self) -> &[(String, String)] {
+        &self.params
+    }
+
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.params
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn set_param(&mut self, name: &str, value: &str) {
+        match self.params.iter_mut().find(|(k, _)| k == name) {
+            Some((_, v)) => {
+                if v != value {
+                    *v = value.to_string()
+                }
+            }
+            None => self.params.push((name.to_string(), value.to_string())),
+        }
+    }
+
+    pub async fn write_all(&mut self, bytes: &[u8]) -> Result<(), BackendError> {
+        self.stream.write_all(bytes).await?;
+        Ok(())
+    }
+
+    /// Reads more bytes from the server into `rbuf`; `Closed` at end of stream.
+    pub async fn fill(&mut self) -> Result<usize, BackendError> {
+        if self.rbuf.capacity() - self.rbuf.len() < 4096 {
+            self.rbuf.reserve(8192);
+        }
+        match self.stream.read_buf(&mut self.rbuf).await? {
+            0 => Err(BackendError::Closed),
+            n => Ok(n),
+        }
+    }
+
+    /// Takes the next complete message from `rbuf`, reading as needed.
+    pub async fn next_message(&mut self) -> Result<BytesMut, BackendError> {
+        loop {
+            if let Some(len) = framing::check(&self.rbuf, self.max_message)? {
+                return Ok(self.rbuf.split_to(len));
+            }
+            self.fill().await?;
+        }
+    }
+
+    /// Runs a simple query whose results nobody wants (SET, reset and check
+    /// queries), leaving the connection idle. A server error is returned after
+    /// the connection is back at ReadyForQuery.
+    pub async fn run_discarding(&mut self, sql: &str) -> Result<TxStatus, BackendError> {
+        let mut out = BytesMut::new();
+        postgres_protocol::message::frontend::query(sql, &mut out)?;
+        self.write_all(&out).await?;
+        let mut error = None;
+        loop {
+            let msg = self.next_message().await?;
+            let frame = Frame::new(&msg);
+            match frame.tag {
+                be::tag::READY_FOR_QUERY => {
+                    let status = be::ready_for_query_status(frame.body)?;
+                    return match error {
+                        Some(e) => Err(BackendError::Server(e)),
+                        None => Ok(status),
+                    };
+                }
+                be::tag::ERROR_RESPONSE => error = Some(be::error_fields(frame.body)?),
+                be::tag::PARAMETER_STATUS => {
+                    let (name, value) = be::parameter_status(frame.body)?;
+                    let (name, value) = (name.to_string(), value.to_string());
+                    self.set_param(&name, &value);
+                }
+                be::tag::COPY_IN_RESPONSE => {
+                    // Nothing pgrelay runs itself copies; refuse cleanly.
+                    let mut fail = BytesMut::new();
+                    postgres_protocol::message::frontend::copy_fail("not expected", &mut fail)?;
+                    self.write_all(&fail).await?;
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Says goodbye politely; errors do not matter, the socket closes either way.
+    pub async fn terminate(mut self) {
+        let mut out = BytesMut::new();
+        postgres_protocol::message::frontend::terminate(&mut out);
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            let _ = self.stream.write_all(&out).await;
+            let _ = self.stream.shutdown().await;
+        })
+        .await;
+    }
+}
+
+/// Sends a CancelRequest for `key` on a fresh connection.
+pub async fn send_cancel(key: CancelKey, timeout: Duration) -> Result<(), BackendError> {
+    let mut out = BytesMut::new();
+    postgres_protocol::message::frontend::cancel_request(key.process_id, key.secret_key, &mut out);
+    let addr = key.addr.to_string();
+    tokio::time::timeout(timeout, async {
+        let mut tcp =
+            TcpStream::connect(key.addr)
+                .await
+                .map_err(|source| BackendError::Connect {
+                    addr: addr.clone(),
+                    source,
+                })?;
+        tcp.write_all(&out).await?;
+        // The server closes the connection once it has read the request.
+        let mut sink = [0u8; 16];
+        let _ = tcp.read(&mut sink).await;
+        Ok(())
+    })
+    .await
+    .map_err(|_| BackendError::ConnectTimeout(addr))?
+}
+
+/// Shared handle type for connect options.
+pub type SharedConnectOptions = Arc<ConnectOptions>;

@@ -1,0 +1,150 @@
+//! Topology: which server pools serve a (database, user) pair.
+//!
+//! Today each pair has one primary pool; replica groups join it later.
+//! Pools are created on first use and shared by every client of the pair.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use crate::backend::{BackendError, ConnectOptions, ServerConn};
+use crate::config::PoolMode;
+use crate::pool::{ConnLimit, Connector, Pool, PoolSettings};
+
+/// Opens logged-in server connections for a pool.
+#[derive(Debug, Clone)]
+pub struct ServerConnector {
+    pub opts: Arc<ConnectOptions>,
+}
+
+impl Connector for ServerConnector {
+    type Conn = ServerConn;
+    type Error = BackendError;
+    async fn connect(&self) -> Result<ServerConn, BackendError> {
+        ServerConn::connect(&self.opts).await
+    }
+}
+
+pub type ServerPool = Pool<ServerConnector>;
+pub type PooledServer = crate::pool::Pooled<ServerConnector>;
+
+/// Everything needed to build the pools of one (database, user) pair.
+#[derive(Debug, Clone)]
+pub struct DatabaseSpec {
+    /// The name clients use.
+    pub name: String,
+    pub connect: ConnectOptions,
+    pub pool: PoolSettings,
+    pub pool_mode: PoolMode,
+    /// 0 = unlimited.
+    pub max_db_connections: usize,
+    pub max_user_connections: usize,
+}
+
+/// ParameterStatus values as a server reported them at login.
+pub type ServerParams = Arc<Vec<(String, String)>>;
+
+/// The pools serving one (database, user) pair.
+pub struct DatabasePools {
+    pub spec: DatabaseSpec,
+    pub primary: ServerPool,
+    /// ParameterStatus values of the first server logged in, sent to clients at login.
+    server_params: Mutex<Option<ServerParams>>,
+}
+
+impl DatabasePools {
+    pub fn server_params(&self) -> Option<ServerParams> {
+        self.server_params.lock().unwrap().clone()
+    }
+
+    pub fn remember_server_params(&self, params: &[(String, String)]) {
+        let mut slot = self.server_params.lock().unwrap();
+        if slot.is_none() {
+            *slot = Some(Arc::new(params.to_vec()));
+        }
+    }
+}
+
+/// All pools, created on demand; shared by every session.
+#[derive(Default)]
+pub struct PoolRegistry {
+    pools: Mutex<HashMap<(String, String), Arc<DatabasePools>>>,
+    db_limits: Mutex<HashMap<String, Arc<ConnLimit>>>,
+    user_limits: Mutex<HashMap<String, Arc<ConnLimit>>>,
+}
+
+impl PoolRegistry {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The pools for `spec` as `client_user` sees them: an existing set if the
+    /// pair is known, otherwise a new one built from `spec`.
+    pub fn get_or_create(&self, client_user: &str, spec: DatabaseSpec) -> Arc<DatabasePools> {
+        let key = (spec.name.clone(), client_user.to_string());
+        if let Some(p) = self.pools.lock().unwrap().get(&key) {
+            return p.clone();
+        }
+        let mut limits = Vec::new();
+        if spec.max_db_connections > 0 {
+            limits.push(limit_for(
+                &self.db_limits,
+                &spec.name,
+                spec.max_db_connections,
+            ));
+        }
+        if spec.max_user_connections > 0 {
+            limits.push(limit_for(
+                &self.user_limits,
+                &spec.connect.user,
+                spec.max_user_connections,
+            ));
+        }
+        let primary = Pool::new(
+            ServerConnector {
+                opts: Arc::new(spec.connect.clone()),
+            },
+            spec.pool.clone(),
+            limits,
+        );
+        let created = Arc::new(DatabasePools {
+            spec,
+            primary,
+            server_params: Mutex::new(None),
+        });
+        self.pools
+            .lock()
+            .unwrap()
+            .entry(key)
+            .or_insert(created)
+            .clone()
+    }
+
+    pub fn all(&self) -> Vec<Arc<DatabasePools>> {
+        self.pools.lock().unwrap().values().cloned().collect()
+    }
+
+    /// Runs pool upkeep (idle eviction, min_pool_size) for every pool.
+    pub async fn maintain(&self) {
+        for pools in self.all() {
+            pools.primary.maintain().await;
+        }
+    }
+
+    pub fn close_all(&self) {
+        for pools in self.all() {
+            pools.primary.close();
+        }
+    }
+}
+
+fn limit_for(
+    map: &Mutex<HashMap<String, Arc<ConnLimit>>>,
+    name: &str,
+    max: usize,
+) -> Arc<ConnLimit> {
+    map.lock()
+        .unwrap()
+        .entry(name.to_string())
+        .or_insert_with(|| ConnLimit::new(name, max))
+        .clone()
+}

@@ -1,0 +1,66 @@
+//! The client socket with its read and write buffers.
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::FrontendError;
+use crate::protocol::backend::{self as be, Severity};
+use crate::stream::Stream;
+
+pub(crate) struct ClientConn {
+    pub stream: Stream,
+    /// Bytes read from the client and not yet consumed.
+    pub rbuf: BytesMut,
+    /// Messages pgrelay itself writes to the client, sent at the next flush.
+    pub wbuf: BytesMut,
+}
+
+impl ClientConn {
+    pub fn new(stream: Stream) -> Self {
+        ClientConn {
+            stream,
+            rbuf: BytesMut::with_capacity(8192),
+            wbuf: BytesMut::with_capacity(1024),
+        }
+    }
+
+    /// Reads more bytes; `ClientClosed` at end of stream.
+    pub async fn fill(&mut self) -> Result<usize, FrontendError> {
+        if self.rbuf.capacity() - self.rbuf.len() < 4096 {
+            self.rbuf.reserve(8192);
+        }
+        match self.stream.read_buf(&mut self.rbuf).await? {
+            0 => Err(FrontendError::ClientClosed),
+            n => Ok(n),
+        }
+    }
+
+    pub async fn flush(&mut self) -> Result<(), FrontendError> {
+        if !self.wbuf.is_empty() {
+            self.stream.write_all(&self.wbuf).await?;
+            self.wbuf.clear();
+        }
+        Ok(())
+    }
+
+    /// Sends pgrelay's own pending messages, then `bytes` relayed from a server.
+    pub async fn send_relayed(&mut self, bytes: &[u8]) -> Result<(), FrontendError> {
+        self.flush().await?;
+        if !bytes.is_empty() {
+            self.stream.write_all(bytes).await?;
+        }
+        Ok(())
+    }
+
+    pub fn queue_error(&mut self, severity: Severity, err: &FrontendError) {
+        be::write_error(severity, err.sqlstate(), &err.to_string(), &mut self.wbuf);
+    }
+
+    /// Best effort: tell the client why it is being disconnected.
+    pub async fn fatal(&mut self, err: &FrontendError) {
+        if err.reportable() {
+            self.queue_error(Severity::Fatal, err);
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), self.flush()).await;
+        }
+    }
+}

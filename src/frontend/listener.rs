@@ -1,0 +1,82 @@
+//! Accepts client connections and runs one session task per client.
+//! On shutdown it stops accepting, lets sessions finish their transactions up
+//! to a deadline, then ends whatever is left.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tracing::{info, warn};
+
+use super::session::run_connection;
+use super::Shared;
+use crate::shutdown::ShutdownSignal;
+
+/// What the entry point keeps of a running listener.
+pub struct ListenerHandle {
+    pub local_addr: SocketAddr,
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+/// Serves clients on `listener` until `shutdown`, then drains for at most `drain`.
+pub fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    shutdown: ShutdownSignal,
+    drain: Duration,
+) -> std::io::Result<ListenerHandle> {
+    let local_addr = listener.local_addr()?;
+    let task = tokio::spawn(accept_loop(listener, shared, shutdown, drain));
+    Ok(ListenerHandle { local_addr, task })
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    mut shutdown: ShutdownSignal,
+    drain: Duration,
+) {
+    let mut sessions = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, peer)) => {
+                    let _ = tcp.set_nodelay(true);
+                    let shared = shared.clone();
+                    let signal = shutdown.clone();
+                    let slots = shared.client_slots.clone();
+                    sessions.spawn(async move {
+                        let admit = move || slots.try_acquire_owned().ok();
+                        run_connection(tcp, shared, signal, admit).await;
+                        tracing::trace!(%peer, "connection closed");
+                    });
+                }
+                Err(e) => {
+                    // Out of file descriptors and similar: back off instead of spinning.
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
+            _ = shutdown.triggered() => break,
+        }
+    }
+    drop(listener);
+    info!(
+        sessions = sessions.len(),
+        "stopped accepting; draining sessions"
+    );
+    let drained = tokio::time::timeout(drain, async {
+        while sessions.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        warn!(
+            remaining = sessions.len(),
+            "drain deadline passed; closing remaining sessions"
+        );
+        sessions.shutdown().await;
+    }
+}

@@ -1,0 +1,138 @@
+//! The client side: accepting connections, the startup handshake, client
+//! authentication, and the per-client session that relays to pooled servers.
+
+mod cancel;
+mod client;
+mod handshake;
+mod listener;
+mod login;
+mod params;
+mod relay;
+mod session;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use thiserror::Error;
+
+use crate::backend::BackendError;
+use crate::cluster::{DatabaseSpec, PoolRegistry};
+use crate::config::{AuthType, PoolMode, SslMode};
+use crate::pool::PoolError;
+use crate::protocol::ProtocolError;
+
+pub use cancel::CancelRegistry;
+pub use listener::{serve, ListenerHandle};
+
+/// Settings the client side reads; rebuilt on reload and picked up by new sessions.
+#[derive(Debug, Clone)]
+pub struct FrontendSettings {
+    pub auth_type: AuthType,
+    pub max_client_conn: usize,
+    pub max_message: usize,
+    pub client_login_timeout: Option<Duration>,
+    pub client_idle_timeout: Option<Duration>,
+    pub idle_transaction_timeout: Option<Duration>,
+    pub server_reset_query: String,
+    pub server_reset_query_always: bool,
+    /// Startup parameters accepted and dropped (lower case).
+    pub ignore_startup_parameters: Vec<String>,
+    /// Parameters re-applied when a client lands on a server that differs, in
+    /// addition to the PgBouncer set (lower case).
+    pub track_extra_parameters: Vec<String>,
+    pub client_tls_mode: SslMode,
+}
+
+/// Looks up what a client asks for. Implemented by the application over the
+/// current configuration and userlist; sessions hold no config of their own.
+pub trait Directory: Send + Sync + 'static {
+    fn settings(&self) -> Arc<FrontendSettings>;
+    /// The database a client named, with the pool settings for `user`.
+    fn database(&self, name: &str, user: &str) -> Option<DatabaseSpec>;
+    /// The secret a client must prove for `user`, if the user is known.
+    fn client_secret(&self, user: &str) -> Option<crate::auth::Secret>;
+    /// Key for SCRAM mock authentication of unknown users (stable per process).
+    fn scram_mock_key(&self) -> [u8; 32];
+}
+
+/// What every session shares.
+pub struct Shared {
+    pub directory: Arc<dyn Directory>,
+    pub pools: Arc<PoolRegistry>,
+    pub cancels: CancelRegistry,
+    pub tls_acceptor: Option<tokio_rustls::TlsAcceptor>,
+    /// One permit per logged-in client (`max_client_conn`), across listeners.
+    pub client_slots: Arc<tokio::sync::Semaphore>,
+}
+
+#[derive(Debug, Error)]
+pub enum FrontendError {
+    #[error(transparent)]
+    Protocol(#[from] ProtocolError),
+    #[error("client connection I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("client closed the connection")]
+    ClientClosed,
+    #[error("client login timed out")]
+    LoginTimeout,
+    #[error("password authentication failed for user \"{0}\"")]
+    AuthFailed(String),
+    #[error("{0}")]
+    AuthProtocol(String),
+    #[error("SSL required")]
+    TlsRequired,
+    #[error("database \"{0}\" does not exist")]
+    UnknownDatabase(String),
+    #[error("unsupported startup parameter: {0}")]
+    UnsupportedParameter(String),
+    #[error("no user name in the startup packet")]
+    NoUser,
+    #[error("sorry, too many clients already (max_client_conn)")]
+    TooManyClients,
+    #[error("{0}")]
+    Pool(#[from] PoolError<BackendError>),
+    #[error("{0}")]
+    Backend(#[from] BackendError),
+    #[error("client idle timeout")]
+    IdleTimeout,
+    #[error("terminating connection due to idle-in-transaction timeout")]
+    IdleInTransaction,
+    #[error("transaction blocks not allowed in statement pooling mode")]
+    TransactionInStatementMode,
+    #[error("pgrelay is shutting down")]
+    ShuttingDown,
+}
+
+impl FrontendError {
+    pub fn sqlstate(&self) -> &'static str {
+        match self {
+            FrontendError::Protocol(e) => e.sqlstate(),
+            FrontendError::AuthFailed(_) => "28P01",
+            FrontendError::AuthProtocol(_) | FrontendError::TlsRequired | FrontendError::NoUser => {
+                "28000"
+            }
+            FrontendError::UnknownDatabase(_) => "3D000",
+            FrontendError::UnsupportedParameter(_) => "08P01",
+            FrontendError::TooManyClients => "53300",
+            FrontendError::Pool(e) => e.sqlstate(),
+            FrontendError::Backend(e) => e.sqlstate(),
+            FrontendError::IdleTimeout => "57P05",
+            FrontendError::IdleInTransaction => "25P03",
+            FrontendError::TransactionInStatementMode => "0A000",
+            FrontendError::ShuttingDown => "57P01",
+            FrontendError::Io(_) | FrontendError::ClientClosed | FrontendError::LoginTimeout => {
+                "08006"
+            }
+        }
+    }
+
+    /// Whether the client can still be told about it.
+    fn reportable(&self) -> bool {
+        !matches!(self, FrontendError::Io(_) | FrontendError::ClientClosed)
+    }
+}
+
+/// The mode a session pools in, after per-database overrides.
+fn releases_at_idle(mode: PoolMode) -> bool {
+    !matches!(mode, PoolMode::Session)
+}

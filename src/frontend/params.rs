@@ -1,0 +1,307 @@
+//! Client parameters that pgrelay keeps per client and re-applies when the
+//! client lands on a server whose values differ (transaction pooling).
+//!
+//! Values change through the startup packet and through the ParameterStatus
+//! messages a server sends when the client runs `SET`; only parameters the
+//! server reports (GUC_REPORT) can be followed this way.
+
+use super::{FrontendError, FrontendSettings};
+
+/// Tracked by default, as PgBouncer does.
+const BASE_TRACKED: [&str; 5] = [
+    "client_encoding",
+    "datestyle",
+    "timezone",
+    "standard_conforming_strings",
+    "application_name",
+];
+
+/// pgrelay's own startup parameters, consumed rather than sent to servers.
+pub(crate) const PGRELAY_PREFIX: &str = "pgrelay.";
+
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ClientParams {
+    /// (name as the server spells it, value)
+    values: Vec<(String, String)>,
+    extra_tracked: Vec<String>,
+    /// `pgrelay.*` startup parameters, for the router.
+    pub pgrelay: Vec<(String, String)>,
+}
+
+/// What the startup packet said besides tracked parameters.
+pub(crate) struct StartupInfo {
+    pub user: String,
+    pub database: String,
+}
+
+impl ClientParams {
+    /// Validates the startup parameters: tracked ones are kept, ignored ones
+    /// dropped, anything else refused.
+    pub fn from_startup(
+        params: &[(String, String)],
+        settings: &FrontendSettings,
+    ) -> Result<(ClientParams, StartupInfo), FrontendError> {
+        let mut me = ClientParams {
+            extra_tracked: settings.track_extra_parameters.clone(),
+            ..Default::default()
+        };
+        let mut user = None;
+        let mut database = None;
+        for (name, value) in params {
+            let lower = name.to_ascii_lowercase();
+            match lower.as_str() {
+                "user" => user = Some(value.clone()),
+                "database" => database = Some(value.clone()),
+                "options" => me.apply_options(value, settings)?,
+                _ if lower.starts_with(PGRELAY_PREFIX) => {
+                    me.pgrelay.push((lower.clone(), value.clone()))
+                }
+                _ if me.is_tracked(&lower) => me.set(name, value),
+                _ if is_ignored(settings, &lower) => {}
+                _ => return Err(FrontendError::UnsupportedParameter(name.clone())),
+            }
+        }
+        let user = user
+            .filter(|u| !u.is_empty())
+            .ok_or(FrontendError::NoUser)?;
+        let database = database
+            .filter(|d| !d.is_empty())
+            .unwrap_or_else(|| user.clone());
+        Ok((me, StartupInfo { user, database }))
+    }
+
+    /// `options=-c name=value --name=value`: tracked settings are taken, the
+    /// rest is refused unless `options` itself is ignored.
+    fn apply_options(
+        &mut self,
+        options: &str,
+        settings: &FrontendSettings,
+    ) -> Result<(), FrontendError> {
+        if options.trim().is_empty() || is_ignored(settings, "options") {
+            return Ok(());
+        }
+        let mut words = options.split_whitespace();
+        while let Some(word) = words.next() {
+            let setting = if word == "-c" {
+                words.next()
+            } else {
+                word.strip_prefix("--").or_else(|| word.strip_prefix("-c"))
+            };
+            let Some((name, value)) = setting.and_then(|s| s.split_once('=')) else {
+                return Err(FrontendError::UnsupportedParameter(format!(
+                    "options={options}"
+                )));
+            };
+            if !self.is_tracked(&name.to_ascii_lowercase()) {
+                return Err(FrontendError::UnsupportedParameter(format!(
+                    "options=-c {name}"
+                )));
+            }
+            self.set(name, value);
+        }
+        Ok(())
+    }
+
+    pub fn is_tracked(&self, lower_name: &str) -> bool {
+        BASE_TRACKED.contains(&lower_name) || self.extra_tracked.iter().any(|t| t == lower_name)
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.values
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Records a value (from startup or a server's ParameterStatus) if tracked.
+    pub fn set(&mut self, name: &str, value: &str) {
+        if !self.is_tracked(&name.to_ascii_lowercase()) {
+            return;
+        }
+        match self
+            .values
+            .iter_mut()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        {
+            Some((k, v)) => {
+                // Prefer the server's spelling of the name.
+                if k != name && name.chars().any(|c| c.is_ascii_uppercase()) {
+                    *k = name.to_string();
+                }
+                if v != value {
+                    *v = value.to_string();
+                }
+            }
+            None => self.values.push((name.to_string(), value.to_string())),
+        }
+    }
+
+    /// What the client is told at login: the server's parameters with the
+    /// client's own values on top; tracked values the client did not set are
+    /// adopted from the server so they are restored on every later server.
+    pub fn announce(&mut self, server_params: &[(String, String)]) -> Vec<(String, String)> {
+        let mut out = Vec::with_capacity(server_params.len() + self.values.len());
+        for (name, value) in server_params {
+            match self.get(name) {
+                Some(mine) => out.push((name.clone(), mine.to_string())),
+                None => {
+                    self.set(name, value);
+                    out.push((name.clone(), value.clone()));
+                }
+            }
+        }
+        for (name, value) in &self.values {
+            if !out.iter().any(|(k, _)| k.eq_ignore_ascii_case(name)) {
+                out.push((name.clone(), value.clone()));
+            }
+        }
+        out
+    }
+
+    /// SQL that makes a server's tracked parameters match this client's, if any differ.
+    pub fn sync_sql<'a>(&self, server_value: impl Fn(&str) -> Option<&'a str>) -> Option<String> {
+        let mut sql = String::new();
+        for (name, value) in &self.values {
+            if server_value(name) == Some(value.as_str()) {
+                continue;
+            }
+            if !is_plain_name(name) {
+                continue;
+            }
+            sql.push_str("SET ");
+            sql.push_str(&name.to_ascii_lowercase());
+            sql.push_str(" TO '");
+            sql.push_str(&value.replace('\'', "''"));
+            sql.push_str("';");
+        }
+        (!sql.is_empty()).then_some(sql)
+    }
+}
+
+fn is_ignored(settings: &FrontendSettings, lower_name: &str) -> bool {
+    settings
+        .ignore_startup_parameters
+        .iter()
+        .any(|p| p == lower_name)
+}
+
+fn is_plain_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{AuthType, SslMode};
+
+    pub(crate) fn settings() -> FrontendSettings {
+        FrontendSettings {
+            auth_type: AuthType::Trust,
+            max_client_conn: 10,
+            max_message: 1 << 20,
+            client_login_timeout: None,
+            client_idle_timeout: None,
+            idle_transaction_timeout: None,
+            server_reset_query: "DISCARD ALL".into(),
+            server_reset_query_always: false,
+            ignore_startup_parameters: vec!["extra_float_digits".into()],
+            track_extra_parameters: vec!["intervalstyle".into()],
+            client_tls_mode: SslMode::Disable,
+        }
+    }
+
+    fn startup(pairs: &[(&str, &str)]) -> Result<(ClientParams, StartupInfo), FrontendError> {
+        let params: Vec<_> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        ClientParams::from_startup(&params, &settings())
+    }
+
+    #[test]
+    fn startup_keeps_tracked_drops_ignored_refuses_unknown() {
+        let (p, info) = startup(&[
+            ("user", "alice"),
+            ("application_name", "game"),
+            ("extra_float_digits", "3"),
+            ("IntervalStyle", "iso_8601"),
+            ("pgrelay.route", "primary"),
+        ])
+        .unwrap();
+        assert_eq!(info.database, "alice", "database defaults to the user");
+        assert_eq!(p.get("application_name"), Some("game"));
+        assert_eq!(p.get("intervalstyle"), Some("iso_8601"));
+        assert_eq!(p.pgrelay, vec![("pgrelay.route".into(), "primary".into())]);
+        assert!(p.get("extra_float_digits").is_none());
+
+        let err = startup(&[("user", "a"), ("work_mem", "1GB")])
+            .err()
+            .unwrap();
+        assert_eq!(err.sqlstate(), "08P01");
+        assert!(err.to_string().contains("work_mem"));
+        assert!(matches!(
+            startup(&[("database", "x")]),
+            Err(FrontendError::NoUser)
+        ));
+    }
+
+    #[test]
+    fn options_accepts_tracked_settings_only() {
+        let (p, _) = startup(&[
+            ("user", "a"),
+            ("options", "-c TimeZone=UTC --datestyle=ISO"),
+        ])
+        .unwrap();
+        assert_eq!(p.get("timezone"), Some("UTC"));
+        assert_eq!(p.get("DateStyle"), Some("ISO"));
+        assert!(startup(&[("user", "a"), ("options", "-c work_mem=1GB")]).is_err());
+    }
+
+    #[test]
+    fn announce_adopts_server_values_and_sync_restores_them() {
+        let (mut p, _) = startup(&[("user", "a"), ("application_name", "app1")]).unwrap();
+        let server = vec![
+            ("application_name".to_string(), "".to_string()),
+            ("TimeZone".to_string(), "UTC".to_string()),
+            ("server_version".to_string(), "15.0".to_string()),
+        ];
+        let announced = p.announce(&server);
+        assert!(announced.contains(&("application_name".into(), "app1".into())));
+        assert!(announced.contains(&("server_version".into(), "15.0".into())));
+        assert_eq!(p.get("TimeZone"), Some("UTC"), "adopted from the server");
+        assert!(p.get("server_version").is_none(), "not tracked");
+
+        // A server where another client changed TimeZone and our name is missing.
+        let other = [("TimeZone", "Asia/Tokyo"), ("application_name", "")];
+        let sql = p
+            .sync_sql(|n| {
+                other
+                    .iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case(n))
+                    .map(|(_, v)| *v)
+            })
+            .unwrap();
+        assert_eq!(sql, "SET application_name TO 'app1';SET timezone TO 'UTC';");
+        let same = [("TimeZone", "UTC"), ("application_name", "app1")];
+        assert_eq!(
+            p.sync_sql(|n| same
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(n))
+                .map(|(_, v)| *v)),
+            None
+        );
+    }
+
+    #[test]
+    fn sync_sql_quotes_values() {
+        let mut p = ClientParams::default();
+        p.set("application_name", "it's");
+        assert_eq!(
+            p.sync_sql(|_| None).unwrap(),
+            "SET application_name TO 'it''s';"
+        );
+    }
+}

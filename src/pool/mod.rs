@@ -1,0 +1,386 @@
+//! A generic connection pool: a checkout guard, FIFO waiters, a reserve,
+//! shared connection limits, and idle/lifetime eviction.
+//!
+//! It knows nothing of PostgreSQL: the connection type comes from a
+//! [`Connector`], so the pool is unit-tested with a stand-in.
+//!
+//! Invariants:
+//! - every live connection holds one permit of each [`ConnLimit`] it counts against;
+//! - a checkout holds one slot permit (main or reserve), so live connections never
+//!   exceed `size + reserve_size`: a connection is created only when no idle one
+//!   exists, i.e. when every live connection is checked out under a permit;
+//! - a guard dropped without [`Pooled::release`] closes its connection: only a
+//!   caller that knows the connection is clean may put it back.
+
+mod limit;
+
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use thiserror::Error;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+pub use limit::ConnLimit;
+
+/// Opens connections for a pool.
+pub trait Connector: Send + Sync + 'static {
+    type Conn: Send + 'static;
+    type Error: std::error::Error + Send + Sync + 'static;
+    fn connect(&self) -> impl Future<Output = Result<Self::Conn, Self::Error>> + Send;
+}
+
+#[derive(Debug, Clone)]
+pub struct PoolSettings {
+    pub size: usize,
+    pub min_size: usize,
+    pub reserve_size: usize,
+    /// How long a waiter waits before it may use the reserve.
+    pub reserve_timeout: Duration,
+    /// How long a checkout may wait in all (`query_wait_timeout`); `None` waits forever.
+    pub wait_timeout: Option<Duration>,
+    pub idle_timeout: Option<Duration>,
+    pub lifetime: Option<Duration>,
+    /// After a failed connect, new checkouts fail at once for this long.
+    pub login_retry: Duration,
+}
+
+#[derive(Debug, Error)]
+pub enum PoolError<E: std::error::Error + 'static> {
+    #[error("timed out waiting for a server connection")]
+    WaitTimeout,
+    #[error(transparent)]
+    Connect(E),
+    #[error("server login failed recently ({0}); not retrying yet")]
+    RecentFailure(String),
+    #[error("pool is closed")]
+    Closed,
+}
+
+impl<E: std::error::Error + 'static> PoolError<E> {
+    pub fn sqlstate(&self) -> &'static str {
+        match self {
+            PoolError::WaitTimeout => "08P01",
+            PoolError::Connect(_) | PoolError::RecentFailure(_) => "08006",
+            PoolError::Closed => "57P01",
+        }
+    }
+}
+
+/// Counters for metrics and the admin console.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolStats {
+    pub live: usize,
+    pub idle: usize,
+    pub waiting: usize,
+}
+
+struct Idle<T> {
+    conn: Entry<T>,
+    since: Instant,
+}
+
+/// A live connection with the permits and counters that its existence holds.
+struct Entry<T> {
+    conn: T,
+    created: Instant,
+    _limits: Vec<OwnedSemaphorePermit>,
+    _live: LiveToken,
+}
+
+struct LiveToken(Arc<AtomicUsize>);
+
+impl LiveToken {
+    fn new(counter: &Arc<AtomicUsize>) -> Self {
+        counter.fetch_add(1, Ordering::Relaxed);
+        LiveToken(counter.clone())
+    }
+}
+
+impl Drop for LiveToken {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+struct Inner<C: Connector> {
+    connector: C,
+    settings: PoolSettings,
+    main: Arc<Semaphore>,
+    reserve: Arc<Semaphore>,
+    idle: Mutex<Vec<Idle<C::Conn>>>,
+    live: Arc<AtomicUsize>,
+    waiting: AtomicUsize,
+    limits: Vec<Arc<ConnLimit>>,
+    last_failure: Mutex<Option<(Instant, String)>>,
+}
+
+pub struct Pool<C: Connector> {
+    inner: Arc<Inner<C>>,
+}
+
+impl<C: Connector> Clone for Pool<C> {
+    fn clone(&self) -> Self {
+        Pool {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<C: Connector> Pool<C> {
+    pub fn new(connector: C, settings: PoolSettings, limits: Vec<Arc<ConnLimit>>) -> Self {
+        let inner = Arc::new(Inner {
+            connector,
+            main: Arc::new(Semaphore::new(settings.size)),
+            reserve: Arc::new(Semaphore::new(settings.reserve_size)),
+            settings,
+            idle: Mutex::new(Vec::new()),
+            live: Arc::new(AtomicUsize::new(0)),
+            waiting: AtomicUsize::new(0),
+            limits,
+            last_failure: Mutex::new(None),
+        });
+        for limit in &inner.limits {
+            let member: Weak<dyn limit::EvictIdle> = Arc::downgrade(&inner) as _;
+            limit.register(member);
+        }
+        Pool { inner }
+    }
+
+    pub fn connector(&self) -> &C {
+        &self.inner.connector
+    }
+
+    pub fn settings(&self) -> &PoolSettings {
+        &self.inner.settings
+    }
+
+    pub fn stats(&self) -> PoolStats {
+        PoolStats {
+            live: self.inner.live.load(Ordering::Relaxed),
+            idle: self.inner.idle.lock().unwrap().len(),
+            waiting: self.inner.waiting.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Checks out a connection: an idle one (most recently used first), else a new one.
+    pub async fn get(&self) -> Result<Pooled<C>, PoolError<C::Error>> {
+        let inner = &self.inner;
+        let deadline = inner.settings.wait_timeout.map(|t| Instant::now() + t);
+        inner.waiting.fetch_add(1, Ordering::Relaxed);
+        let slot = self.acquire_slot(deadline).await;
+        inner.waiting.fetch_sub(1, Ordering::Relaxed);
+        let slot = slot?;
+        if let Some(entry) = inner.pop_idle() {
+            return Ok(Pooled::new(entry, slot, inner.clone()));
+        }
+        let entry = inner.open(deadline).await?;
+        Ok(Pooled::new(entry, slot, inner.clone()))
+    }
+
+    async fn acquire_slot(
+        &self,
+        deadline: Option<Instant>,
+    ) -> Result<OwnedSemaphorePermit, PoolError<C::Error>> {
+        let inner = &self.inner;
+        let main = inner.main.clone().acquire_owned();
+        tokio::pin!(main);
+        let reserve_at = tokio::time::Instant::now() + inner.settings.reserve_timeout;
+        let use_reserve = inner.settings.reserve_size > 0;
+        let until_deadline = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(until_deadline);
+        tokio::select! {
+            biased;
+            permit = &mut main => return permit.map_err(|_| PoolError::Closed),
+            _ = tokio::time::sleep_until(reserve_at), if use_reserve => {}
+            _ = &mut until_deadline => return Err(PoolError::WaitTimeout),
+        }
+        let reserve = inner.reserve.clone().acquire_owned();
+        tokio::select! {
+            biased;
+            permit = &mut main => permit.map_err(|_| PoolError::Closed),
+            permit = reserve => permit.map_err(|_| PoolError::Closed),
+            _ = &mut until_deadline => Err(PoolError::WaitTimeout),
+        }
+    }
+
+    /// Closes idle connections past their idle timeout or lifetime, and opens
+    /// connections up to `min_size`. Call periodically.
+    pub async fn maintain(&self) {
+        let inner = &self.inner;
+        let now = Instant::now();
+        let expired: Vec<Idle<C::Conn>> = {
+            let mut idle = inner.idle.lock().unwrap();
+            let (keep, expired) = std::mem::take(&mut *idle).into_iter().partition(|i| {
+                !inner.is_past_lifetime(&i.conn, now)
+                    && inner
+                        .settings
+                        .idle_timeout
+                        .is_none_or(|t| now.duration_since(i.since) < t)
+            });
+            *idle = keep;
+            expired
+        };
+        drop(expired);
+        while inner.live.load(Ordering::Relaxed) < inner.settings.min_size {
+            let Ok(slot) = inner.main.clone().try_acquire_owned() else {
+                break;
+            };
+            match inner.open(Some(Instant::now())).await {
+                Ok(entry) => inner.push_idle(entry),
+                Err(_) => break,
+            }
+            drop(slot);
+        }
+    }
+
+    /// Stops handing out connections and closes the idle ones.
+    pub fn close(&self) {
+        self.inner.main.close();
+        self.inner.reserve.close();
+        self.inner.idle.lock().unwrap().clear();
+    }
+}
+
+impl<C: Connector> Inner<C> {
+    fn pop_idle(&self) -> Option<Entry<C::Conn>> {
+        let now = Instant::now();
+        let mut idle = self.idle.lock().unwrap();
+        while let Some(i) = idle.pop() {
+            if !self.is_past_lifetime(&i.conn, now) {
+                return Some(i.conn);
+            }
+        }
+        None
+    }
+
+    fn push_idle(&self, conn: Entry<C::Conn>) {
+        if self.main.is_closed() || self.is_past_lifetime(&conn, Instant::now()) {
+            return;
+        }
+        self.idle.lock().unwrap().push(Idle {
+            conn,
+            since: Instant::now(),
+        });
+    }
+
+    fn is_past_lifetime(&self, conn: &Entry<C::Conn>, now: Instant) -> bool {
+        self.settings
+            .lifetime
+            .is_some_and(|l| now.duration_since(conn.created) >= l)
+    }
+
+    async fn open(&self, deadline: Option<Instant>) -> Result<Entry<C::Conn>, PoolError<C::Error>> {
+        if let Some((at, reason)) = &*self.last_failure.lock().unwrap() {
+            if at.elapsed() < self.settings.login_retry {
+                return Err(PoolError::RecentFailure(reason.clone()));
+            }
+        }
+        let mut limits = Vec::with_capacity(self.limits.len());
+        for limit in &self.limits {
+            limits.push(
+                limit
+                    .acquire(deadline)
+                    .await
+                    .ok_or(PoolError::WaitTimeout)?,
+            );
+        }
+        match self.connector.connect().await {
+            Ok(conn) => {
+                *self.last_failure.lock().unwrap() = None;
+                Ok(Entry {
+                    conn,
+                    created: Instant::now(),
+                    _limits: limits,
+                    _live: LiveToken::new(&self.live),
+                })
+            }
+            Err(e) => {
+                *self.last_failure.lock().unwrap() = Some((Instant::now(), e.to_string()));
+                Err(PoolError::Connect(e))
+            }
+        }
+    }
+}
+
+impl<C: Connector> limit::EvictIdle for Inner<C> {
+    fn evict_one_idle(&self) -> bool {
+        // Oldest first: the least recently used connection is the cheapest to lose.
+        let mut idle = self.idle.lock().unwrap();
+        if idle.is_empty() {
+            return false;
+        }
+        idle.remove(0);
+        true
+    }
+}
+
+/// A checked-out connection. Dropping it closes the connection; call
+/// [`Pooled::release`] to return a clean one.
+pub struct Pooled<C: Connector> {
+    entry: Option<Entry<C::Conn>>,
+    _slot: OwnedSemaphorePermit,
+    pool: Arc<Inner<C>>,
+}
+
+impl<C: Connector> Pooled<C> {
+    fn new(entry: Entry<C::Conn>, slot: OwnedSemaphorePermit, pool: Arc<Inner<C>>) -> Self {
+        Pooled {
+            entry: Some(entry),
+            _slot: slot,
+            pool,
+        }
+    }
+
+    pub fn created(&self) -> Instant {
+        self.entry
+            .as_ref()
+            .expect("entry present until consumed")
+            .created
+    }
+
+    /// Returns a clean connection to the pool (closed instead if past its lifetime).
+    pub fn release(mut self) {
+        if let Some(entry) = self.entry.take() {
+            self.pool.push_idle(entry);
+        }
+    }
+
+    /// Takes the connection out of the pool for good (e.g. to close it politely).
+    pub fn detach(mut self) -> C::Conn {
+        self.entry
+            .take()
+            .expect("entry present until consumed")
+            .conn
+    }
+}
+
+impl<C: Connector> std::ops::Deref for Pooled<C> {
+    type Target = C::Conn;
+    fn deref(&self) -> &C::Conn {
+        &self
+            .entry
+            .as_ref()
+            .expect("entry present until consumed")
+            .conn
+    }
+}
+
+impl<C: Connector> std::ops::DerefMut for Pooled<C> {
+    fn deref_mut(&mut self) -> &mut C::Conn {
+        &mut self
+            .entry
+            .as_mut()
+            .expect("entry present until consumed")
+            .conn
+    }
+}
+
+#[cfg(test)]
+mod tests;

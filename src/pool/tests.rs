@@ -1,0 +1,187 @@
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::*;
+
+#[derive(Debug, thiserror::Error)]
+#[error("refused")]
+struct Refused;
+
+#[derive(Default)]
+struct Counting {
+    opened: AtomicUsize,
+    fail: AtomicBool,
+}
+
+impl Connector for Arc<Counting> {
+    type Conn = usize;
+    type Error = Refused;
+    async fn connect(&self) -> Result<usize, Refused> {
+        if self.fail.load(Ordering::SeqCst) {
+            return Err(Refused);
+        }
+        Ok(self.opened.fetch_add(1, Ordering::SeqCst))
+    }
+}
+
+fn settings(size: usize) -> PoolSettings {
+    PoolSettings {
+        size,
+        min_size: 0,
+        reserve_size: 0,
+        reserve_timeout: Duration::from_secs(5),
+        wait_timeout: Some(Duration::from_secs(5)),
+        idle_timeout: None,
+        lifetime: None,
+        login_retry: Duration::from_millis(200),
+    }
+}
+
+fn counting_pool(s: PoolSettings) -> (Pool<Arc<Counting>>, Arc<Counting>) {
+    let c = Arc::new(Counting::default());
+    (Pool::new(c.clone(), s, vec![]), c)
+}
+
+#[tokio::test]
+async fn release_reuses_and_drop_closes() {
+    let (pool, c) = counting_pool(settings(2));
+    let a = pool.get().await.unwrap();
+    assert_eq!(*a, 0);
+    a.release();
+    let b = pool.get().await.unwrap();
+    assert_eq!(*b, 0, "released connection is reused");
+    drop(b);
+    assert_eq!(pool.stats().live, 0, "dropped guard closes its connection");
+    let d = pool.get().await.unwrap();
+    assert_eq!(*d, 1);
+    assert_eq!(c.opened.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn never_exceeds_size_under_load() {
+    let (pool, c) = counting_pool(settings(3));
+    let peak = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..40 {
+        let pool = pool.clone();
+        let peak = peak.clone();
+        tasks.push(tokio::spawn(async move {
+            let conn = pool.get().await.unwrap();
+            peak.fetch_max(pool.stats().live, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            conn.release();
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert!(peak.load(Ordering::SeqCst) <= 3);
+    assert!(c.opened.load(Ordering::SeqCst) <= 3);
+    assert_eq!(pool.stats().idle, pool.stats().live);
+}
+
+#[tokio::test]
+async fn waiters_are_served_in_order() {
+    let (pool, _) = counting_pool(settings(1));
+    let held = pool.get().await.unwrap();
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let mut tasks = Vec::new();
+    for i in 0..5 {
+        let pool = pool.clone();
+        let order = order.clone();
+        tasks.push(tokio::spawn(async move {
+            let conn = pool.get().await.unwrap();
+            order.lock().unwrap().push(i);
+            conn.release();
+        }));
+        // Let each waiter enqueue before the next one.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(pool.stats().waiting, 5);
+    held.release();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(*order.lock().unwrap(), vec![0, 1, 2, 3, 4]);
+}
+
+#[tokio::test]
+async fn wait_timeout_fails_the_checkout() {
+    let mut s = settings(1);
+    s.wait_timeout = Some(Duration::from_millis(30));
+    let (pool, _) = counting_pool(s);
+    let _held = pool.get().await.unwrap();
+    assert!(matches!(pool.get().await, Err(PoolError::WaitTimeout)));
+}
+
+#[tokio::test]
+async fn reserve_serves_after_reserve_timeout() {
+    let mut s = settings(1);
+    s.reserve_size = 1;
+    s.reserve_timeout = Duration::from_millis(20);
+    let (pool, _) = counting_pool(s);
+    let _held = pool.get().await.unwrap();
+    let extra = pool.get().await.expect("reserve connection");
+    assert_eq!(pool.stats().live, 2);
+    drop(extra);
+}
+
+#[tokio::test]
+async fn shared_limit_evicts_idle_connection_of_a_sibling_pool() {
+    let limit = ConnLimit::new("db", 1);
+    let a = Pool::new(
+        Arc::new(Counting::default()),
+        settings(5),
+        vec![limit.clone()],
+    );
+    let b = Pool::new(
+        Arc::new(Counting::default()),
+        settings(5),
+        vec![limit.clone()],
+    );
+    a.get().await.unwrap().release();
+    assert_eq!(a.stats().idle, 1);
+    let conn = b
+        .get()
+        .await
+        .expect("idle sibling connection is closed to make room");
+    assert_eq!(a.stats().live, 0);
+    assert_eq!(limit.available(), 0);
+    drop(conn);
+    assert_eq!(limit.available(), 1);
+}
+
+#[tokio::test]
+async fn failed_login_fails_fast_until_retry_interval() {
+    let (pool, c) = counting_pool(settings(2));
+    c.fail.store(true, Ordering::SeqCst);
+    assert!(matches!(pool.get().await, Err(PoolError::Connect(_))));
+    c.fail.store(false, Ordering::SeqCst);
+    assert!(matches!(pool.get().await, Err(PoolError::RecentFailure(_))));
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert!(pool.get().await.is_ok());
+}
+
+#[tokio::test]
+async fn maintain_warms_min_size_and_evicts_idle_and_old() {
+    let mut s = settings(4);
+    s.min_size = 2;
+    s.idle_timeout = Some(Duration::from_millis(20));
+    let (pool, c) = counting_pool(s);
+    pool.maintain().await;
+    assert_eq!((pool.stats().live, pool.stats().idle), (2, 2));
+    tokio::time::sleep(Duration::from_millis(40)).await;
+    pool.maintain().await;
+    // Both idle ones expired and were replaced to keep the minimum.
+    assert_eq!(pool.stats().live, 2);
+    assert_eq!(c.opened.load(Ordering::SeqCst), 4);
+
+    let mut s = settings(2);
+    s.lifetime = Some(Duration::from_millis(10));
+    let (pool, _) = counting_pool(s);
+    let conn = pool.get().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    conn.release();
+    assert_eq!(pool.stats().live, 0, "past its lifetime: closed at release");
+}

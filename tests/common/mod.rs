@@ -1,0 +1,186 @@
+//! Shared helpers for integration tests: a real cluster from the
+//! testcontainers crate with pgrelay started in-process in front of it.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use pgrelay::app::Running;
+use pgrelay::config::Config;
+use pgrelay_testcontainers::Cluster;
+
+pub struct Relay {
+    pub running: Option<Running>,
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+}
+
+impl Relay {
+    /// libpq connection string through pgrelay as the cluster's app user.
+    pub fn conn_string(&self, cluster: &Cluster) -> String {
+        let (user, password) = cluster.app_user();
+        format!(
+            "host=127.0.0.1 port={} user={user} password={password} dbname={}",
+            self.port,
+            cluster.database()
+        )
+    }
+
+    pub async fn connect(&self, cluster: &Cluster) -> tokio_postgres::Client {
+        connect(&self.conn_string(cluster)).await
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(r) = self.running.take() {
+            r.shutdown().await;
+        }
+    }
+}
+
+/// Connects with tokio-postgres and drives the connection in the background.
+pub async fn connect(conn: &str) -> tokio_postgres::Client {
+    try_connect(conn).await.expect("connect through pgrelay")
+}
+
+pub async fn try_connect(conn: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let (client, connection) = tokio_postgres::connect(conn, tokio_postgres::NoTls).await?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(client)
+}
+
+/// A userlist with the cluster's users and their plain passwords.
+pub fn write_userlist(cluster: &Cluster, dir: &Path) -> PathBuf {
+    let (su, su_pw) = cluster.superuser();
+    let (app, app_pw) = cluster.app_user();
+    let path = dir.join("userlist.txt");
+    std::fs::write(
+        &path,
+        format!("\"{su}\" \"{su_pw}\"\n\"{app}\" \"{app_pw}\"\n"),
+    )
+    .unwrap();
+    path
+}
+
+/// Starts pgrelay in front of the cluster's primary on an ephemeral port.
+/// `extra` is YAML appended at top level (e.g. `pool_mode: transaction`).
+pub async fn start_relay(cluster: &Cluster, extra: &str) -> Relay {
+    start_relay_with_env(cluster, extra, &BTreeMap::new()).await
+}
+
+pub async fn start_relay_with_env(
+    cluster: &Cluster,
+    extra: &str,
+    env: &BTreeMap<String, String>,
+) -> Relay {
+    let dir = tempfile::tempdir().unwrap();
+    let userlist = write_userlist(cluster, dir.path());
+    let yaml = format!(
+        "listen_addr: 127.0.0.1\nlisten_port: 0\nmetrics_addr: off\nauth_file: {}\n\
+         server_tls_sslmode: disable\n{extra}\n\
+         databases:\n  {db}:\n    host: 127.0.0.1\n    port: {port}\n",
+        userlist.display(),
+        db = cluster.database(),
+        port = cluster.port(),
+    );
+    let config = Config::load_from_str(&dir.path().join("pgrelay.yaml"), &yaml, env)
+        .unwrap_or_else(|e| panic!("test config invalid: {e}\n{yaml}"));
+    start_with_config(config, dir).await
+}
+
+pub async fn start_with_config(config: Config, dir: tempfile::TempDir) -> Relay {
+    let running = pgrelay::app::start(config).await.expect("start pgrelay");
+    let port = running.addrs[0].port();
+    Relay {
+        running: Some(running),
+        port,
+        dir,
+    }
+}
+
+/// Starts a cluster on a blocking thread (it shells out and waits).
+pub async fn cluster(replicas: usize, ssl: bool) -> Cluster {
+    tokio::task::spawn_blocking(move || {
+        Cluster::builder()
+            .replicas(replicas)
+            .ssl(ssl)
+            .start()
+            .expect("start PostgreSQL cluster")
+    })
+    .await
+    .unwrap()
+}
+
+/// Polls `check` until it returns true or `limit` passes.
+pub async fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if check() {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The SQLSTATE of a tokio-postgres error, if the server (or pgrelay) sent one.
+pub fn sqlstate(e: &tokio_postgres::Error) -> Option<String> {
+    e.as_db_error().map(|d| d.code().code().to_string())
+}
+
+/// First column of the first row of a simple query, as text.
+pub async fn scalar(client: &tokio_postgres::Client, sql: &str) -> String {
+    try_scalar(client, sql).await.expect("simple query")
+}
+
+pub async fn try_scalar(
+    client: &tokio_postgres::Client,
+    sql: &str,
+) -> Result<String, tokio_postgres::Error> {
+    let messages = client.simple_query(sql).await?;
+    Ok(messages
+        .iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => Some(r.get(0).unwrap_or("").to_string()),
+            _ => None,
+        })
+        .expect("a row"))
+}
+
+/// Runs `psql -XAt -c sql` through pgrelay as `user`; returns (success, stdout+stderr).
+pub async fn psql(
+    cluster: &Cluster,
+    port: u16,
+    user: &str,
+    password: &str,
+    sql: &str,
+) -> (bool, String) {
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new(cluster.bin_dir().join("psql"))
+            .args([
+                "-XAt",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-U",
+                user,
+            ])
+            .args(["-d", cluster.database(), "-c", sql])
+            .env("PGPASSWORD", password)
+            .env("PGCONNECT_TIMEOUT", "10")
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("psql finished")
+    .expect("psql runs");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
