@@ -63,9 +63,12 @@ async fn psql_and_pgbench_work_in_session_and_transaction_mode() {
             assert!(out.contains("done"), "{out}");
             initialised = true;
         }
-        for protocol in ["simple", "extended"] {
+        for protocol in ["simple", "extended", "prepared"] {
             for script in [&["-S"][..], &["-N"][..], &[][..]] {
-                let mut args = vec!["-c", "8", "-j", "2", "-t", "40", "-M", protocol];
+                // One thread per client: pgbench prepares statements with a blocking
+                // call, which would stall the other clients of a shared thread
+                // while they hold pooled servers in open transactions.
+                let mut args = vec!["-c", "8", "-j", "8", "-t", "40", "-M", protocol];
                 args.extend_from_slice(script);
                 let out = run_tool(&cluster, &relay, "pgbench", &args).await;
                 assert_no_failures(&out);

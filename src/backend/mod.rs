@@ -3,6 +3,7 @@
 
 mod login;
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -137,6 +138,8 @@ pub struct ServerConn {
     cancel: CancelKey,
     created: Instant,
     max_message: usize,
+    /// Statements pgrelay prepared here under its own names (transaction pooling).
+    prepared: HashSet<Arc<str>>,
 }
 
 impl std::fmt::Debug for ServerConn {
@@ -175,6 +178,7 @@ impl ServerConn {
             },
             created: Instant::now(),
             max_message: opts.max_message,
+            prepared: HashSet::new(),
         };
         let login = tokio::time::timeout(opts.connect_timeout, login::login(&mut conn, opts));
         login
@@ -206,6 +210,27 @@ impl ServerConn {
 
     pub fn max_message(&self) -> usize {
         self.max_message
+    }
+
+    pub fn has_prepared(&self, name: &str) -> bool {
+        self.prepared.contains(name)
+    }
+
+    pub fn mark_prepared(&mut self, name: Arc<str>) {
+        self.prepared.insert(name);
+    }
+
+    pub fn forget_prepared(&mut self, name: &str) {
+        self.prepared.remove(name);
+    }
+
+    /// After `DISCARD ALL` or `DEALLOCATE ALL` the server has none left.
+    pub fn forget_all_prepared(&mut self) {
+        self.prepared.clear();
+    }
+
+    pub fn prepared_count(&self) -> usize {
+        self.prepared.len()
     }
 
     /// Parameters the server reported (ParameterStatus), latest value each.

@@ -7,6 +7,8 @@ mod handshake;
 mod listener;
 mod login;
 mod params;
+mod prepared;
+mod query;
 mod relay;
 mod session;
 
