@@ -102,7 +102,13 @@ fn verdict_for(
             inner,
             catalog,
         ),
-        Statement::ExplainTable { .. } => Verdict::new(K::Explain, Access::Read),
+        // `EXPLAIN <table>` (DESCRIBE) is not PostgreSQL: the server rejects it, so treat it as unparsed.
+        Statement::ExplainTable { .. } => Verdict::new(
+            K::Explain,
+            Access::Primary(PrimaryCause::Unparsed(Arc::from(
+                "EXPLAIN <table> is not PostgreSQL syntax",
+            ))),
+        ),
         Statement::Copy {
             source, to, target, ..
         } => copy_verdict(source, *to, target, facts, catalog),

@@ -42,7 +42,7 @@ pub enum PinReason {
 impl fmt::Display for PinReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::TempTable => f.write_str("temporary table"),
+            Self::TempTable => f.write_str("temporary table, view or sequence"),
             Self::Listen => f.write_str("LISTEN"),
             Self::SessionFunction(name) => write!(f, "{name}() holds session state"),
             Self::PreparedStatement => f.write_str("SQL PREPARE"),

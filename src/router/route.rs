@@ -59,10 +59,12 @@ pub enum PrimaryCause {
 impl fmt::Display for PrimaryCause {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Statement(kind) => write!(f, "{kind} statement writes"),
+            Self::Statement(kind) => write!(f, "{kind} statement is not a read"),
             Self::LockingClause => f.write_str("row-locking clause (FOR UPDATE/SHARE)"),
             Self::SelectInto => f.write_str("SELECT INTO creates a table"),
-            Self::DataModifyingCte => f.write_str("data-modifying WITH clause"),
+            Self::DataModifyingCte => {
+                f.write_str("data-modifying query (INSERT/UPDATE/DELETE in WITH)")
+            }
             Self::WriteFunction(name) => write!(f, "calls write function {name}()"),
             Self::UnknownFunction(name) => {
                 write!(
