@@ -82,3 +82,6 @@ pub use rule::Rule;
 pub use ruleset::{RuleSet, UnknownFunctions, DEFAULT_RULES_YAML};
 pub use session::{RouteOverride, SessionContext, TxState};
 pub use text::{StatementAnalysis, TextAnalysis};
+
+#[cfg(test)]
+mod tests;
