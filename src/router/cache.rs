@@ -12,6 +12,10 @@ use super::text::TextAnalysis;
 
 const SHARDS: usize = 16;
 
+/// Texts longer than this are analysed but not cached, so the cache's memory
+/// stays bounded by `capacity × MAX_CACHED_TEXT` even with huge generated queries.
+pub const MAX_CACHED_TEXT: usize = 64 * 1024;
+
 pub struct AnalysisCache {
     shards: Vec<Mutex<LruCache<Box<str>, Arc<TextAnalysis>>>>,
     hasher: RandomState,
@@ -58,6 +62,9 @@ impl AnalysisCache {
     }
 
     pub fn insert(&self, sql: &str, analysis: Arc<TextAnalysis>) {
+        if sql.len() > MAX_CACHED_TEXT {
+            return;
+        }
         if let Some(mut shard) = self.shard(sql) {
             shard.put(Box::from(sql), analysis);
         }
@@ -108,6 +115,16 @@ mod tests {
             "most recent entry is kept"
         );
         assert!(cache.get("SELECT 0").is_none(), "oldest entry was evicted");
+    }
+
+    #[test]
+    fn huge_texts_are_not_cached() {
+        let cache = AnalysisCache::new(8);
+        let huge = format!("SELECT {}", "1".repeat(MAX_CACHED_TEXT));
+        cache.insert(&huge, analysis());
+        assert!(cache.get(&huge).is_none());
+        cache.insert("SELECT 1", analysis());
+        assert!(cache.get("SELECT 1").is_some());
     }
 
     #[test]

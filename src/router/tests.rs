@@ -530,3 +530,30 @@ fn explain_describes_each_statement() {
     assert!(text.contains("tables: u; functions: -"), "{text}");
     assert_eq!(c.stats().classified, 0, "explain does not count as traffic");
 }
+
+#[test]
+fn classifier_is_shareable_across_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Classifier>();
+
+    let c = Classifier::new(RuleSet::builtin(), 128);
+    std::thread::scope(|scope| {
+        for t in 0..4 {
+            let c = &c;
+            scope.spawn(move || {
+                for i in 0..200 {
+                    let sql = format!("SELECT * FROM t{} WHERE id = $1", (i + t) % 50);
+                    assert_eq!(c.classify(&sql, &ctx()).route.target, Target::Replicas);
+                }
+            });
+        }
+    });
+    let stats = c.stats();
+    assert_eq!(stats.classified, 800);
+    assert_eq!(stats.cache_hits + stats.cache_misses, 800);
+    assert!(
+        stats.cache_misses >= 50,
+        "each distinct text is parsed at least once"
+    );
+    assert!(stats.cache_hits >= 600, "{stats:?}");
+}
