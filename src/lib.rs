@@ -9,6 +9,7 @@ pub mod demo;
 pub mod frontend;
 pub mod pool;
 pub mod protocol;
+pub mod router;
 pub mod shutdown;
 pub mod stream;
 pub mod tls;
