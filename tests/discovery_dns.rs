@@ -204,3 +204,48 @@ async fn static_lists_mix_literals_and_names() {
     let error = resolver.lookup(&missing).await.unwrap_err();
     assert!(error.is_no_records(), "{error}");
 }
+
+#[tokio::test]
+async fn a_and_aaaa_records_are_both_discovered() {
+    let dns = DnsServer::start("dual.test").unwrap();
+    dns.set_a("db", &[ip(2)], TTL).unwrap();
+    dns.set_aaaa("db", &[std::net::Ipv6Addr::LOCALHOST], TTL)
+        .unwrap();
+    let resolver = HickoryResolve::new(Some(dns.addr())).unwrap();
+    let source = DiscoverySource::DnsA {
+        name: "db.dual.test.".into(),
+        port: 5432,
+    };
+    let resolved = resolver.lookup(&source).await.unwrap();
+    let set = EndpointSet::new(resolved.endpoints, 1);
+    let v6: SocketAddr = "[::1]:5432".parse().unwrap();
+    assert_eq!(set.addrs(), vec![sock(2, 5432), v6]);
+}
+
+#[tokio::test]
+async fn a_silent_nameserver_counts_failures_and_never_reports_ready() {
+    // Bound but never read: queries go unanswered.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let shutdown = Shutdown::new();
+    let config = DiscoveryConfig {
+        nameserver: Some(silent.local_addr().unwrap()),
+        failure_retry: Duration::from_millis(100),
+        lookup_timeout: Duration::from_millis(300),
+        ..DiscoveryConfig::new(DiscoverySource::DnsA {
+            name: "db.nowhere.test.".into(),
+            port: 5432,
+        })
+    };
+    let discovery = spawn(
+        config.clone(),
+        HickoryResolve::new(config.nameserver).unwrap(),
+        shutdown.signal(),
+    );
+    let outcome = tokio::time::timeout(Duration::from_secs(2), discovery.ready()).await;
+    assert!(outcome.is_err(), "no answer, so never ready");
+    let counts = discovery.counts();
+    assert!(counts.failures >= 2, "{counts:?}");
+    assert_eq!(counts.updates, 0);
+    assert!(!discovery.current().is_resolved());
+    shutdown.trigger();
+}
