@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::{DiscoveryConfig, DiscoveryError, EndpointSet, Resolve, Resolved};
+use super::{DiscoveryConfig, DiscoveryError, Endpoint, EndpointSet, Resolve, Resolved};
 use crate::shutdown::ShutdownSignal;
 
 /// Counters of one discovery task.
@@ -161,7 +161,7 @@ async fn lookup_bounded<R: Resolve>(
 /// Publishes a new snapshot only when the endpoints differ from the current one.
 fn publish(
     tx: &watch::Sender<Arc<EndpointSet>>,
-    endpoints: Vec<super::Endpoint>,
+    endpoints: Vec<Endpoint>,
     stats: &Stats,
     source: &str,
 ) {
