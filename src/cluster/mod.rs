@@ -3,6 +3,10 @@
 //! Today each pair has one primary pool; replica groups join it later.
 //! Pools are created on first use and shared by every client of the pair.
 
+pub mod balance;
+pub mod discovery;
+pub mod health;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 

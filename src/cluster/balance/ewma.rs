@@ -1,0 +1,50 @@
+//! A time-decayed moving average of latency.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Exponentially weighted moving average whose memory fades with time, not
+/// with sample count: after `decay` without samples an old value weighs
+/// 1/e, and a sample's weight grows with the time since the previous one
+/// (so a burst of samples at one instant counts as the first). Safe to share; the lock is held for a few arithmetic operations and
+/// never across `.await`.
+#[derive(Debug)]
+pub struct Ewma {
+    decay_secs: f64,
+    state: Mutex<Option<(f64, Instant)>>,
+}
+
+impl Ewma {
+    /// `decay` is the time constant; shorter reacts faster.
+    pub fn new(decay: Duration) -> Self {
+        Ewma {
+            decay_secs: decay.as_secs_f64().max(f64::MIN_POSITIVE),
+            state: Mutex::new(None),
+        }
+    }
+
+    pub fn observe(&self, sample: Duration) {
+        self.observe_at(sample, Instant::now());
+    }
+
+    /// Folds `sample` in as seen at `now`; the first sample is taken as is.
+    pub fn observe_at(&self, sample: Duration, now: Instant) {
+        let sample = sample.as_secs_f64();
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let next = match *state {
+            None => sample,
+            Some((value, at)) => {
+                let elapsed = now.saturating_duration_since(at).as_secs_f64();
+                let keep = (-elapsed / self.decay_secs).exp();
+                value * keep + sample * (1.0 - keep)
+            }
+        };
+        *state = Some((next, now.max(state.map_or(now, |(_, at)| at))));
+    }
+
+    /// The current average; zero before the first sample.
+    pub fn get(&self) -> Duration {
+        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.map_or(Duration::ZERO, |(value, _)| Duration::from_secs_f64(value))
+    }
+}
