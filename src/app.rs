@@ -13,10 +13,13 @@ use tracing::info;
 
 use crate::auth::{AuthError, ScramSecret, Secret, Userlist};
 use crate::backend::{ConnectOptions, ServerSecret, ServerTlsPolicy};
-use crate::cluster::{DatabaseSpec, PoolRegistry};
-use crate::config::{AuthType, Config, SslMode};
+use crate::cluster::balance::Strategy;
+use crate::cluster::discovery::{DiscoveryConfig, DiscoverySource, HostPort};
+use crate::cluster::{DatabaseSpec, PoolRegistry, ReadFallback, ReplicaSpec};
+use crate::config::{AuthType, Config, ReplicasConfig, SslMode};
 use crate::frontend::{self, CancelRegistry, Directory, FrontendSettings, ListenerHandle, Shared};
 use crate::pool::PoolSettings;
+use crate::router::{Classifier, RuleSet};
 use crate::shutdown::Shutdown;
 use crate::tls::{self, ClientTlsSettings, ServerTlsSettings, TlsError};
 
@@ -30,6 +33,10 @@ pub enum AppError {
     Tls(#[from] TlsError),
     #[error("client TLS needs client_tls_cert_file and client_tls_key_file")]
     ClientTlsIncomplete,
+    #[error(transparent)]
+    Rules(#[from] crate::router::RouterError),
+    #[error("database {database:?}: {reason}")]
+    Replicas { database: String, reason: String },
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: String,
@@ -41,6 +48,7 @@ pub enum AppError {
 struct Snapshot {
     config: Config,
     userlist: Userlist,
+    classifier: Arc<Classifier>,
     /// SCRAM secrets derived from plain userlist passwords. Deriving one costs
     /// 4096 PBKDF2 rounds; doing it once per user keeps logins cheap and makes a
     /// known user's login cost the same as an unknown user's mock exchange.
@@ -65,14 +73,95 @@ impl Snapshot {
             })?,
         };
         let frontend = Arc::new(frontend_settings(&config));
+        for (name, db) in &config.databases {
+            if let Some(r) = &db.replicas {
+                replica_spec(name, db.port, r)?;
+            }
+        }
+        let rule_files = config.routing.rule_files_or_default(|p| p.exists());
+        let rules = if rule_files.is_empty() {
+            RuleSet::builtin()
+        } else {
+            RuleSet::load(&rule_files)?
+        };
+        let classifier = Arc::new(Classifier::new(rules, CLASSIFIER_CACHE));
         Ok(Snapshot {
             config,
             userlist,
+            classifier,
             scram_cache: Default::default(),
             frontend,
             server_tls,
         })
     }
+}
+
+/// Statement texts whose classification is cached (per process).
+const CLASSIFIER_CACHE: usize = 10_000;
+
+/// The replica topology of one database entry, validated.
+fn replica_spec(database: &str, db_port: u16, r: &ReplicasConfig) -> Result<ReplicaSpec, AppError> {
+    let fail = |reason: String| AppError::Replicas {
+        database: database.to_string(),
+        reason,
+    };
+    let port = r.port.unwrap_or(db_port);
+    let source = match (&r.srv, &r.dns) {
+        (Some(srv), _) => DiscoverySource::DnsSrv { name: srv.clone() },
+        (None, Some(name)) => DiscoverySource::DnsA {
+            name: name.clone(),
+            port,
+        },
+        (None, None) if !r.hosts.is_empty() => {
+            let mut list = Vec::new();
+            for host in &r.hosts {
+                let with_port = if host.parse::<SocketAddr>().is_ok() {
+                    host.clone()
+                } else if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+                    SocketAddr::new(ip, port).to_string()
+                } else if host.contains(':') {
+                    host.clone() // name:port
+                } else {
+                    format!("{host}:{port}")
+                };
+                list.push(
+                    with_port
+                        .parse::<HostPort>()
+                        .map_err(|e| fail(format!("replica {host:?}: {e}")))?,
+                );
+            }
+            DiscoverySource::Static(list)
+        }
+        _ => return Err(fail("replicas need hosts, dns or srv".into())),
+    };
+    let mut discovery = DiscoveryConfig::new(source);
+    discovery.min_ttl = r.min_ttl;
+    discovery.max_ttl = r.max_ttl;
+    discovery.nameserver = match &r.nameserver {
+        Some(ns) => Some(
+            ns.parse()
+                .map_err(|_| fail(format!("nameserver {ns:?} is not host:port")))?,
+        ),
+        None => None,
+    };
+    let strategy = r
+        .balance
+        .parse::<Strategy>()
+        .map_err(|e| fail(e.to_string()))?;
+    let fallback = match r.fallback.as_str() {
+        "primary" => ReadFallback::Primary,
+        "error" => ReadFallback::Error,
+        other => {
+            return Err(fail(format!(
+                "fallback {other:?}: expected primary or error"
+            )))
+        }
+    };
+    Ok(ReplicaSpec {
+        discovery,
+        strategy,
+        fallback,
+    })
 }
 
 fn nonzero(d: Duration) -> Option<Duration> {
@@ -182,6 +271,11 @@ impl Directory for App {
             pool_mode: db.pool.pool_mode,
             max_db_connections: db.pool.max_db_connections as usize,
             max_user_connections: c.limits.max_user_connections as usize,
+            // Validated when the snapshot was built.
+            replicas: db
+                .replicas
+                .as_ref()
+                .and_then(|r| replica_spec(&db.name, db.port, r).ok()),
         })
     }
 
@@ -204,6 +298,10 @@ impl Directory for App {
 
     fn scram_mock_key(&self) -> [u8; 32] {
         self.mock_key
+    }
+
+    fn classifier(&self) -> Arc<Classifier> {
+        self.current().classifier.clone()
     }
 }
 
@@ -242,7 +340,8 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
         .collect();
     let max_clients = config.limits.max_client_conn as usize;
     let app = App::new(config)?;
-    let pools = Arc::new(PoolRegistry::new());
+    let shutdown = Shutdown::new();
+    let pools = Arc::new(PoolRegistry::new(shutdown.signal()));
     let shared = Arc::new(Shared {
         directory: app.clone(),
         pools: pools.clone(),
@@ -250,7 +349,6 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
         tls_acceptor: client_tls,
         client_slots: Arc::new(tokio::sync::Semaphore::new(max_clients)),
     });
-    let shutdown = Shutdown::new();
     let mut listeners = Vec::new();
     let mut addrs = Vec::new();
     for addr in listen {

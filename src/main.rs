@@ -28,6 +28,21 @@ enum Command {
     Run,
     /// Validate the configuration and print the effective settings (secrets masked).
     CheckConfig,
+    /// Explain where a statement would be routed, which rule matched and why.
+    Route {
+        /// The SQL text (several statements allowed).
+        sql: String,
+        /// Database and user the session would have (rules may match on them).
+        #[arg(long, default_value = "app")]
+        database: String,
+        #[arg(long, default_value = "app")]
+        user: String,
+        #[arg(long)]
+        application_name: Option<String>,
+        /// Rule files to load instead of the configured ones.
+        #[arg(long = "rules")]
+        rules: Vec<PathBuf>,
+    },
     /// Start a local PostgreSQL primary + 2 replicas + DNS server with pgrelay in front.
     Demo {
         /// Port pgrelay listens on (127.0.0.1); 0 picks a free one.
@@ -63,6 +78,41 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Route {
+            sql,
+            database,
+            user,
+            application_name,
+            rules,
+        } => {
+            let rules = if rules.is_empty() {
+                match Config::load(cli.config.as_deref(), &env_map()) {
+                    Ok(cfg) => cfg.routing.rule_files_or_default(|p| p.exists()),
+                    // No usable config: the shipped rules still explain the decision.
+                    Err(_) => Vec::new(),
+                }
+            } else {
+                rules
+            };
+            let ruleset = if rules.is_empty() {
+                Ok(pgrelay::router::RuleSet::builtin())
+            } else {
+                pgrelay::router::RuleSet::load(&rules)
+            };
+            match ruleset {
+                Ok(ruleset) => {
+                    let classifier = pgrelay::router::Classifier::new(ruleset, 0);
+                    let mut ctx = pgrelay::router::SessionContext::new(&database, &user);
+                    ctx.application_name = application_name.as_deref();
+                    print!("{}", pgrelay::router::explain(&classifier, &sql, &ctx));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("pgrelay route: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Demo { port } => {
             init_logging(LogFormat::Text);
             let runtime = tokio::runtime::Builder::new_multi_thread()

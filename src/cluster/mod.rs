@@ -6,13 +6,19 @@
 pub mod balance;
 pub mod discovery;
 pub mod health;
+mod replicas;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use tracing::warn;
+
 use crate::backend::{BackendError, ConnectOptions, ServerConn};
 use crate::config::PoolMode;
 use crate::pool::{ConnLimit, Connector, Pool, PoolSettings};
+use crate::shutdown::ShutdownSignal;
+
+pub use replicas::{ReadFallback, ReplicaEndpoint, ReplicaSet};
 
 /// Opens logged-in server connections for a pool.
 #[derive(Debug, Clone)]
@@ -42,6 +48,16 @@ pub struct DatabaseSpec {
     /// 0 = unlimited.
     pub max_db_connections: usize,
     pub max_user_connections: usize,
+    /// Replicas for reads, if the database has any.
+    pub replicas: Option<ReplicaSpec>,
+}
+
+/// Where a database's replicas come from and how reads are spread.
+#[derive(Debug, Clone)]
+pub struct ReplicaSpec {
+    pub discovery: discovery::DiscoveryConfig,
+    pub strategy: balance::Strategy,
+    pub fallback: ReadFallback,
 }
 
 /// ParameterStatus values as a server reported them at login.
@@ -51,6 +67,7 @@ pub type ServerParams = Arc<Vec<(String, String)>>;
 pub struct DatabasePools {
     pub spec: DatabaseSpec,
     pub primary: ServerPool,
+    pub replicas: Option<ReplicaSet>,
     /// ParameterStatus values of the first server logged in, sent to clients at login.
     server_params: Mutex<Option<ServerParams>>,
 }
@@ -69,16 +86,47 @@ impl DatabasePools {
 }
 
 /// All pools, created on demand; shared by every session.
-#[derive(Default)]
 pub struct PoolRegistry {
     pools: Mutex<HashMap<(String, String), Arc<DatabasePools>>>,
     db_limits: Mutex<HashMap<String, Arc<ConnLimit>>>,
     user_limits: Mutex<HashMap<String, Arc<ConnLimit>>>,
+    /// One discovery task per database, shared by its users' replica sets.
+    discoveries: Mutex<HashMap<String, discovery::Discovery>>,
+    shutdown: ShutdownSignal,
 }
 
 impl PoolRegistry {
-    pub fn new() -> Self {
-        Self::default()
+    pub fn new(shutdown: ShutdownSignal) -> Self {
+        PoolRegistry {
+            pools: Mutex::default(),
+            db_limits: Mutex::default(),
+            user_limits: Mutex::default(),
+            discoveries: Mutex::default(),
+            shutdown,
+        }
+    }
+
+    /// The discovered replica endpoints of `database`, starting discovery on first use.
+    fn replica_source(
+        &self,
+        database: &str,
+        spec: &ReplicaSpec,
+    ) -> Option<tokio::sync::watch::Receiver<Arc<discovery::EndpointSet>>> {
+        let mut discoveries = self.discoveries.lock().unwrap();
+        if let Some(d) = discoveries.get(database) {
+            return Some(d.subscribe());
+        }
+        let resolver = match discovery::HickoryResolve::new(spec.discovery.nameserver) {
+            Ok(r) => r,
+            Err(e) => {
+                warn!(database, error = %e, "cannot resolve replicas; reads go to the primary");
+                return None;
+            }
+        };
+        let d = discovery::spawn(spec.discovery.clone(), resolver, self.shutdown.clone());
+        let rx = d.subscribe();
+        discoveries.insert(database.to_string(), d);
+        Some(rx)
     }
 
     /// The pools for `spec` as `client_user` sees them: an existing set if the
@@ -103,6 +151,17 @@ impl PoolRegistry {
                 spec.max_user_connections,
             ));
         }
+        let replicas = spec.replicas.as_ref().and_then(|r| {
+            let source = self.replica_source(&spec.name, r)?;
+            Some(ReplicaSet::new(
+                spec.connect.clone(),
+                spec.pool.clone(),
+                limits.clone(),
+                source,
+                r.strategy,
+                r.fallback,
+            ))
+        });
         let primary = Pool::new(
             ServerConnector {
                 opts: Arc::new(spec.connect.clone()),
@@ -113,6 +172,7 @@ impl PoolRegistry {
         let created = Arc::new(DatabasePools {
             spec,
             primary,
+            replicas,
             server_params: Mutex::new(None),
         });
         self.pools
@@ -131,13 +191,20 @@ impl PoolRegistry {
     pub async fn maintain(&self) {
         for pools in self.all() {
             pools.primary.maintain().await;
+            if let Some(r) = &pools.replicas {
+                r.maintain().await;
+            }
         }
     }
 
     pub fn close_all(&self) {
         for pools in self.all() {
             pools.primary.close();
+            if let Some(r) = &pools.replicas {
+                r.close();
+            }
         }
+        self.discoveries.lock().unwrap().clear();
     }
 }
 

@@ -15,8 +15,8 @@ pub const FALLBACK_DATABASE: &str = "*";
 /// Default server port of a database entry.
 pub const DEFAULT_SERVER_PORT: u16 = 5432;
 
-/// One `databases:` entry: where the primary is and optional pool overrides.
-/// Replica groups are meant to be added here as `replicas: Vec<ReplicaGroupConfig>`.
+/// One `databases:` entry: where the primary is, optional pool overrides, and
+/// optionally the replicas that take its reads.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DatabaseConfig {
@@ -42,6 +42,56 @@ pub struct DatabaseConfig {
     pub pool_mode: Option<PoolMode>,
     #[serde(deserialize_with = "optional_setting")]
     pub max_db_connections: Option<u32>,
+    /// Replicas for reads; without them every statement goes to `host`.
+    pub replicas: Option<ReplicasConfig>,
+}
+
+/// Where a database's replicas are and how reads are spread over them.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReplicasConfig {
+    /// Static replicas, `host` or `host:port`.
+    pub hosts: Vec<String>,
+    /// A name whose A/AAAA records are the replicas (each at `port`), as a
+    /// Kubernetes headless Service gives.
+    #[serde(deserialize_with = "optional_setting")]
+    pub dns: Option<String>,
+    /// An SRV name (`_postgresql._tcp.<name>`): targets and ports.
+    #[serde(deserialize_with = "optional_setting")]
+    pub srv: Option<String>,
+    /// Port for `hosts` without one and for `dns`; default: the database's port.
+    #[serde(deserialize_with = "optional_setting")]
+    pub port: Option<u16>,
+    /// DNS server `host:port` to ask; default: the system resolver.
+    #[serde(deserialize_with = "optional_setting")]
+    pub nameserver: Option<String>,
+    /// `p2c_ewma` (default), `round_robin`, `random`, `least_outstanding`.
+    #[serde(deserialize_with = "setting")]
+    pub balance: String,
+    /// When no replica can take a read: `primary` (default) or `error`.
+    #[serde(deserialize_with = "setting")]
+    pub fallback: String,
+    /// Re-resolution interval bounds around the records' TTL.
+    #[serde(deserialize_with = "setting")]
+    pub min_ttl: std::time::Duration,
+    #[serde(deserialize_with = "setting")]
+    pub max_ttl: std::time::Duration,
+}
+
+impl Default for ReplicasConfig {
+    fn default() -> Self {
+        Self {
+            hosts: Vec::new(),
+            dns: None,
+            srv: None,
+            port: None,
+            nameserver: None,
+            balance: "p2c_ewma".to_string(),
+            fallback: "primary".to_string(),
+            min_ttl: std::time::Duration::from_secs(1),
+            max_ttl: std::time::Duration::from_secs(300),
+        }
+    }
 }
 
 impl Default for DatabaseConfig {
@@ -57,6 +107,7 @@ impl Default for DatabaseConfig {
             reserve_pool_size: None,
             pool_mode: None,
             max_db_connections: None,
+            replicas: None,
         }
     }
 }
@@ -98,6 +149,15 @@ impl DatabaseConfig {
             "reserve_pool" | "reserve_pool_size" => opt(raw).map(|v| self.reserve_pool_size = v),
             "pool_mode" => opt(raw).map(|v| self.pool_mode = v),
             "max_db_connections" => opt(raw).map(|v| self.max_db_connections = v),
+            // pgrelay's own: `replicas=host1,host2:5433`, `replicas_dns=name`, `replicas_srv=name`.
+            "replicas" => Vec::<String>::parse_setting(raw)
+                .map(|v| self.replicas.get_or_insert_with(Default::default).hosts = v),
+            "replicas_dns" => {
+                opt(raw).map(|v| self.replicas.get_or_insert_with(Default::default).dns = v)
+            }
+            "replicas_srv" => {
+                opt(raw).map(|v| self.replicas.get_or_insert_with(Default::default).srv = v)
+            }
             _ if UNSUPPORTED_OPTIONS.contains(&key) => {
                 return Err(format!("option {key} is not supported by pgrelay"))
             }
@@ -131,6 +191,17 @@ impl DatabaseConfig {
             "max_db_connections",
             self.max_db_connections.map(|v| v.to_string()),
         );
+        if let Some(r) = &self.replicas {
+            if !r.hosts.is_empty() {
+                parts.push(format!("replicas={}", r.hosts.join(",")));
+            }
+            if let Some(d) = &r.dns {
+                parts.push(format!("replicas_dns={d}"));
+            }
+            if let Some(s) = &r.srv {
+                parts.push(format!("replicas_srv={s}"));
+            }
+        }
         parts.join(" ")
     }
 }
@@ -172,6 +243,7 @@ pub struct ResolvedDatabase {
     pub pool: EffectivePool,
     /// Served by the `*` entry rather than an entry of its own.
     pub via_fallback: bool,
+    pub replicas: Option<ReplicasConfig>,
 }
 
 /// Look up `requested`, falling back to the `*` entry.
@@ -193,6 +265,7 @@ pub fn resolve(
         password: db.password.clone(),
         pool: EffectivePool::for_database(db, defaults),
         via_fallback,
+        replicas: db.replicas.clone(),
     })
 }
 

@@ -19,8 +19,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 pub use database::{
-    parse_databases, DatabaseConfig, EffectivePool, ResolvedDatabase, DEFAULT_SERVER_PORT,
-    FALLBACK_DATABASE,
+    parse_databases, DatabaseConfig, EffectivePool, ReplicasConfig, ResolvedDatabase,
+    DEFAULT_SERVER_PORT, FALLBACK_DATABASE,
 };
 pub use env::{DATABASES_VAR, DATABASE_NAME_VAR, ENV_PREFIX, HOST_VAR, PORT_VAR};
 pub use error::{ConfigError, Origin, ValidationError};

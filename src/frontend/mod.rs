@@ -10,6 +10,7 @@ mod params;
 mod prepared;
 mod query;
 mod relay;
+mod routing;
 mod session;
 
 use std::sync::Arc;
@@ -55,6 +56,8 @@ pub trait Directory: Send + Sync + 'static {
     fn client_secret(&self, user: &str) -> Option<crate::auth::Secret>;
     /// Key for SCRAM mock authentication of unknown users (stable per process).
     fn scram_mock_key(&self) -> [u8; 32];
+    /// The statement classifier built from the current routing rules.
+    fn classifier(&self) -> Arc<crate::router::Classifier>;
 }
 
 /// What every session shares.
@@ -103,6 +106,10 @@ pub enum FrontendError {
     TransactionInStatementMode,
     #[error("pgrelay is shutting down")]
     ShuttingDown,
+    #[error("no replica is available for this read (fallback: error)")]
+    NoReplica,
+    #[error(transparent)]
+    Router(#[from] crate::router::RouterError),
 }
 
 impl FrontendError {
@@ -122,6 +129,8 @@ impl FrontendError {
             FrontendError::IdleInTransaction => "25P03",
             FrontendError::TransactionInStatementMode => "0A000",
             FrontendError::ShuttingDown => "57P01",
+            FrontendError::NoReplica => "08006",
+            FrontendError::Router(e) => e.sqlstate(),
             FrontendError::Io(_) | FrontendError::ClientClosed | FrontendError::LoginTimeout => {
                 "08006"
             }

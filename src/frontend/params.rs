@@ -92,7 +92,12 @@ impl ClientParams {
                     "options={options}"
                 )));
             };
-            if !self.is_tracked(&name.to_ascii_lowercase()) {
+            let lower = name.to_ascii_lowercase();
+            if lower.starts_with(PGRELAY_PREFIX) {
+                self.pgrelay.push((lower, value.to_string()));
+                continue;
+            }
+            if !self.is_tracked(&lower) {
                 return Err(FrontendError::UnsupportedParameter(format!(
                     "options=-c {name}"
                 )));
@@ -258,6 +263,8 @@ mod tests {
         assert_eq!(p.get("timezone"), Some("UTC"));
         assert_eq!(p.get("DateStyle"), Some("ISO"));
         assert!(startup(&[("user", "a"), ("options", "-c work_mem=1GB")]).is_err());
+        let (p, _) = startup(&[("user", "a"), ("options", "-c pgrelay.route=primary")]).unwrap();
+        assert_eq!(p.pgrelay, vec![("pgrelay.route".into(), "primary".into())]);
     }
 
     #[test]

@@ -15,12 +15,15 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use sha2::{Digest, Sha256};
 
+use super::routing::Destination;
 use crate::protocol::frontend::{self as fe, Parse};
 
 /// A statement as pgrelay prepares it on servers.
 #[derive(Debug)]
 pub(crate) struct Statement {
     pub server_name: Arc<str>,
+    /// Where the statement's text was routed, for a Bind that starts a batch.
+    pub destination: Destination,
     /// The Parse message under `server_name`, ready to send to any server.
     pub parse: Bytes,
 }
@@ -32,12 +35,13 @@ pub(crate) struct ClientStatements {
 
 impl ClientStatements {
     /// Records the client's Parse under its own name (replacing an older one).
-    pub fn define(&mut self, parse: &Parse<'_>) -> Arc<Statement> {
+    pub fn define(&mut self, parse: &Parse<'_>, destination: Destination) -> Arc<Statement> {
         let server_name: Arc<str> = server_name(parse.query, parse.param_types).into();
         let mut msg = BytesMut::with_capacity(parse.query.len() + 64);
         fe::write_parse(&server_name, parse.query, parse.param_types, &mut msg);
         let statement = Arc::new(Statement {
             server_name,
+            destination,
             parse: msg.freeze(),
         });
         self.by_name
@@ -88,9 +92,10 @@ mod tests {
     fn same_statement_shares_a_server_name_and_different_ones_do_not() {
         let mut a = ClientStatements::default();
         let mut b = ClientStatements::default();
-        let s1 = a.define(&parse("s0", "select $1", &[0, 1, 0, 0, 0, 23]));
-        let s2 = b.define(&parse("q", "select $1", &[0, 1, 0, 0, 0, 23]));
-        let s3 = b.define(&parse("r", "select $1", &[0, 1, 0, 0, 0, 25]));
+        let d = Destination::Replica;
+        let s1 = a.define(&parse("s0", "select $1", &[0, 1, 0, 0, 0, 23]), d);
+        let s2 = b.define(&parse("q", "select $1", &[0, 1, 0, 0, 0, 23]), d);
+        let s3 = b.define(&parse("r", "select $1", &[0, 1, 0, 0, 0, 25]), d);
         assert_eq!(s1.server_name, s2.server_name);
         assert_ne!(s1.server_name, s3.server_name, "parameter types matter");
         assert!(s1.server_name.len() <= 63);

@@ -3,7 +3,7 @@
 //! transaction pooling), relay replies, and release the server when idle.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
 use tracing::debug;
@@ -13,13 +13,17 @@ use super::client::ClientConn;
 use super::params::ClientParams;
 use super::prepared::ClientStatements;
 use super::relay::{Out, Owed, RelayState};
+use super::routing::{answer_route_command, Destination, Routed, ServerRole};
 use super::{releases_at_idle, FrontendError, FrontendSettings};
-use crate::cluster::{DatabasePools, PooledServer};
+use crate::cluster::balance::InFlight;
+use crate::cluster::{DatabasePools, PooledServer, ReadFallback};
 use crate::config::PoolMode;
+use crate::pool::PoolError;
 use crate::protocol::backend::{self as be, TxStatus};
 use crate::protocol::framing::{self, Frame};
 use crate::protocol::frontend::{self as fe, tag, Target};
 use crate::protocol::ProtocolError;
+use crate::router::{Classifier, PinReason, RouteOverride, SessionContext, TxState};
 use crate::shutdown::ShutdownSignal;
 
 /// Statements pgrelay keeps prepared on one server before it deallocates them all.
@@ -28,6 +32,10 @@ const MAX_PREPARED_PER_SERVER: usize = 1000;
 pub(crate) struct Attached {
     conn: PooledServer,
     relay: RelayState,
+    role: ServerRole,
+    since: Instant,
+    /// Counts this client in its replica's outstanding requests.
+    _in_flight: Option<InFlight>,
 }
 
 pub(crate) struct Session<'a> {
@@ -42,6 +50,12 @@ pub(crate) struct Session<'a> {
     to_server: BytesMut,
     /// What to send the client from the last server read.
     to_client: Vec<Out>,
+    classifier: Arc<Classifier>,
+    database: String,
+    user: String,
+    pub route_override: RouteOverride,
+    /// Set once the session did something that must stay on its server.
+    pinned: Option<PinReason>,
 }
 
 pub(crate) enum Flow {
@@ -54,9 +68,17 @@ impl<'a> Session<'a> {
         settings: Arc<FrontendSettings>,
         pools: Arc<DatabasePools>,
         cancel: &'a Registration<'a>,
+        classifier: Arc<Classifier>,
+        database: &str,
+        user: &str,
     ) -> Self {
         let mode = pools.spec.pool_mode;
         Session {
+            classifier,
+            database: database.to_string(),
+            user: user.to_string(),
+            route_override: RouteOverride::Auto,
+            pinned: None,
             settings,
             pools,
             params: ClientParams::default(),
@@ -67,6 +89,66 @@ impl<'a> Session<'a> {
             to_server: BytesMut::with_capacity(4096),
             to_client: Vec::with_capacity(4),
         }
+    }
+
+    /// Reads go to replicas only in transaction and statement pooling, and only
+    /// for databases that have replicas; a session-pooled client keeps its primary.
+    fn routes_reads(&self) -> bool {
+        releases_at_idle(self.mode) && self.pools.replicas.is_some()
+    }
+
+    fn tx_state(&self) -> TxState {
+        match &self.server {
+            Some(a) if a.relay.tx != TxStatus::Idle => match a.role {
+                ServerRole::Replica(_) => TxState::InReadOnlyTx,
+                ServerRole::Primary => TxState::InReadWriteTx,
+            },
+            _ => TxState::Idle,
+        }
+    }
+
+    /// Classifies the SQL of a Query or Parse. Without replicas only
+    /// `pgrelay.*` commands need the classifier.
+    fn route_sql(&self, sql: &str) -> Routed {
+        if !self.routes_reads() && !sql.contains("pgrelay") {
+            return Routed::primary();
+        }
+        let ctx = SessionContext {
+            database: &self.database,
+            user: &self.user,
+            application_name: self.params.get("application_name"),
+            route_override: self.route_override,
+            tx: self.tx_state(),
+            session_pinned: self.pinned.is_some(),
+        };
+        let mut routed = Routed::from_decision(self.classifier.classify(sql, &ctx));
+        if !self.routes_reads() {
+            routed.dest = Destination::Primary;
+        }
+        routed
+    }
+
+    /// Where the message at the head of the client buffer must run, if it is a
+    /// routing point (a Query, a Parse, or a Bind that starts a batch).
+    fn route_message(&self, msg: &[u8]) -> Result<Option<Routed>, FrontendError> {
+        let frame = Frame::new(msg);
+        Ok(match frame.tag {
+            tag::QUERY => Some(self.route_sql(fe::query(frame.body)?)),
+            tag::PARSE => Some(self.route_sql(fe::parse(frame.body)?.query)),
+            tag::BIND if self.server.is_none() => {
+                let bind = fe::bind(frame.body)?;
+                let dest = self
+                    .statements
+                    .get(bind.statement)
+                    .map_or(Destination::Primary, |s| s.destination);
+                Some(Routed {
+                    dest,
+                    pin: None,
+                    intercept: None,
+                })
+            }
+            _ => None,
+        })
     }
 
     /// Prepared statements are renamed only where a client's statements may
@@ -148,12 +230,35 @@ impl<'a> Session<'a> {
         let max = self.settings.max_message;
         let mut flow = Flow::Continue;
         while let Some(len) = framing::check(&client.rbuf, max)? {
-            let msg = client.rbuf.split_to(len);
-            if msg[0] == tag::TERMINATE {
+            if client.rbuf[0] == tag::TERMINATE {
+                client.rbuf.advance(len);
                 flow = Flow::Quit;
                 break;
             }
-            self.handle_client_message(&msg, client).await?;
+            let routed = self.route_message(&client.rbuf[..len])?;
+            let mut dest = None;
+            if let Some(routed) = routed {
+                if let Some(cmd) = &routed.intercept {
+                    if self.server.as_ref().is_none_or(|a| a.relay.is_quiet()) {
+                        client.rbuf.advance(len);
+                        let tx = self.server.as_ref().map_or(TxStatus::Idle, |a| a.relay.tx);
+                        answer_route_command(cmd, &mut self.route_override, tx, &mut client.wbuf);
+                        continue;
+                    }
+                }
+                if !self.make_way_for(routed.dest).await {
+                    break; // the attached server must finish first
+                }
+                if let Some(reason) = routed.pin {
+                    if self.pinned.is_none() {
+                        debug!(?reason, "session pinned to its server");
+                    }
+                    self.pinned = Some(reason);
+                }
+                dest = Some(routed.dest);
+            }
+            let msg = client.rbuf.split_to(len);
+            self.handle_client_message(&msg, dest, client).await?;
         }
         if !self.to_server.is_empty() {
             let attached = self
@@ -176,6 +281,7 @@ impl<'a> Session<'a> {
     async fn handle_client_message(
         &mut self,
         msg: &[u8],
+        dest: Option<Destination>,
         client: &mut ClientConn,
     ) -> Result<(), FrontendError> {
         let frame = Frame::new(msg);
@@ -226,7 +332,7 @@ impl<'a> Session<'a> {
             .into());
         }
         if self.server.is_none() {
-            self.attach().await?;
+            self.attach(dest.unwrap_or(Destination::Primary)).await?;
         }
         let attached = self.server.as_mut().expect("attached above");
         let out = &mut self.to_server;
@@ -263,7 +369,8 @@ impl<'a> Session<'a> {
                     relay.owe(Owed::Parse { prepared: None });
                     out.extend_from_slice(msg);
                 } else {
-                    let statement = self.statements.define(&parse);
+                    let destination = dest.unwrap_or(Destination::Primary);
+                    let statement = self.statements.define(&parse, destination);
                     if conn.has_prepared(&statement.server_name) {
                         relay.owe(Owed::AnswerParseComplete);
                     } else {
@@ -321,14 +428,75 @@ impl<'a> Session<'a> {
         Ok(())
     }
 
-    /// Checks out a server and brings its tracked parameters in line with the client's.
-    pub async fn attach(&mut self) -> Result<(), FrontendError> {
-        let conn = self.pools.primary.get().await?;
+    /// Whether a statement for `dest` can go out now: the attached server
+    /// serves it, or is released to make room. False means wait for the
+    /// attached server's replies first.
+    async fn make_way_for(&mut self, dest: Destination) -> bool {
+        let Some(attached) = &self.server else {
+            return true;
+        };
+        let idle = attached.relay.is_idle(attached.conn.rbuf.len()) && self.to_server.is_empty();
+        let serves = attached.role.serves(dest);
+        // An idle primary holding a read gives way so the read can be balanced.
+        let rebalance = dest == Destination::Replica && !attached.role.is_replica();
+        if idle && self.pinned.is_none() && (!serves || rebalance) {
+            self.detach(false).await;
+            return true;
+        }
+        // Inside a transaction or an unsynced batch the statement stays with its
+        // server (a write reaching a read-only transaction fails there, as it should).
+        serves || attached.relay.tx != TxStatus::Idle || !attached.relay.is_synced()
+    }
+
+    /// Checks out a server for `dest` and brings its tracked parameters in
+    /// line with the client's. A replica that cannot be reached is reported
+    /// and another is tried once; then the read falls back to the primary
+    /// (or fails, if the database says so).
+    pub async fn attach(&mut self, dest: Destination) -> Result<(), FrontendError> {
+        let (conn, role) = match (dest, &self.pools.replicas) {
+            (Destination::Replica, Some(replicas)) if self.pinned.is_none() => {
+                let mut tried = None;
+                let mut found = None;
+                for _ in 0..2 {
+                    let Some(endpoint) = replicas.pick(tried) else {
+                        break;
+                    };
+                    match endpoint.pool.get().await {
+                        Ok(conn) => {
+                            endpoint.report_success();
+                            found = Some((conn, ServerRole::Replica(endpoint)));
+                            break;
+                        }
+                        Err(e @ (PoolError::Connect(_) | PoolError::RecentFailure(_))) => {
+                            debug!(addr = %endpoint.addr, error = %e, "replica unavailable; trying another");
+                            endpoint.report_failure();
+                            tried = Some(endpoint.addr);
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                match (found, replicas.fallback) {
+                    (Some(found), _) => found,
+                    (None, ReadFallback::Primary) => {
+                        (self.pools.primary.get().await?, ServerRole::Primary)
+                    }
+                    (None, ReadFallback::Error) => return Err(FrontendError::NoReplica),
+                }
+            }
+            _ => (self.pools.primary.get().await?, ServerRole::Primary),
+        };
         self.pools.remember_server_params(conn.params());
         self.cancel.slot.attach(conn.cancel_key());
+        let in_flight = match &role {
+            ServerRole::Replica(endpoint) => Some(endpoint.enter()),
+            ServerRole::Primary => None,
+        };
         self.server = Some(Attached {
             conn,
             relay: RelayState::default(),
+            role,
+            since: Instant::now(),
+            _in_flight: in_flight,
         });
         if let Some(sql) = self.sync_sql() {
             self.run_on_server(&sql).await?;
@@ -357,7 +525,7 @@ impl<'a> Session<'a> {
 
     /// In transaction and statement mode, returns an idle server to the pool.
     pub async fn release_if_idle(&mut self) {
-        if !releases_at_idle(self.mode) {
+        if !releases_at_idle(self.mode) || self.pinned.is_some() {
             return;
         }
         let idle = self
@@ -377,6 +545,9 @@ impl<'a> Session<'a> {
             return;
         };
         self.cancel.slot.detach();
+        if let ServerRole::Replica(endpoint) = &attached.role {
+            endpoint.observe_latency(attached.since.elapsed());
+        }
         if !attached.relay.is_idle(attached.conn.rbuf.len()) {
             debug!("closing a server left mid-transaction or mid-reply");
             return; // dropping the guard closes the connection

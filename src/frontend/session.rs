@@ -13,6 +13,7 @@ use super::handshake::{handshake, Handshake};
 use super::login::authenticate;
 use super::params::ClientParams;
 use super::query::Session;
+use super::routing::Destination;
 use super::{FrontendError, FrontendSettings, Shared};
 use crate::config::PoolMode;
 use crate::protocol::backend::{self as be, TxStatus};
@@ -134,16 +135,29 @@ async fn login<'a>(
         .ok_or_else(|| FrontendError::UnknownDatabase(startup.database.clone()))?;
     let pools = shared.pools.get_or_create(&startup.user, spec);
     let mode = pools.spec.pool_mode;
-    let mut session = Session::new(settings.clone(), pools, registration);
+    let mut session = Session::new(
+        settings.clone(),
+        pools,
+        registration,
+        shared.directory.classifier(),
+        &startup.database,
+        &startup.user,
+    );
     let server_params = match (mode, session.pools.server_params()) {
         (PoolMode::Transaction | PoolMode::Statement, Some(p)) => p,
         _ => {
-            session.attach().await?;
+            session.attach(Destination::Primary).await?;
             session.pools.server_params().unwrap_or_default()
         }
     };
     for (name, value) in client_params.announce(&server_params) {
         be::write_parameter_status(&name, &value, &mut client.wbuf);
+    }
+    for (name, value) in &client_params.pgrelay {
+        match name.as_str() {
+            "pgrelay.route" => session.route_override = value.parse()?,
+            _ => return Err(FrontendError::UnsupportedParameter(name.clone())),
+        }
     }
     session.params = client_params;
     if let Some(sql) = session.sync_sql() {

@@ -70,9 +70,24 @@ pub async fn start_relay(cluster: &Cluster, extra: &str) -> Relay {
     start_relay_with_env(cluster, extra, &BTreeMap::new()).await
 }
 
+/// Like [`start_relay`], with `db_extra` (YAML, indented 4 spaces) added to
+/// the database entry, e.g. its replicas.
+pub async fn start_relay_with_db(cluster: &Cluster, extra: &str, db_extra: &str) -> Relay {
+    start_relay_full(cluster, extra, db_extra, &BTreeMap::new()).await
+}
+
 pub async fn start_relay_with_env(
     cluster: &Cluster,
     extra: &str,
+    env: &BTreeMap<String, String>,
+) -> Relay {
+    start_relay_full(cluster, extra, "", env).await
+}
+
+async fn start_relay_full(
+    cluster: &Cluster,
+    extra: &str,
+    db_extra: &str,
     env: &BTreeMap<String, String>,
 ) -> Relay {
     let dir = tempfile::tempdir().unwrap();
@@ -80,7 +95,7 @@ pub async fn start_relay_with_env(
     let yaml = format!(
         "listen_addr: 127.0.0.1\nlisten_port: 0\nmetrics_addr: off\nauth_file: {}\n\
          server_tls_sslmode: disable\n{extra}\n\
-         databases:\n  {db}:\n    host: 127.0.0.1\n    port: {port}\n",
+         databases:\n  {db}:\n    host: 127.0.0.1\n    port: {port}\n{db_extra}\n",
         userlist.display(),
         db = cluster.database(),
         port = cluster.port(),

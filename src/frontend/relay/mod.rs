@@ -107,6 +107,11 @@ impl RelayState {
         self.is_quiet() && self.tx == TxStatus::Idle && unread_server_bytes == 0
     }
 
+    /// Every message sent so far is followed by a Sync (or is a simple query).
+    pub fn is_synced(&self) -> bool {
+        !self.unsynced
+    }
+
     /// Every request has been answered (a transaction may still be open).
     pub fn is_quiet(&self) -> bool {
         self.owed.is_empty() && !self.unsynced && self.skip == 0

@@ -1,0 +1,202 @@
+//! The replica pools of one (database, user) pair: one pool per replica
+//! endpoint, kept in step with discovery, chosen per read by the balancer.
+//!
+//! The endpoint list is an immutable snapshot swapped whole when discovery
+//! publishes a new set; a pick reads the snapshot without holding a lock
+//! across anything slow. Removed endpoints are drained: their pool refuses new
+//! checkouts and closes idle servers, and servers in use close at release.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use tracing::info;
+
+use super::balance::{Balancer, Candidate, Ewma, InFlight, Strategy};
+use super::discovery::EndpointSet;
+use super::{ServerConnector, ServerPool};
+use crate::backend::ConnectOptions;
+use crate::pool::{ConnLimit, Pool, PoolSettings};
+
+/// What to do with a read when no replica can take it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadFallback {
+    Primary,
+    Error,
+}
+
+/// How long a replica that failed a connection is skipped, at first.
+const FIRST_BAN: Duration = Duration::from_secs(2);
+const MAX_BAN: Duration = Duration::from_secs(60);
+
+/// One replica and its pool.
+pub struct ReplicaEndpoint {
+    pub addr: SocketAddr,
+    pub pool: ServerPool,
+    weight: f64,
+    outstanding: Arc<AtomicU32>,
+    latency: Ewma,
+    ban: Mutex<Ban>,
+}
+
+#[derive(Default)]
+struct Ban {
+    until: Option<Instant>,
+    strikes: u32,
+}
+
+impl ReplicaEndpoint {
+    /// Counts a request in flight here until the guard drops.
+    pub fn enter(&self) -> InFlight {
+        InFlight::enter(&self.outstanding)
+    }
+
+    pub fn observe_latency(&self, sample: Duration) {
+        self.latency.observe(sample);
+    }
+
+    /// A connection to this replica failed: skip it for a growing while.
+    pub fn report_failure(&self) {
+        let mut ban = self.ban.lock().unwrap();
+        ban.strikes = ban.strikes.saturating_add(1);
+        let backoff = FIRST_BAN
+            .saturating_mul(1 << ban.strikes.min(6).saturating_sub(1))
+            .min(MAX_BAN);
+        ban.until = Some(Instant::now() + backoff);
+    }
+
+    pub fn report_success(&self) {
+        let mut ban = self.ban.lock().unwrap();
+        ban.strikes = 0;
+        ban.until = None;
+    }
+
+    fn is_banned(&self, now: Instant) -> bool {
+        self.ban.lock().unwrap().until.is_some_and(|u| now < u)
+    }
+}
+
+pub struct ReplicaSet {
+    template: ConnectOptions,
+    pool_settings: PoolSettings,
+    limits: Vec<Arc<ConnLimit>>,
+    source: Mutex<watch::Receiver<Arc<EndpointSet>>>,
+    applied_version: AtomicU64,
+    endpoints: RwLock<Arc<Vec<Arc<ReplicaEndpoint>>>>,
+    balancer: Balancer,
+    pub fallback: ReadFallback,
+}
+
+impl ReplicaSet {
+    pub fn new(
+        template: ConnectOptions,
+        pool_settings: PoolSettings,
+        limits: Vec<Arc<ConnLimit>>,
+        source: watch::Receiver<Arc<EndpointSet>>,
+        strategy: Strategy,
+        fallback: ReadFallback,
+    ) -> Self {
+        let set = ReplicaSet {
+            template,
+            pool_settings,
+            limits,
+            source: Mutex::new(source),
+            applied_version: AtomicU64::new(u64::MAX),
+            endpoints: RwLock::new(Arc::new(Vec::new())),
+            balancer: Balancer::new(strategy),
+            fallback,
+        };
+        set.sync();
+        set
+    }
+
+    pub fn endpoints(&self) -> Arc<Vec<Arc<ReplicaEndpoint>>> {
+        self.sync();
+        self.endpoints.read().unwrap().clone()
+    }
+
+    /// Applies the latest discovered set if it changed since the last call.
+    fn sync(&self) {
+        let latest = self.source.lock().unwrap().borrow().clone();
+        let version = latest.version();
+        if self.applied_version.swap(version, Ordering::AcqRel) == version {
+            return;
+        }
+        let current = self.endpoints.read().unwrap().clone();
+        let mut next = Vec::with_capacity(latest.len());
+        for endpoint in latest.endpoints() {
+            match current.iter().find(|e| e.addr == endpoint.addr) {
+                Some(kept) => next.push(kept.clone()),
+                None => {
+                    info!(addr = %endpoint.addr, "replica joined");
+                    next.push(Arc::new(self.new_endpoint(endpoint.addr, endpoint.weight)));
+                }
+            }
+        }
+        for gone in current
+            .iter()
+            .filter(|e| !next.iter().any(|n| n.addr == e.addr))
+        {
+            info!(addr = %gone.addr, "replica left; draining");
+            gone.pool.close();
+        }
+        *self.endpoints.write().unwrap() = Arc::new(next);
+    }
+
+    fn new_endpoint(&self, addr: SocketAddr, weight: u32) -> ReplicaEndpoint {
+        let mut opts = self.template.clone();
+        opts.host = addr.ip().to_string();
+        opts.port = addr.port();
+        ReplicaEndpoint {
+            addr,
+            pool: Pool::new(
+                ServerConnector {
+                    opts: Arc::new(opts),
+                },
+                self.pool_settings.clone(),
+                self.limits.clone(),
+            ),
+            weight: f64::from(weight.max(1)),
+            outstanding: Arc::new(AtomicU32::new(0)),
+            latency: Ewma::new(Duration::from_secs(10)),
+            ban: Mutex::new(Ban::default()),
+        }
+    }
+
+    /// Picks a replica for the next read, skipping `exclude` (a replica that
+    /// just failed this read) and banned ones.
+    pub fn pick(&self, exclude: Option<SocketAddr>) -> Option<Arc<ReplicaEndpoint>> {
+        let endpoints = self.endpoints();
+        let now = Instant::now();
+        let usable: Vec<&Arc<ReplicaEndpoint>> = endpoints
+            .iter()
+            .filter(|e| Some(e.addr) != exclude && !e.is_banned(now))
+            .collect();
+        let candidates: Vec<Candidate> = usable
+            .iter()
+            .map(|e| {
+                Candidate::new(
+                    e.weight,
+                    e.outstanding.load(Ordering::Relaxed),
+                    e.latency.get(),
+                )
+            })
+            .collect();
+        let index = self.balancer.pick(&candidates, &mut rand::rng())?;
+        Some(usable[index].clone())
+    }
+
+    pub async fn maintain(&self) {
+        for endpoint in self.endpoints().iter() {
+            endpoint.pool.maintain().await;
+        }
+    }
+
+    pub fn close(&self) {
+        for endpoint in self.endpoints.read().unwrap().iter() {
+            endpoint.pool.close();
+        }
+    }
+}
