@@ -2,7 +2,7 @@
 //! labelled series once, when a pool is created, so the hot path only touches
 //! atomics.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use prometheus::{Counter, CounterVec, Histogram, HistogramVec, IntCounter, IntCounterVec};
@@ -13,12 +13,13 @@ use super::register::{counter_vec, float_counter_vec, gauge_vec, histogram_vec};
 use super::MetricsError;
 
 /// Checkout waits range from microseconds (an idle server) to `query_wait_timeout`.
+/// Few buckets: every one is a series per pool and role.
 const WAIT_BUCKETS: &[f64] = &[
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-    5.0, 10.0, 30.0, 60.0, 120.0,
+    0.0001, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 120.0,
 ];
 
-/// The labelled metric families behind [`PoolMetrics`].
+/// The labelled metric families behind [`PoolMetrics`] (clones share series).
+#[derive(Clone)]
 pub(super) struct PoolFamilies {
     clients: IntGaugeVec,
     servers: IntGaugeVec,
@@ -113,16 +114,16 @@ impl PoolFamilies {
                 _ => Some(self.clients.with_label_values(&[database, user, s.label()])),
             })
             .collect();
-        let roles = Role::ALL
-            .iter()
-            .map(|role| RoleHandles::resolve(self, database, user, *role))
-            .collect();
         PoolMetrics {
             inner: Arc::new(PoolHandles {
                 clients,
                 received: self.received.with_label_values(&pool),
                 sent: self.sent.with_label_values(&pool),
-                roles,
+                primary: RoleHandles::resolve(self, database, user, Role::Primary),
+                replica: OnceLock::new(),
+                families: self.clone(),
+                database: database.to_string(),
+                user: user.to_string(),
             }),
         }
     }
@@ -171,8 +172,12 @@ struct PoolHandles {
     clients: Vec<Option<IntGauge>>,
     received: IntCounter,
     sent: IntCounter,
-    /// Indexed by [`Role`].
-    roles: Vec<RoleHandles>,
+    primary: RoleHandles,
+    /// Resolved on first use, so pools without replicas export no replica series.
+    replica: OnceLock<RoleHandles>,
+    families: PoolFamilies,
+    database: String,
+    user: String,
 }
 
 /// Cheap, clonable handles for one (database, user) pool. Get it once per pool
@@ -190,7 +195,13 @@ impl std::fmt::Debug for PoolMetrics {
 
 impl PoolMetrics {
     fn role(&self, role: Role) -> &RoleHandles {
-        &self.inner.roles[role as usize]
+        let h = &self.inner;
+        match role {
+            Role::Primary => &h.primary,
+            Role::Replica => h
+                .replica
+                .get_or_init(|| RoleHandles::resolve(&h.families, &h.database, &h.user, role)),
+        }
     }
 
     pub(super) fn client_gauge(&self, state: ClientState) -> Option<&IntGauge> {

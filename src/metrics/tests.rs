@@ -122,11 +122,25 @@ fn server_connections_connects_and_waits() {
     // 50µs lands in the first bucket, 3s only from the 5s bucket on.
     assert!(text.contains(r#"pgrelay_pool_wait_seconds_bucket{database="app",role="primary",user="svc",le="0.0001"} 1"#), "{text}");
     assert!(text.contains(
-        r#"pgrelay_pool_wait_seconds_bucket{database="app",role="primary",user="svc",le="2.5"} 1"#
+        r#"pgrelay_pool_wait_seconds_bucket{database="app",role="primary",user="svc",le="1"} 1"#
     ));
     assert!(text.contains(
         r#"pgrelay_pool_wait_seconds_bucket{database="app",role="primary",user="svc",le="5"} 2"#
     ));
+}
+
+#[test]
+fn replica_series_appear_only_once_used() {
+    let m = Metrics::new().unwrap();
+    let p = m.pool("app", "svc");
+    p.query_done(Role::Primary, Duration::from_millis(1));
+    assert!(!m.encode().unwrap().contains(r#"role="replica""#));
+    assert!(!m.encode().unwrap().contains(r#"target="replica""#));
+    p.checkout_waited(Role::Replica, Duration::from_millis(1));
+    p.query_done(Role::Replica, Duration::from_millis(1));
+    let replica = [("database", "app"), ("target", "replica")];
+    assert_eq!(value(&m, "pgrelay_queries_total", &replica), Some(1.0));
+    assert!(m.encode().unwrap().contains(r#"role="replica""#));
 }
 
 #[test]
