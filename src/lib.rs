@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod config;
 pub mod demo;
 pub mod frontend;
+pub mod metrics;
 pub mod pool;
 pub mod protocol;
 pub mod router;
