@@ -18,6 +18,7 @@ use crate::cluster::discovery::{DiscoveryConfig, DiscoverySource, HostPort};
 use crate::cluster::{DatabaseSpec, PoolRegistry, ReadFallback, ReplicaSpec};
 use crate::config::{AuthType, Config, ReplicasConfig, SslMode};
 use crate::frontend::{self, CancelRegistry, Directory, FrontendSettings, ListenerHandle, Shared};
+use crate::metrics::Metrics;
 use crate::pool::PoolSettings;
 use crate::router::{Classifier, RuleSet};
 use crate::shutdown::Shutdown;
@@ -35,6 +36,8 @@ pub enum AppError {
     ClientTlsIncomplete,
     #[error(transparent)]
     Rules(#[from] crate::router::RouterError),
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::MetricsError),
     #[error("database {database:?}: {reason}")]
     Replicas { database: String, reason: String },
     #[error("cannot listen on {addr}: {source}")]
@@ -311,6 +314,9 @@ pub struct Running {
     pub pools: Arc<PoolRegistry>,
     /// Where clients can connect (one per listen address).
     pub addrs: Vec<SocketAddr>,
+    /// Where Prometheus can scrape, when enabled.
+    pub metrics_addr: Option<SocketAddr>,
+    metrics_stop: tokio::sync::oneshot::Sender<()>,
     shutdown: Shutdown,
     listeners: Vec<ListenerHandle>,
     upkeep: tokio::task::JoinHandle<()>,
@@ -325,6 +331,7 @@ impl Running {
         }
         self.upkeep.abort();
         self.pools.close_all();
+        let _ = self.metrics_stop.send(());
     }
 }
 
@@ -339,15 +346,18 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
         .map(|a| format_addr(a, config.listen.port))
         .collect();
     let max_clients = config.limits.max_client_conn as usize;
+    let metrics_addr = config.metrics.addr;
     let app = App::new(config)?;
     let shutdown = Shutdown::new();
-    let pools = Arc::new(PoolRegistry::new(shutdown.signal()));
+    let metrics = Arc::new(Metrics::new()?);
+    let pools = Arc::new(PoolRegistry::new(shutdown.signal(), metrics.clone()));
     let shared = Arc::new(Shared {
         directory: app.clone(),
         pools: pools.clone(),
         cancels: CancelRegistry::new(),
         tls_acceptor: client_tls,
         client_slots: Arc::new(tokio::sync::Semaphore::new(max_clients)),
+        metrics: metrics.clone(),
     });
     let mut listeners = Vec::new();
     let mut addrs = Vec::new();
@@ -364,6 +374,23 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
         addrs.push(handle.local_addr);
         listeners.push(handle);
     }
+    // The endpoint outlives the drain so /healthz answers while sessions finish.
+    let (metrics_stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let metrics_server = match metrics_addr {
+        Some(addr) => {
+            let server = crate::metrics::serve(addr, metrics.clone(), async move {
+                let _ = stopped.await;
+            })
+            .await
+            .map_err(|source| AppError::Bind {
+                addr: addr.to_string(),
+                source,
+            })?;
+            info!(addr = %server.local_addr, "metrics endpoint listening");
+            Some(server.local_addr)
+        }
+        None => None,
+    };
     let upkeep = tokio::spawn({
         let pools = pools.clone();
         async move {
@@ -378,6 +405,8 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
         app,
         pools,
         addrs,
+        metrics_addr: metrics_server,
+        metrics_stop,
         shutdown,
         listeners,
         upkeep,

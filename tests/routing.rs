@@ -37,7 +37,12 @@ async fn addr_of(client: &tokio_postgres::Client, sql: &str) -> String {
 async fn reads_go_to_replicas_and_everything_else_to_the_primary() {
     let cluster = cluster(2, false).await;
     setup_schema(&cluster);
-    let relay = start_relay_with_db(&cluster, "pool_mode: transaction", REPLICAS_YAML).await;
+    let relay = start_relay_with_db(
+        &cluster,
+        "pool_mode: transaction\nmetrics_addr: 127.0.0.1:0",
+        REPLICAS_YAML,
+    )
+    .await;
     let client = relay.connect(&cluster).await;
 
     let mut counts: HashMap<String, usize> = HashMap::new();
@@ -56,6 +61,18 @@ async fn reads_go_to_replicas_and_everything_else_to_the_primary() {
             "replica {r} unused: {counts:?}"
         );
     }
+
+    // Prometheus saw the same: at least 1000 reads routed to replicas.
+    let metrics_addr = relay
+        .running
+        .as_ref()
+        .unwrap()
+        .metrics_addr
+        .expect("metrics on");
+    let text = common::scrape(metrics_addr).await;
+    let reads = common::metric_sum(&text, "pgrelay_routing_decisions_total", &["read\""]);
+    assert!(reads >= 1000.0, "routed reads {reads}:\n{text}");
+    assert!(common::metric_sum(&text, "pgrelay_client_logins_total", &["ok"]) >= 1.0);
 
     for write in [
         "INSERT INTO t (v) VALUES (1) RETURNING inet_server_addr()",

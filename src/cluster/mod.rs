@@ -66,6 +66,7 @@ pub type ServerParams = Arc<Vec<(String, String)>>;
 /// The pools serving one (database, user) pair.
 pub struct DatabasePools {
     pub spec: DatabaseSpec,
+    pub metrics: crate::metrics::PoolMetrics,
     pub primary: ServerPool,
     pub replicas: Option<ReplicaSet>,
     /// ParameterStatus values of the first server logged in, sent to clients at login.
@@ -93,11 +94,13 @@ pub struct PoolRegistry {
     /// One discovery task per database, shared by its users' replica sets.
     discoveries: Mutex<HashMap<String, discovery::Discovery>>,
     shutdown: ShutdownSignal,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl PoolRegistry {
-    pub fn new(shutdown: ShutdownSignal) -> Self {
+    pub fn new(shutdown: ShutdownSignal, metrics: Arc<crate::metrics::Metrics>) -> Self {
         PoolRegistry {
+            metrics,
             pools: Mutex::default(),
             db_limits: Mutex::default(),
             user_limits: Mutex::default(),
@@ -170,6 +173,7 @@ impl PoolRegistry {
             limits,
         );
         let created = Arc::new(DatabasePools {
+            metrics: self.metrics.pool(&spec.name, client_user),
             spec,
             primary,
             replicas,
@@ -190,6 +194,12 @@ impl PoolRegistry {
     /// Runs pool upkeep (idle eviction, min_pool_size) for every pool.
     pub async fn maintain(&self) {
         for pools in self.all() {
+            let stats = pools.primary.stats();
+            pools.metrics.set_server_connections(
+                crate::metrics::Role::Primary,
+                stats.live.saturating_sub(stats.idle),
+                stats.idle,
+            );
             pools.primary.maintain().await;
             if let Some(r) = &pools.replicas {
                 r.maintain().await;

@@ -68,6 +68,7 @@ pub struct Shared {
     pub tls_acceptor: Option<tokio_rustls::TlsAcceptor>,
     /// One permit per logged-in client (`max_client_conn`), across listeners.
     pub client_slots: Arc<tokio::sync::Semaphore>,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 #[derive(Debug, Error)]
@@ -135,6 +136,11 @@ impl FrontendError {
                 "08006"
             }
         }
+    }
+
+    /// Whether the client hears of it (and metrics count it).
+    pub fn is_reported(&self) -> bool {
+        self.reportable()
     }
 
     /// Whether the client can still be told about it.

@@ -18,6 +18,7 @@ use super::{releases_at_idle, FrontendError, FrontendSettings};
 use crate::cluster::balance::InFlight;
 use crate::cluster::{DatabasePools, PooledServer, ReadFallback};
 use crate::config::PoolMode;
+use crate::metrics::{ClientState, ClientTracker, Metrics, Role as MetricRole};
 use crate::pool::PoolError;
 use crate::protocol::backend::{self as be, TxStatus};
 use crate::protocol::framing::{self, Frame};
@@ -56,6 +57,9 @@ pub(crate) struct Session<'a> {
     pub route_override: RouteOverride,
     /// Set once the session did something that must stay on its server.
     pinned: Option<PinReason>,
+    metrics: Arc<Metrics>,
+    /// This client's place in the client gauges, once logged in.
+    pub tracker: Option<ClientTracker>,
 }
 
 pub(crate) enum Flow {
@@ -65,6 +69,7 @@ pub(crate) enum Flow {
 
 impl<'a> Session<'a> {
     pub fn new(
+        metrics: Arc<Metrics>,
         settings: Arc<FrontendSettings>,
         pools: Arc<DatabasePools>,
         cancel: &'a Registration<'a>,
@@ -74,6 +79,8 @@ impl<'a> Session<'a> {
     ) -> Self {
         let mode = pools.spec.pool_mode;
         Session {
+            metrics,
+            tracker: None,
             classifier,
             database: database.to_string(),
             user: user.to_string(),
@@ -453,6 +460,8 @@ impl<'a> Session<'a> {
     /// and another is tried once; then the read falls back to the primary
     /// (or fails, if the database says so).
     pub async fn attach(&mut self, dest: Destination) -> Result<(), FrontendError> {
+        self.set_client_state(ClientState::Waiting);
+        let waiting = Instant::now();
         let (conn, role) = match (dest, &self.pools.replicas) {
             (Destination::Replica, Some(replicas)) if self.pinned.is_none() => {
                 let mut tried = None;
@@ -485,6 +494,17 @@ impl<'a> Session<'a> {
             }
             _ => (self.pools.primary.get().await?, ServerRole::Primary),
         };
+        let label = metric_role(&role);
+        self.pools.metrics.checkout_waited(label, waiting.elapsed());
+        self.metrics.route(
+            label,
+            match (dest, &role) {
+                (Destination::Primary, _) => "primary",
+                (Destination::Replica, ServerRole::Replica(_)) => "read",
+                (Destination::Replica, ServerRole::Primary) => "read_fallback",
+            },
+        );
+        self.set_client_state(ClientState::Active);
         self.pools.remember_server_params(conn.params());
         self.cancel.slot.attach(conn.cancel_key());
         let in_flight = match &role {
@@ -502,6 +522,12 @@ impl<'a> Session<'a> {
             self.run_on_server(&sql).await?;
         }
         Ok(())
+    }
+
+    fn set_client_state(&mut self, state: ClientState) {
+        if let Some(t) = &mut self.tracker {
+            t.set_state(state);
+        }
     }
 
     pub fn sync_sql(&self) -> Option<String> {
@@ -545,8 +571,13 @@ impl<'a> Session<'a> {
             return;
         };
         self.cancel.slot.detach();
+        self.set_client_state(ClientState::Idle);
+        let held = attached.since.elapsed();
+        self.pools
+            .metrics
+            .transaction_done(metric_role(&attached.role), held);
         if let ServerRole::Replica(endpoint) = &attached.role {
-            endpoint.observe_latency(attached.since.elapsed());
+            endpoint.observe_latency(held);
         }
         if !attached.relay.is_idle(attached.conn.rbuf.len()) {
             debug!("closing a server left mid-transaction or mid-reply");
@@ -596,6 +627,13 @@ fn ensure_prepared(
         prepared: statement.server_name.clone(),
     });
     out.extend_from_slice(&statement.parse);
+}
+
+fn metric_role(role: &ServerRole) -> MetricRole {
+    match role {
+        ServerRole::Primary => MetricRole::Primary,
+        ServerRole::Replica(_) => MetricRole::Replica,
+    }
 }
 
 /// Whether SQL pgrelay forwards drops every prepared statement on the server.

@@ -16,6 +16,7 @@ use super::query::Session;
 use super::routing::Destination;
 use super::{FrontendError, FrontendSettings, Shared};
 use crate::config::PoolMode;
+use crate::metrics::{ClientState, ErrorOrigin, LoginResult, Metrics};
 use crate::protocol::backend::{self as be, TxStatus};
 use crate::shutdown::ShutdownSignal;
 
@@ -51,7 +52,11 @@ pub(crate) async fn run_connection(
             return;
         }
     };
+    let metrics = shared.metrics.clone();
+    let mut tracker = metrics.client_connected();
     let Some(_admitted) = admit() else {
+        metrics.login(LoginResult::Refused);
+        report(&metrics, &FrontendError::TooManyClients);
         client.fatal(&FrontendError::TooManyClients).await;
         return;
     };
@@ -78,17 +83,35 @@ pub(crate) async fn run_connection(
         Ok(s) => s,
         Err(e) => {
             info!(error = %e, "client login failed");
+            metrics.login(match e {
+                FrontendError::AuthFailed(_) => LoginResult::AuthFailed,
+                FrontendError::LoginTimeout => LoginResult::Timeout,
+                _ => LoginResult::Refused,
+            });
+            report(&metrics, &e);
             client.fatal(&e).await;
             return;
         }
     };
+    metrics.login(LoginResult::Ok);
+    tracker.logged_in(session.pools.metrics.clone());
+    tracker.set_state(ClientState::Idle);
+    session.tracker = Some(tracker);
     let span = tracing::debug_span!("client", id = registration.process_id);
     let result = tracing::Instrument::instrument(session.serve(&mut client, shutdown), span).await;
     if let Err(e) = &result {
         debug!(error = %e, "client session ended");
+        report(&metrics, e);
         client.fatal(e).await;
     }
     session.finish().await;
+}
+
+/// Counts an error pgrelay itself sends a client.
+fn report(metrics: &Metrics, e: &FrontendError) {
+    if e.is_reported() {
+        metrics.error(ErrorOrigin::Pooler, e.sqlstate());
+    }
 }
 
 async fn with_timeout<T>(
@@ -136,6 +159,7 @@ async fn login<'a>(
     let pools = shared.pools.get_or_create(&startup.user, spec);
     let mode = pools.spec.pool_mode;
     let mut session = Session::new(
+        shared.metrics.clone(),
         settings.clone(),
         pools,
         registration,

@@ -93,12 +93,17 @@ async fn start_relay_full(
     let dir = tempfile::tempdir().unwrap();
     let userlist = write_userlist(cluster, dir.path());
     let yaml = format!(
-        "listen_addr: 127.0.0.1\nlisten_port: 0\nmetrics_addr: off\nauth_file: {}\n\
-         server_tls_sslmode: disable\n{extra}\n\
+        "listen_addr: 127.0.0.1\nlisten_port: 0\nauth_file: {}\n\
+         server_tls_sslmode: disable\n{metrics}{extra}\n\
          databases:\n  {db}:\n    host: 127.0.0.1\n    port: {port}\n{db_extra}\n",
         userlist.display(),
         db = cluster.database(),
         port = cluster.port(),
+        metrics = if extra.contains("metrics_addr") {
+            ""
+        } else {
+            "metrics_addr: off\n"
+        },
     );
     let config = Config::load_from_str(&dir.path().join("pgrelay.yaml"), &yaml, env)
         .unwrap_or_else(|e| panic!("test config invalid: {e}\n{yaml}"));
@@ -198,4 +203,31 @@ pub async fn psql(
     let text =
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     (out.status.success(), text)
+}
+
+/// The Prometheus text pgrelay serves at `addr`.
+pub async fn scrape(addr: std::net::SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("metrics endpoint");
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n")
+        .await
+        .unwrap();
+    let mut body = String::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_string(&mut body))
+        .await
+        .expect("scrape finishes")
+        .unwrap();
+    body
+}
+
+/// The sum of every sample of `metric` whose labels contain all of `labels`.
+pub fn metric_sum(text: &str, metric: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(metric) && !l.starts_with('#'))
+        .filter(|l| l[metric.len()..].starts_with(['{', ' ']))
+        .filter(|l| labels.iter().all(|want| l.contains(want)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
