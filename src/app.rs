@@ -15,7 +15,8 @@ use crate::auth::{AuthError, ScramSecret, Secret, Userlist};
 use crate::backend::{ConnectOptions, ServerSecret, ServerTlsPolicy};
 use crate::cluster::balance::Strategy;
 use crate::cluster::discovery::{DiscoveryConfig, DiscoverySource, HostPort};
-use crate::cluster::{DatabaseSpec, PoolRegistry, ReadFallback, ReplicaSpec};
+use crate::cluster::health::HealthPolicy;
+use crate::cluster::{DatabaseSpec, HealthSettings, PoolRegistry, ReadFallback, ReplicaSpec};
 use crate::config::{AuthType, Config, ReplicasConfig, SslMode};
 use crate::frontend::{self, CancelRegistry, Directory, FrontendSettings, ListenerHandle, Shared};
 use crate::metrics::Metrics;
@@ -160,10 +161,19 @@ fn replica_spec(database: &str, db_port: u16, r: &ReplicasConfig) -> Result<Repl
             )))
         }
     };
+    let health = HealthSettings {
+        interval: r.health_check_interval.max(Duration::from_millis(100)),
+        policy: HealthPolicy {
+            max_lag: nonzero(r.max_lag),
+            max_lag_bytes: (r.max_lag_bytes > 0).then_some(r.max_lag_bytes),
+            ..HealthPolicy::default()
+        },
+    };
     Ok(ReplicaSpec {
         discovery,
         strategy,
         fallback,
+        health,
     })
 }
 

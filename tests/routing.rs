@@ -27,7 +27,28 @@ fn setup_schema(cluster: &Cluster) {
     cluster.wait_caught_up(Duration::from_secs(30)).unwrap();
 }
 
-const REPLICAS_YAML: &str = "    replicas:\n      hosts: [127.0.0.2, 127.0.0.3]\n";
+/// Round robin, so one sequential client's reads visibly use both replicas.
+const REPLICAS_YAML: &str = "    replicas:\n      hosts: [127.0.0.2, 127.0.0.3]\n      \
+    health_check_interval: 200ms\n      balance: round_robin\n";
+
+/// Replicas take reads once their health checks pass; until then reads go to
+/// the primary. Waits until every replica has served a read.
+async fn wait_for_replicas(client: &tokio_postgres::Client) {
+    let mut seen = std::collections::HashSet::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while seen.len() < REPLICAS.len() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "replicas never became healthy: {seen:?}"
+        );
+        let addr = scalar(client, "SELECT inet_server_addr()").await;
+        if REPLICAS.contains(&addr.as_str()) {
+            seen.insert(addr);
+        } else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
 
 async fn addr_of(client: &tokio_postgres::Client, sql: &str) -> String {
     scalar(client, sql).await
@@ -44,6 +65,7 @@ async fn reads_go_to_replicas_and_everything_else_to_the_primary() {
     )
     .await;
     let client = relay.connect(&cluster).await;
+    wait_for_replicas(&client).await;
 
     let mut counts: HashMap<String, usize> = HashMap::new();
     for _ in 0..1000 {
@@ -70,7 +92,11 @@ async fn reads_go_to_replicas_and_everything_else_to_the_primary() {
         .metrics_addr
         .expect("metrics on");
     let text = common::scrape(metrics_addr).await;
-    let reads = common::metric_sum(&text, "pgrelay_routing_decisions_total", &["read\""]);
+    let reads = common::metric_sum(
+        &text,
+        "pgrelay_routing_decisions_total",
+        &["reason=\"read\""],
+    );
     assert!(reads >= 1000.0, "routed reads {reads}:\n{text}");
     assert!(common::metric_sum(&text, "pgrelay_client_logins_total", &["ok"]) >= 1.0);
 
@@ -169,6 +195,7 @@ async fn a_rule_file_pins_a_table_to_the_primary_and_startup_route_is_honoured()
     );
     let relay = start_relay_with_db(&cluster, &extra, REPLICAS_YAML).await;
     let client = relay.connect(&cluster).await;
+    wait_for_replicas(&client).await;
     for _ in 0..20 {
         assert_eq!(
             addr_of(&client, "SELECT inet_server_addr() FROM pinned").await,

@@ -18,7 +18,7 @@ use crate::config::PoolMode;
 use crate::pool::{ConnLimit, Connector, Pool, PoolSettings};
 use crate::shutdown::ShutdownSignal;
 
-pub use replicas::{ReadFallback, ReplicaEndpoint, ReplicaSet};
+pub use replicas::{HealthSettings, ReadFallback, ReplicaEndpoint, ReplicaSet};
 
 /// Opens logged-in server connections for a pool.
 #[derive(Debug, Clone)]
@@ -58,6 +58,7 @@ pub struct ReplicaSpec {
     pub discovery: discovery::DiscoveryConfig,
     pub strategy: balance::Strategy,
     pub fallback: ReadFallback,
+    pub health: HealthSettings,
 }
 
 /// ParameterStatus values as a server reported them at login.
@@ -163,6 +164,8 @@ impl PoolRegistry {
                 source,
                 r.strategy,
                 r.fallback,
+                r.health.clone(),
+                self.shutdown.clone(),
             ))
         });
         let primary = Pool::new(

@@ -16,9 +16,18 @@ use tracing::info;
 
 use super::balance::{Balancer, Candidate, Ewma, InFlight, Strategy};
 use super::discovery::EndpointSet;
+use super::health::{self, HealthMonitor, HealthPolicy, MonitorConfig, PgProber};
 use super::{ServerConnector, ServerPool};
 use crate::backend::ConnectOptions;
 use crate::pool::{ConnLimit, Pool, PoolSettings};
+use crate::shutdown::ShutdownSignal;
+
+/// How replicas are probed and judged.
+#[derive(Debug, Clone)]
+pub struct HealthSettings {
+    pub interval: Duration,
+    pub policy: HealthPolicy,
+}
 
 /// What to do with a read when no replica can take it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,6 +48,8 @@ pub struct ReplicaEndpoint {
     outstanding: Arc<AtomicU32>,
     latency: Ewma,
     ban: Mutex<Ban>,
+    /// Probes reachability, recovery state and replay lag.
+    health: HealthMonitor,
 }
 
 #[derive(Default)]
@@ -59,6 +70,7 @@ impl ReplicaEndpoint {
 
     /// A connection to this replica failed: skip it for a growing while.
     pub fn report_failure(&self) {
+        self.health.report_connection_failure();
         let mut ban = self.ban.lock().unwrap();
         ban.strikes = ban.strikes.saturating_add(1);
         let backoff = FIRST_BAN
@@ -76,6 +88,11 @@ impl ReplicaEndpoint {
     fn is_banned(&self, now: Instant) -> bool {
         self.ban.lock().unwrap().until.is_some_and(|u| now < u)
     }
+
+    /// Probed healthy: reachable, in recovery, within the lag limits.
+    pub fn is_healthy(&self) -> bool {
+        self.health.current().is_usable()
+    }
 }
 
 pub struct ReplicaSet {
@@ -87,6 +104,10 @@ pub struct ReplicaSet {
     endpoints: RwLock<Arc<Vec<Arc<ReplicaEndpoint>>>>,
     balancer: Balancer,
     pub fallback: ReadFallback,
+    health: HealthSettings,
+    /// Probes the primary for its WAL position, to measure replicas' lag in bytes.
+    primary_health: HealthMonitor,
+    shutdown: ShutdownSignal,
 }
 
 impl ReplicaSet {
@@ -97,8 +118,19 @@ impl ReplicaSet {
         source: watch::Receiver<Arc<EndpointSet>>,
         strategy: Strategy,
         fallback: ReadFallback,
+        health: HealthSettings,
+        shutdown: ShutdownSignal,
     ) -> Self {
+        let primary_health = health::spawn_monitor(
+            monitor_config(&template, health::Role::Primary, &health),
+            PgProber::new(template.clone()),
+            None,
+            shutdown.clone(),
+        );
         let set = ReplicaSet {
+            health,
+            primary_health,
+            shutdown,
             template,
             pool_settings,
             limits,
@@ -149,7 +181,14 @@ impl ReplicaSet {
         let mut opts = self.template.clone();
         opts.host = addr.ip().to_string();
         opts.port = addr.port();
+        let health = health::spawn_monitor(
+            monitor_config(&opts, health::Role::Replica, &self.health),
+            PgProber::new(opts.clone()),
+            Some(self.primary_health.subscribe()),
+            self.shutdown.clone(),
+        );
         ReplicaEndpoint {
+            health,
             addr,
             pool: Pool::new(
                 ServerConnector {
@@ -160,7 +199,7 @@ impl ReplicaSet {
             ),
             weight: f64::from(weight.max(1)),
             outstanding: Arc::new(AtomicU32::new(0)),
-            latency: Ewma::new(Duration::from_secs(10)),
+            latency: Ewma::new(Duration::from_secs(2)),
             ban: Mutex::new(Ban::default()),
         }
     }
@@ -172,7 +211,7 @@ impl ReplicaSet {
         let now = Instant::now();
         let usable: Vec<&Arc<ReplicaEndpoint>> = endpoints
             .iter()
-            .filter(|e| Some(e.addr) != exclude && !e.is_banned(now))
+            .filter(|e| Some(e.addr) != exclude && !e.is_banned(now) && e.is_healthy())
             .collect();
         let candidates: Vec<Candidate> = usable
             .iter()
@@ -180,7 +219,7 @@ impl ReplicaSet {
                 Candidate::new(
                     e.weight,
                     e.outstanding.load(Ordering::Relaxed),
-                    e.latency.get(),
+                    e.latency.faded(now),
                 )
             })
             .collect();
@@ -198,5 +237,15 @@ impl ReplicaSet {
         for endpoint in self.endpoints.read().unwrap().iter() {
             endpoint.pool.close();
         }
+    }
+}
+
+fn monitor_config(opts: &ConnectOptions, role: health::Role, s: &HealthSettings) -> MonitorConfig {
+    MonitorConfig {
+        label: format!("{}:{}", opts.host, opts.port),
+        role,
+        interval: s.interval,
+        timeout: s.interval.max(Duration::from_secs(1)) * 2,
+        policy: s.policy.clone(),
     }
 }

@@ -76,6 +76,15 @@ pub struct ReplicasConfig {
     pub min_ttl: std::time::Duration,
     #[serde(deserialize_with = "setting")]
     pub max_ttl: std::time::Duration,
+    /// How often each replica (and the primary, for its WAL position) is probed.
+    #[serde(deserialize_with = "setting")]
+    pub health_check_interval: std::time::Duration,
+    /// A replica whose replay is further behind takes no reads; 0 = no limit.
+    #[serde(deserialize_with = "setting")]
+    pub max_lag: std::time::Duration,
+    /// The same limit in bytes of WAL; 0 = no limit.
+    #[serde(deserialize_with = "setting")]
+    pub max_lag_bytes: u64,
 }
 
 impl Default for ReplicasConfig {
@@ -90,6 +99,9 @@ impl Default for ReplicasConfig {
             fallback: "primary".to_string(),
             min_ttl: std::time::Duration::from_secs(1),
             max_ttl: std::time::Duration::from_secs(300),
+            health_check_interval: std::time::Duration::from_secs(1),
+            max_lag: std::time::Duration::from_secs(10),
+            max_lag_bytes: 0,
         }
     }
 }

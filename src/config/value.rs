@@ -37,7 +37,7 @@ macro_rules! integer_setting {
         }
     )+};
 }
-integer_setting!(u16, u32);
+integer_setting!(u16, u32, u64);
 
 impl SettingValue for bool {
     /// PgBouncer takes 0/1; the usual words are accepted too.

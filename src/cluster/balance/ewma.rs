@@ -42,6 +42,17 @@ impl Ewma {
         *state = Some((next, now.max(state.map_or(now, |(_, at)| at))));
     }
 
+    /// The average faded toward zero by the time since the last sample, so an
+    /// endpoint that stopped being picked because it once looked slow is tried
+    /// again once its bad figure has aged (the "peak EWMA" behaviour).
+    pub fn faded(&self, now: Instant) -> Duration {
+        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.map_or(Duration::ZERO, |(value, at)| {
+            let elapsed = now.saturating_duration_since(at).as_secs_f64();
+            Duration::from_secs_f64(value * (-elapsed / self.decay_secs).exp())
+        })
+    }
+
     /// The current average; zero before the first sample.
     pub fn get(&self) -> Duration {
         let state = self.state.lock().unwrap_or_else(|p| p.into_inner());

@@ -205,3 +205,18 @@ fn in_flight_guard_counts_while_alive() {
     drop(second);
     assert_eq!(counter.load(std::sync::atomic::Ordering::Relaxed), 0);
 }
+
+#[test]
+fn faded_ewma_lets_a_once_slow_endpoint_be_retried() {
+    let e = Ewma::new(Duration::from_secs(1));
+    let t0 = Instant::now();
+    e.observe_at(Duration::from_millis(100), t0);
+    assert_eq!(e.faded(t0), Duration::from_millis(100));
+    let later = e.faded(t0 + Duration::from_secs(3));
+    assert!(later < Duration::from_millis(6), "{later:?}");
+    assert_eq!(
+        e.get(),
+        Duration::from_millis(100),
+        "the average itself is unchanged"
+    );
+}
