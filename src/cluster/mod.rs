@@ -162,9 +162,7 @@ impl PoolRegistry {
                 spec.pool.clone(),
                 limits.clone(),
                 source,
-                r.strategy,
-                r.fallback,
-                r.health.clone(),
+                r,
                 self.shutdown.clone(),
             ))
         });

@@ -14,10 +14,10 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tracing::info;
 
-use super::balance::{Balancer, Candidate, Ewma, InFlight, Strategy};
+use super::balance::{Balancer, Candidate, Ewma, InFlight};
 use super::discovery::EndpointSet;
 use super::health::{self, HealthMonitor, HealthPolicy, MonitorConfig, PgProber};
-use super::{ServerConnector, ServerPool};
+use super::{ReplicaSpec, ServerConnector, ServerPool};
 use crate::backend::ConnectOptions;
 use crate::pool::{ConnLimit, Pool, PoolSettings};
 use crate::shutdown::ShutdownSignal;
@@ -116,11 +116,10 @@ impl ReplicaSet {
         pool_settings: PoolSettings,
         limits: Vec<Arc<ConnLimit>>,
         source: watch::Receiver<Arc<EndpointSet>>,
-        strategy: Strategy,
-        fallback: ReadFallback,
-        health: HealthSettings,
+        spec: &ReplicaSpec,
         shutdown: ShutdownSignal,
     ) -> Self {
+        let health = spec.health.clone();
         let primary_health = health::spawn_monitor(
             monitor_config(&template, health::Role::Primary, &health),
             PgProber::new(template.clone()),
@@ -137,8 +136,8 @@ impl ReplicaSet {
             source: Mutex::new(source),
             applied_version: AtomicU64::new(u64::MAX),
             endpoints: RwLock::new(Arc::new(Vec::new())),
-            balancer: Balancer::new(strategy),
-            fallback,
+            balancer: Balancer::new(spec.strategy),
+            fallback: spec.fallback,
         };
         set.sync();
         set
