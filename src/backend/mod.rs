@@ -212,6 +212,16 @@ impl ServerConn {
         self.max_message
     }
 
+    /// An idle server says nothing unprompted: if its socket is readable now
+    /// (a FATAL before it exits, or end of stream), the connection is gone.
+    pub fn is_idle_and_open(&self) -> bool {
+        if !self.rbuf.is_empty() {
+            return false;
+        }
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        self.stream.tcp().poll_read_ready(&mut cx).is_pending()
+    }
+
     pub fn has_prepared(&self, name: &str) -> bool {
         self.prepared.contains(name)
     }

@@ -32,6 +32,10 @@ impl Connector for ServerConnector {
     async fn connect(&self) -> Result<ServerConn, BackendError> {
         ServerConn::connect(&self.opts).await
     }
+
+    fn is_alive(&self, conn: &ServerConn) -> bool {
+        conn.is_idle_and_open()
+    }
 }
 
 pub type ServerPool = Pool<ServerConnector>;

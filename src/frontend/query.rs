@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::cancel::Registration;
 use super::client::ClientConn;
@@ -60,11 +60,23 @@ pub(crate) struct Session<'a> {
     metrics: Arc<Metrics>,
     /// This client's place in the client gauges, once logged in.
     pub tracker: Option<ClientTracker>,
+    /// The client messages sent to a replica that has not answered yet: if the
+    /// replica fails before any reply reached the client, the read is sent
+    /// again elsewhere. `None` once answered, or when not on a replica.
+    replay: Option<BytesMut>,
 }
 
 pub(crate) enum Flow {
     Continue,
     Quit,
+}
+
+/// What woke the query loop while a server is attached.
+enum Event {
+    Client(Result<usize, FrontendError>),
+    Server(Result<usize, crate::backend::BackendError>),
+    Idle,
+    Stop,
 }
 
 impl<'a> Session<'a> {
@@ -81,6 +93,7 @@ impl<'a> Session<'a> {
         Session {
             metrics,
             tracker: None,
+            replay: None,
             classifier,
             database: database.to_string(),
             user: user.to_string(),
@@ -207,23 +220,42 @@ impl<'a> Session<'a> {
                     _ = idle_timer => return Err(FrontendError::IdleTimeout),
                     _ = stop => return Err(FrontendError::ShuttingDown),
                 },
-                Some(attached) => tokio::select! {
-                    r = client.fill() => { r?; }
-                    r = attached.conn.fill() => {
-                        r?;
-                        relay_server_data(attached, &mut self.params, &mut self.to_client, client).await?;
-                        if self.mode == PoolMode::Statement
-                            && attached.relay.is_quiet()
-                            && attached.relay.tx != TxStatus::Idle
-                        {
-                            return Err(FrontendError::TransactionInStatementMode);
+                Some(attached) => {
+                    let event = tokio::select! {
+                        r = client.fill() => Event::Client(r),
+                        r = attached.conn.fill() => Event::Server(r),
+                        _ = idle_timer => Event::Idle,
+                        _ = stop => Event::Stop,
+                    };
+                    match event {
+                        Event::Client(r) => {
+                            r?;
                         }
+                        Event::Server(Ok(_)) => {
+                            let attached = self.server.as_mut().expect("attached");
+                            let answered = relay_server_data(
+                                attached,
+                                &mut self.params,
+                                &mut self.to_client,
+                                client,
+                            )
+                            .await?;
+                            if answered {
+                                self.replay = None;
+                            }
+                            if self.mode == PoolMode::Statement
+                                && attached.relay.is_quiet()
+                                && attached.relay.tx != TxStatus::Idle
+                            {
+                                return Err(FrontendError::TransactionInStatementMode);
+                            }
+                        }
+                        Event::Server(Err(e)) => self.retry_read(e, client).await?,
+                        Event::Idle if in_tx => return Err(FrontendError::IdleInTransaction),
+                        Event::Idle => return Err(FrontendError::IdleTimeout),
+                        Event::Stop => return Err(FrontendError::ShuttingDown),
                     }
-                    _ = idle_timer => {
-                        return Err(if in_tx { FrontendError::IdleInTransaction } else { FrontendError::IdleTimeout })
-                    }
-                    _ = stop => return Err(FrontendError::ShuttingDown),
-                },
+                }
             }
         }
     }
@@ -273,8 +305,11 @@ impl<'a> Session<'a> {
                 .as_mut()
                 .expect("queued output implies a server");
             client.flush().await?;
-            attached.conn.write_all(&self.to_server).await?;
+            let written = attached.conn.write_all(&self.to_server).await;
             self.to_server.clear();
+            if let Err(e) = written {
+                self.retry_read(e, client).await?;
+            }
         }
         if let Some(attached) = &mut self.server {
             self.to_client.clear();
@@ -340,6 +375,9 @@ impl<'a> Session<'a> {
         }
         if self.server.is_none() {
             self.attach(dest.unwrap_or(Destination::Primary)).await?;
+        }
+        if let Some(replay) = &mut self.replay {
+            replay.extend_from_slice(msg);
         }
         let attached = self.server.as_mut().expect("attached above");
         let out = &mut self.to_server;
@@ -511,6 +549,7 @@ impl<'a> Session<'a> {
             ServerRole::Replica(endpoint) => Some(endpoint.enter()),
             ServerRole::Primary => None,
         };
+        self.replay = role.is_replica().then(BytesMut::new);
         self.server = Some(Attached {
             conn,
             relay: RelayState::default(),
@@ -521,6 +560,44 @@ impl<'a> Session<'a> {
         if let Some(sql) = self.sync_sql() {
             self.run_on_server(&sql).await?;
         }
+        Ok(())
+    }
+
+    /// The attached server failed. A read on a replica that has not answered
+    /// yet is sent again (once) to another replica, or the primary; anything
+    /// else ends the session with the error.
+    async fn retry_read(
+        &mut self,
+        error: crate::backend::BackendError,
+        client: &mut ClientConn,
+    ) -> Result<(), FrontendError> {
+        let replay = self.replay.take();
+        let Some(attached) = self.server.take() else {
+            return Err(error.into());
+        };
+        self.cancel.slot.detach();
+        let (Some(replay), ServerRole::Replica(endpoint)) = (replay, &attached.role) else {
+            return Err(error.into());
+        };
+        if !error.is_connection_failure() || replay.is_empty() {
+            return Err(error.into());
+        }
+        warn!(addr = %endpoint.addr, %error, "replica failed before answering; retrying the read");
+        endpoint.report_failure();
+        drop(attached);
+        self.attach(Destination::Replica).await?;
+        self.replay = None; // one retry per read
+        let mut rest = replay.freeze();
+        while !rest.is_empty() {
+            let len = framing::check(&rest, usize::MAX)?.expect("replayed messages are whole");
+            let msg = rest.split_to(len);
+            self.handle_client_message(&msg, Some(Destination::Replica), client)
+                .await?;
+        }
+        if let Some(attached) = self.server.as_mut() {
+            attached.conn.write_all(&self.to_server).await?;
+        }
+        self.to_server.clear();
         Ok(())
     }
 
@@ -570,6 +647,7 @@ impl<'a> Session<'a> {
         let Some(mut attached) = self.server.take() else {
             return;
         };
+        self.replay = None;
         self.cancel.slot.detach();
         self.set_client_state(ClientState::Idle);
         let held = attached.since.elapsed();
@@ -658,7 +736,7 @@ async fn relay_server_data(
     params: &mut ClientParams,
     to_client: &mut Vec<Out>,
     client: &mut ClientConn,
-) -> Result<(), FrontendError> {
+) -> Result<bool, FrontendError> {
     let conn = &mut *attached.conn;
     tracing::trace!(bytes = conn.rbuf.len(), first = %(conn.rbuf[0] as char), relay = ?attached.relay, "server data");
     let mut changed: Vec<(String, String)> = Vec::new();
@@ -682,7 +760,7 @@ async fn relay_server_data(
         }
     }
     conn.rbuf.advance(n);
-    Ok(())
+    Ok(!to_client.is_empty())
 }
 
 fn write_out(client: &mut ClientConn, pieces: &[Out], server: &[u8]) {

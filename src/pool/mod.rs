@@ -29,6 +29,10 @@ pub trait Connector: Send + Sync + 'static {
     type Conn: Send + 'static;
     type Error: std::error::Error + Send + Sync + 'static;
     fn connect(&self) -> impl Future<Output = Result<Self::Conn, Self::Error>> + Send;
+    /// A cheap check, without waiting, that an idle connection is still usable.
+    fn is_alive(&self, _conn: &Self::Conn) -> bool {
+        true
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -253,7 +257,7 @@ impl<C: Connector> Inner<C> {
         let now = Instant::now();
         let mut idle = self.idle.lock().unwrap();
         while let Some(i) = idle.pop() {
-            if !self.is_past_lifetime(&i.conn, now) {
+            if !self.is_past_lifetime(&i.conn, now) && self.connector.is_alive(&i.conn.conn) {
                 return Some(i.conn);
             }
         }
