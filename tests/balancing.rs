@@ -1,0 +1,166 @@
+//! How reads are spread: configured weights (from SRV records) and the
+//! latency-aware default strategy against a replica made slow.
+
+mod common;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{scalar, start_relay_with_db};
+use pgrelay_testcontainers::Cluster;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+async fn dns_cluster() -> Cluster {
+    tokio::task::spawn_blocking(|| {
+        Cluster::builder()
+            .replicas(2)
+            .dns(true)
+            .start()
+            .expect("cluster")
+    })
+    .await
+    .unwrap()
+}
+
+fn srv_yaml(cluster: &Cluster, balance: &str) -> String {
+    format!(
+        "    replicas:\n      srv: _bench._tcp.pgrelay.test.\n      nameserver: {}\n      \
+         health_check_interval: 200ms\n      balance: {balance}\n",
+        cluster.dns().unwrap().addr()
+    )
+}
+
+async fn wait_for_both(client: &tokio_postgres::Client, a: &str, b: &str) {
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..2000 {
+        seen.insert(scalar(client, "SELECT inet_server_addr()").await);
+        if seen.contains(a) && seen.contains(b) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("replicas never both healthy: {seen:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weights_three_to_one_split_reads_three_to_one() {
+    let cluster = dns_cluster().await;
+    let dns = cluster.dns().unwrap();
+    let port = cluster.port();
+    dns.set_srv(
+        "_bench._tcp",
+        &[(10, 3, port, "replica-1"), (10, 1, port, "replica-2")],
+        60,
+    )
+    .unwrap();
+    let relay = start_relay_with_db(
+        &cluster,
+        "pool_mode: transaction",
+        &srv_yaml(&cluster, "random"),
+    )
+    .await;
+    let client = relay.connect(&cluster).await;
+    wait_for_both(&client, "127.0.0.2", "127.0.0.3").await;
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for _ in 0..10_000 {
+        *counts
+            .entry(scalar(&client, "SELECT inet_server_addr()").await)
+            .or_default() += 1;
+    }
+    let heavy = counts.get("127.0.0.2").copied().unwrap_or(0) as f64 / 10_000.0;
+    println!("read split with weights 3:1: {counts:?}");
+    assert!((heavy - 0.75).abs() <= 0.05, "share {heavy}: {counts:?}");
+    assert!(!counts.contains_key("127.0.0.1"));
+    relay.stop().await;
+}
+
+/// A TCP relay that holds every chunk from the server for `delay`.
+async fn slow_relay(target: SocketAddr, delay: Duration) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.9:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((inbound, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(outbound) = TcpStream::connect(target).await else {
+                    return;
+                };
+                let (mut ci, mut co) = inbound.into_split();
+                let (mut si, mut so) = outbound.into_split();
+                let up = async move {
+                    let _ = tokio::io::copy(&mut ci, &mut so).await;
+                };
+                let down = async move {
+                    let mut buf = vec![0u8; 16 * 1024];
+                    while let Ok(n) = si.read(&mut buf).await {
+                        if n == 0 {
+                            break;
+                        }
+                        tokio::time::sleep(delay).await;
+                        if co.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                };
+                tokio::join!(up, down);
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p2c_ewma_sends_fewer_reads_to_a_slow_replica() {
+    let cluster = dns_cluster().await;
+    let dns = cluster.dns().unwrap();
+    let slow = slow_relay(
+        cluster.replicas()[1].socket_addr(),
+        Duration::from_millis(20),
+    )
+    .await;
+    dns.set_a("slow", &[std::net::Ipv4Addr::new(127, 0, 0, 9)], 60)
+        .unwrap();
+    dns.set_srv(
+        "_bench._tcp",
+        &[
+            (10, 1, cluster.port(), "replica-1"),
+            (10, 1, slow.port(), "slow"),
+        ],
+        60,
+    )
+    .unwrap();
+    let relay = start_relay_with_db(
+        &cluster,
+        "pool_mode: transaction\ndefault_pool_size: 8",
+        &srv_yaml(&cluster, "p2c_ewma"),
+    )
+    .await;
+    let client = relay.connect(&cluster).await;
+    wait_for_both(&client, "127.0.0.2", "127.0.0.3").await;
+    let counts = Arc::new(std::sync::Mutex::new(HashMap::<String, usize>::new()));
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let c = relay.connect(&cluster).await;
+        let counts = counts.clone();
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..300 {
+                let addr = scalar(&c, "SELECT inet_server_addr()").await;
+                *counts.lock().unwrap().entry(addr).or_default() += 1;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let counts = counts.lock().unwrap().clone();
+    let total: usize = counts.values().sum();
+    let slow_share = counts.get("127.0.0.3").copied().unwrap_or(0) as f64 / total as f64;
+    println!("p2c_ewma with one replica 20 ms slower: {counts:?}");
+    assert!(
+        slow_share < 0.25,
+        "slow replica kept {slow_share:.2} of reads: {counts:?}"
+    );
+    relay.stop().await;
+}
