@@ -1,0 +1,134 @@
+//! Getting a server for a statement: making way on the attached one,
+//! checking out by destination, and retrying a read a replica dropped.
+
+use super::*;
+
+impl Session<'_> {
+    /// Whether a statement for `dest` can go out now: the attached server
+    /// serves it, or is released to make room. False means wait for the
+    /// attached server's replies first.
+    pub(super) async fn make_way_for(&mut self, dest: Destination) -> bool {
+        let Some(attached) = &self.server else {
+            return true;
+        };
+        let idle = attached.relay.is_idle(attached.conn.rbuf.len()) && self.to_server.is_empty();
+        let serves = attached.role.serves(dest);
+        // An idle primary holding a read gives way so the read can be balanced.
+        let rebalance = dest == Destination::Replica && !attached.role.is_replica();
+        if idle && self.pinned.is_none() && (!serves || rebalance) {
+            self.detach(false).await;
+            return true;
+        }
+        // Inside a transaction or an unsynced batch the statement stays with its
+        // server (a write reaching a read-only transaction fails there, as it should).
+        serves || attached.relay.tx != TxStatus::Idle || !attached.relay.is_synced()
+    }
+
+    /// Checks out a server for `dest` and brings its tracked parameters in
+    /// line with the client's. A replica that cannot be reached is reported
+    /// and another is tried once; then the read falls back to the primary
+    /// (or fails, if the database says so).
+    pub async fn attach(&mut self, dest: Destination) -> Result<(), FrontendError> {
+        self.set_client_state(ClientState::Waiting);
+        let waiting = Instant::now();
+        let (conn, role) = match (dest, &self.pools.replicas) {
+            (Destination::Replica, Some(replicas)) if self.pinned.is_none() => {
+                let mut tried = None;
+                let mut found = None;
+                for _ in 0..2 {
+                    let Some(endpoint) = replicas.pick(tried) else {
+                        break;
+                    };
+                    match endpoint.pool.get().await {
+                        Ok(conn) => {
+                            endpoint.report_success();
+                            found = Some((conn, ServerRole::Replica(endpoint)));
+                            break;
+                        }
+                        Err(e @ (PoolError::Connect(_) | PoolError::RecentFailure(_))) => {
+                            debug!(addr = %endpoint.addr, error = %e, "replica unavailable; trying another");
+                            endpoint.report_failure();
+                            tried = Some(endpoint.addr);
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                match (found, replicas.fallback) {
+                    (Some(found), _) => found,
+                    (None, ReadFallback::Primary) => {
+                        (self.pools.primary.get().await?, ServerRole::Primary)
+                    }
+                    (None, ReadFallback::Error) => return Err(FrontendError::NoReplica),
+                }
+            }
+            _ => (self.pools.primary.get().await?, ServerRole::Primary),
+        };
+        let label = metric_role(&role);
+        self.pools.metrics.checkout_waited(label, waiting.elapsed());
+        self.metrics.route(
+            label,
+            match (dest, &role) {
+                (Destination::Primary, _) => "primary",
+                (Destination::Replica, ServerRole::Replica(_)) => "read",
+                (Destination::Replica, ServerRole::Primary) => "read_fallback",
+            },
+        );
+        self.set_client_state(ClientState::Active);
+        self.pools.remember_server_params(conn.params());
+        self.cancel.slot.attach(conn.cancel_key());
+        let in_flight = match &role {
+            ServerRole::Replica(endpoint) => Some(endpoint.enter()),
+            ServerRole::Primary => None,
+        };
+        self.replay = role.is_replica().then(BytesMut::new);
+        self.server = Some(Attached {
+            conn,
+            relay: RelayState::default(),
+            role,
+            since: Instant::now(),
+            _in_flight: in_flight,
+        });
+        if let Some(sql) = self.sync_sql() {
+            self.run_on_server(&sql).await?;
+        }
+        Ok(())
+    }
+
+    /// The attached server failed. A read on a replica that has not answered
+    /// yet is sent again (once) to another replica, or the primary; anything
+    /// else ends the session with the error.
+    pub(super) async fn retry_read(
+        &mut self,
+        error: crate::backend::BackendError,
+        client: &mut ClientConn,
+    ) -> Result<(), FrontendError> {
+        let replay = self.replay.take();
+        let Some(attached) = self.server.take() else {
+            return Err(error.into());
+        };
+        self.cancel.slot.detach();
+        let (Some(replay), ServerRole::Replica(endpoint)) = (replay, &attached.role) else {
+            return Err(error.into());
+        };
+        if !error.is_connection_failure() || replay.is_empty() {
+            return Err(error.into());
+        }
+        warn!(addr = %endpoint.addr, %error, "replica failed before answering; retrying the read");
+        endpoint.report_failure();
+        drop(attached);
+        self.attach(Destination::Replica).await?;
+        self.replay = None; // one retry per read
+        let mut rest = replay.freeze();
+        while !rest.is_empty() {
+            let len = framing::check(&rest, usize::MAX)?.expect("replayed messages are whole");
+            let msg = rest.split_to(len);
+            self.handle_client_message(&msg, Some(Destination::Replica), client)
+                .await?;
+        }
+        if let Some(attached) = self.server.as_mut() {
+            attached.conn.write_all(&self.to_server).await?;
+        }
+        self.to_server.clear();
+        Ok(())
+    }
+}

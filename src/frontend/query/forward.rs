@@ -1,0 +1,177 @@
+//! Forwarding one client message to the attached server: replies owed,
+//! prepared statements renamed and prepared where missing.
+
+use super::*;
+
+impl Session<'_> {
+    pub(super) async fn handle_client_message(
+        &mut self,
+        msg: &[u8],
+        dest: Option<Destination>,
+        client: &mut ClientConn,
+    ) -> Result<(), FrontendError> {
+        let frame = Frame::new(msg);
+        tracing::trace!(tag = %(frame.tag as char), len = msg.len(), attached = self.server.is_some(), "client message");
+        let renames = self.renames_statements();
+        // Messages answered without a server when none is attached.
+        if self.server.is_none() && self.to_server.is_empty() {
+            match frame.tag {
+                tag::SYNC => {
+                    be::write_ready_for_query(TxStatus::Idle, &mut client.wbuf);
+                    return Ok(());
+                }
+                tag::COPY_DATA | tag::COPY_DONE | tag::COPY_FAIL => {
+                    // Stray copy messages after a failed COPY are ignored, as PostgreSQL does.
+                    return Ok(());
+                }
+                tag::CLOSE if renames => {
+                    if let (Target::Statement, name) = fe::target_and_name(frame.body, "Close")? {
+                        self.statements.remove(name);
+                        client
+                            .wbuf
+                            .extend_from_slice(&[be::tag::CLOSE_COMPLETE, 0, 0, 0, 4]);
+                        return Ok(());
+                    }
+                }
+                _ => {}
+            }
+        }
+        if !matches!(
+            frame.tag,
+            tag::QUERY
+                | tag::PARSE
+                | tag::BIND
+                | tag::DESCRIBE
+                | tag::EXECUTE
+                | tag::CLOSE
+                | tag::FLUSH
+                | tag::SYNC
+                | tag::FUNCTION_CALL
+                | tag::COPY_DATA
+                | tag::COPY_DONE
+                | tag::COPY_FAIL
+        ) {
+            return Err(ProtocolError::Unexpected {
+                tag: frame.tag as char,
+                context: "from client",
+            }
+            .into());
+        }
+        if self.server.is_none() {
+            self.attach(dest.unwrap_or(Destination::Primary)).await?;
+        }
+        if let Some(replay) = &mut self.replay {
+            replay.extend_from_slice(msg);
+        }
+        let attached = self.server.as_mut().expect("attached above");
+        let out = &mut self.to_server;
+        let relay = &mut attached.relay;
+        let conn = &mut *attached.conn;
+        match frame.tag {
+            tag::QUERY => {
+                if resets_prepared_statements(fe::query(frame.body)?) {
+                    conn.forget_all_prepared();
+                }
+                relay.owe(Owed::UntilReady);
+                out.extend_from_slice(msg);
+            }
+            tag::FUNCTION_CALL => {
+                relay.owe(Owed::UntilReady);
+                out.extend_from_slice(msg);
+            }
+            tag::SYNC => {
+                relay.owe(Owed::Ready);
+                out.extend_from_slice(msg);
+            }
+            tag::EXECUTE => {
+                relay.owe(Owed::Execute);
+                out.extend_from_slice(msg);
+            }
+            tag::FLUSH => {
+                relay.sent_unanswered();
+                out.extend_from_slice(msg);
+            }
+            tag::COPY_DATA | tag::COPY_DONE | tag::COPY_FAIL => out.extend_from_slice(msg),
+            tag::PARSE => {
+                let parse = fe::parse(frame.body)?;
+                if !renames || parse.statement.is_empty() {
+                    relay.owe(Owed::Parse { prepared: None });
+                    out.extend_from_slice(msg);
+                } else {
+                    let destination = dest.unwrap_or(Destination::Primary);
+                    let statement = self.statements.define(&parse, destination);
+                    if conn.has_prepared(&statement.server_name) {
+                        relay.owe(Owed::AnswerParseComplete);
+                    } else {
+                        conn.mark_prepared(statement.server_name.clone());
+                        relay.owe(Owed::Parse {
+                            prepared: Some(statement.server_name.clone()),
+                        });
+                        out.extend_from_slice(&statement.parse);
+                    }
+                }
+            }
+            tag::BIND => {
+                let bind = fe::bind(frame.body)?;
+                match self.statements.get(bind.statement).filter(|_| renames) {
+                    Some(statement) => {
+                        ensure_prepared(conn, relay, out, statement);
+                        fe::write_bind(bind.portal, &statement.server_name, bind.rest, out);
+                    }
+                    None => out.extend_from_slice(msg),
+                }
+                relay.owe(Owed::Bind);
+            }
+            tag::DESCRIBE => {
+                let (target, name) = fe::target_and_name(frame.body, "Describe")?;
+                let owed = match target {
+                    Target::Statement => Owed::DescribeStatement,
+                    Target::Portal => Owed::DescribePortal,
+                };
+                match self
+                    .statements
+                    .get(name)
+                    .filter(|_| renames && target == Target::Statement)
+                {
+                    Some(statement) => {
+                        ensure_prepared(conn, relay, out, statement);
+                        fe::write_describe(Target::Statement, &statement.server_name, out);
+                    }
+                    None => out.extend_from_slice(msg),
+                }
+                relay.owe(owed);
+            }
+            tag::CLOSE => {
+                let (target, name) = fe::target_and_name(frame.body, "Close")?;
+                if renames && target == Target::Statement {
+                    // The server keeps the statement for other clients.
+                    self.statements.remove(name);
+                    relay.owe(Owed::AnswerCloseComplete);
+                } else {
+                    relay.owe(Owed::Close);
+                    out.extend_from_slice(msg);
+                }
+            }
+            _ => unreachable!("filtered above"),
+        }
+        Ok(())
+    }
+}
+
+/// Prepares `statement` on the server first if it does not have it yet; the
+/// injected Parse's reply is owed to pgrelay, before the message that needs it.
+fn ensure_prepared(
+    conn: &mut crate::backend::ServerConn,
+    relay: &mut RelayState,
+    out: &mut BytesMut,
+    statement: &crate::frontend::prepared::Statement,
+) {
+    if conn.has_prepared(&statement.server_name) {
+        return;
+    }
+    conn.mark_prepared(statement.server_name.clone());
+    relay.owe(Owed::InjectedParse {
+        prepared: statement.server_name.clone(),
+    });
+    out.extend_from_slice(&statement.parse);
+}
