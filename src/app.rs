@@ -16,7 +16,9 @@ use crate::backend::{ConnectOptions, ServerSecret, ServerTlsPolicy};
 use crate::cluster::balance::Strategy;
 use crate::cluster::discovery::{DiscoveryConfig, DiscoverySource, HostPort};
 use crate::cluster::health::HealthPolicy;
-use crate::cluster::{DatabaseSpec, HealthSettings, PoolRegistry, ReadFallback, ReplicaSpec};
+use crate::cluster::{
+    DatabaseSpec, HealthSettings, PoolRegistry, ReadFallback, ReadYourWrites, ReplicaSpec,
+};
 use crate::config::{AuthType, Config, ReplicasConfig, SslMode};
 use crate::frontend::{self, CancelRegistry, Directory, FrontendSettings, ListenerHandle, Shared};
 use crate::metrics::Metrics;
@@ -169,11 +171,22 @@ fn replica_spec(database: &str, db_port: u16, r: &ReplicasConfig) -> Result<Repl
             ..HealthPolicy::default()
         },
     };
+    let read_your_writes = match r.read_your_writes.as_str() {
+        "off" => ReadYourWrites::Off,
+        "window" => ReadYourWrites::Window(r.read_your_writes_window),
+        "lsn" => ReadYourWrites::Lsn,
+        other => {
+            return Err(fail(format!(
+                "read_your_writes {other:?}: expected off, window or lsn"
+            )))
+        }
+    };
     Ok(ReplicaSpec {
         discovery,
         strategy,
         fallback,
         health,
+        read_your_writes,
     })
 }
 

@@ -18,7 +18,7 @@ use crate::config::PoolMode;
 use crate::pool::{ConnLimit, Connector, Pool, PoolSettings};
 use crate::shutdown::ShutdownSignal;
 
-pub use replicas::{HealthSettings, ReadFallback, ReplicaEndpoint, ReplicaSet};
+pub use replicas::{HealthSettings, ReadFallback, ReadYourWrites, ReplicaEndpoint, ReplicaSet};
 
 /// Opens logged-in server connections for a pool.
 #[derive(Debug, Clone)]
@@ -63,6 +63,7 @@ pub struct ReplicaSpec {
     pub strategy: balance::Strategy,
     pub fallback: ReadFallback,
     pub health: HealthSettings,
+    pub read_your_writes: ReadYourWrites,
 }
 
 /// ParameterStatus values as a server reported them at login.

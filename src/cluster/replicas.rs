@@ -16,7 +16,7 @@ use tracing::info;
 
 use super::balance::{Balancer, Candidate, Ewma, InFlight};
 use super::discovery::EndpointSet;
-use super::health::{self, HealthMonitor, HealthPolicy, MonitorConfig, PgProber};
+use super::health::{self, HealthMonitor, HealthPolicy, Lsn, MonitorConfig, PgProber};
 use super::{ReplicaSpec, ServerConnector, ServerPool};
 use crate::backend::ConnectOptions;
 use crate::pool::{ConnLimit, Pool, PoolSettings};
@@ -36,6 +36,16 @@ pub enum ReadFallback {
     Error,
 }
 
+/// What a client's reads must see of its own earlier writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadYourWrites {
+    Off,
+    /// Reads go to the primary for this long after a write.
+    Window(Duration),
+    /// Reads go only to replicas that replayed past the write's LSN.
+    Lsn,
+}
+
 /// How long a replica that failed a connection is skipped, at first.
 const FIRST_BAN: Duration = Duration::from_secs(2);
 const MAX_BAN: Duration = Duration::from_secs(60);
@@ -50,6 +60,8 @@ pub struct ReplicaEndpoint {
     ban: Mutex<Ban>,
     /// Probes reachability, recovery state and replay lag.
     health: HealthMonitor,
+    /// The furthest replay position seen by an on-demand check.
+    checked_replay: AtomicU64,
 }
 
 #[derive(Default)]
@@ -89,6 +101,22 @@ impl ReplicaEndpoint {
         self.ban.lock().unwrap().until.is_some_and(|u| now < u)
     }
 
+    /// How far this replica has certainly replayed: the later of the last
+    /// probe and the last on-demand check.
+    pub fn replayed(&self) -> Lsn {
+        let probed = self
+            .health
+            .current()
+            .facts()
+            .and_then(|f| f.replay_lsn)
+            .map_or(0, |l| l.0);
+        Lsn(probed.max(self.checked_replay.load(Ordering::Relaxed)))
+    }
+
+    pub fn note_replayed(&self, lsn: Lsn) {
+        self.checked_replay.fetch_max(lsn.0, Ordering::Relaxed);
+    }
+
     /// Probed healthy: reachable, in recovery, within the lag limits.
     pub fn is_healthy(&self) -> bool {
         self.health.current().is_usable()
@@ -104,6 +132,7 @@ pub struct ReplicaSet {
     endpoints: RwLock<Arc<Vec<Arc<ReplicaEndpoint>>>>,
     balancer: Balancer,
     pub fallback: ReadFallback,
+    pub read_your_writes: ReadYourWrites,
     health: HealthSettings,
     /// Probes the primary for its WAL position, to measure replicas' lag in bytes.
     primary_health: HealthMonitor,
@@ -138,6 +167,7 @@ impl ReplicaSet {
             endpoints: RwLock::new(Arc::new(Vec::new())),
             balancer: Balancer::new(spec.strategy),
             fallback: spec.fallback,
+            read_your_writes: spec.read_your_writes,
         };
         set.sync();
         set
@@ -188,6 +218,7 @@ impl ReplicaSet {
         );
         ReplicaEndpoint {
             health,
+            checked_replay: AtomicU64::new(0),
             addr,
             pool: Pool::new(
                 ServerConnector {

@@ -85,6 +85,13 @@ pub struct ReplicasConfig {
     /// The same limit in bytes of WAL; 0 = no limit.
     #[serde(deserialize_with = "setting")]
     pub max_lag_bytes: u64,
+    /// After a client's write: `off`, `window` (its reads go to the primary
+    /// for `read_your_writes_window`) or `lsn` (only to replicas that have
+    /// replayed past its commit, else the primary).
+    #[serde(deserialize_with = "setting")]
+    pub read_your_writes: String,
+    #[serde(deserialize_with = "setting")]
+    pub read_your_writes_window: std::time::Duration,
 }
 
 impl Default for ReplicasConfig {
@@ -102,6 +109,8 @@ impl Default for ReplicasConfig {
             health_check_interval: std::time::Duration::from_secs(1),
             max_lag: std::time::Duration::from_secs(10),
             max_lag_bytes: 0,
+            read_your_writes: "off".to_string(),
+            read_your_writes_window: std::time::Duration::from_secs(1),
         }
     }
 }

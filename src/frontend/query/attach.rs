@@ -31,17 +31,32 @@ impl Session<'_> {
     pub async fn attach(&mut self, dest: Destination) -> Result<(), FrontendError> {
         self.set_client_state(ClientState::Waiting);
         let waiting = Instant::now();
+        let fresh = self.freshness();
+        let dest = match fresh {
+            freshness::Freshness::PrimaryOnly => Destination::Primary,
+            _ => dest,
+        };
         let (conn, role) = match (dest, &self.pools.replicas) {
             (Destination::Replica, Some(replicas)) if self.pinned.is_none() => {
                 let mut tried = None;
                 let mut found = None;
+                let mut behind_own_write = false;
                 for _ in 0..2 {
                     let Some(endpoint) = replicas.pick(tried) else {
                         break;
                     };
                     match endpoint.pool.get().await {
-                        Ok(conn) => {
+                        Ok(mut conn) => {
                             endpoint.report_success();
+                            if let freshness::Freshness::AtLeast(lsn) = fresh {
+                                if !freshness::replica_has_replayed(&endpoint, &mut conn, lsn).await
+                                {
+                                    // Behind the client's own write: read from the primary.
+                                    conn.release();
+                                    behind_own_write = true;
+                                    break;
+                                }
+                            }
                             found = Some((conn, ServerRole::Replica(endpoint)));
                             break;
                         }
@@ -55,6 +70,9 @@ impl Session<'_> {
                 }
                 match (found, replicas.fallback) {
                     (Some(found), _) => found,
+                    (None, _) if behind_own_write => {
+                        (self.pools.primary.get().await?, ServerRole::Primary)
+                    }
                     (None, ReadFallback::Primary) => {
                         (self.pools.primary.get().await?, ServerRole::Primary)
                     }
@@ -87,6 +105,7 @@ impl Session<'_> {
             role,
             since: Instant::now(),
             _in_flight: in_flight,
+            wrote: false,
         });
         if let Some(sql) = self.sync_sql() {
             self.run_on_server(&sql).await?;

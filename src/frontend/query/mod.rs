@@ -4,6 +4,7 @@
 
 mod attach;
 mod forward;
+mod freshness;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -40,6 +41,8 @@ pub(crate) struct Attached {
     since: Instant,
     /// Counts this client in its replica's outstanding requests.
     _in_flight: Option<InFlight>,
+    /// A statement that is not a read ran here (read-your-writes marks it).
+    wrote: bool,
 }
 
 pub(crate) struct Session<'a> {
@@ -67,6 +70,8 @@ pub(crate) struct Session<'a> {
     /// replica fails before any reply reached the client, the read is sent
     /// again elsewhere. `None` once answered, or when not on a replica.
     replay: Option<BytesMut>,
+    /// The client's latest write, for read-your-writes.
+    write_mark: Option<freshness::WriteMark>,
 }
 
 pub(crate) enum Flow {
@@ -97,6 +102,7 @@ impl<'a> Session<'a> {
             metrics,
             tracker: None,
             replay: None,
+            write_mark: None,
             classifier,
             database: database.to_string(),
             user: user.to_string(),
@@ -301,6 +307,11 @@ impl<'a> Session<'a> {
             }
             let msg = client.rbuf.split_to(len);
             self.handle_client_message(&msg, dest, client).await?;
+            if dest == Some(Destination::Primary) {
+                if let Some(attached) = &mut self.server {
+                    attached.wrote |= !attached.role.is_replica();
+                }
+            }
         }
         if !self.to_server.is_empty() {
             let attached = self
@@ -382,6 +393,9 @@ impl<'a> Session<'a> {
         if !attached.relay.is_idle(attached.conn.rbuf.len()) {
             debug!("closing a server left mid-transaction or mid-reply");
             return; // dropping the guard closes the connection
+        }
+        if attached.wrote {
+            self.mark_write(&mut attached.conn).await;
         }
         let query = self.settings.server_reset_query.trim();
         let too_many = attached.conn.prepared_count() > MAX_PREPARED_PER_SERVER;
