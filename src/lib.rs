@@ -1,5 +1,6 @@
 //! pgrelay: a PostgreSQL connection pooler and read/write query router.
 
+pub mod admin;
 pub mod app;
 pub mod auth;
 pub mod backend;

@@ -1,0 +1,335 @@
+//! Parsing of admin console statements (`SHOW POOLS;`, `PAUSE mydb;`, ...).
+//!
+//! The console speaks a handful of fixed commands, not SQL, so a small
+//! tokenizer (words and double-quoted identifiers) is enough.
+
+use super::AdminError;
+
+/// One admin console command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminCommand {
+    ShowPools,
+    ShowStats,
+    ShowDatabases,
+    ShowClients,
+    ShowServers,
+    ShowConfig,
+    ShowVersion,
+    ShowLists,
+    ShowHelp,
+    /// pgrelay's own: replica endpoints with health, lag and balancing state.
+    ShowReplicas,
+    Reload,
+    /// Pause one database, or all of them with `None`.
+    Pause(Option<String>),
+    /// Resume one database, or all of them with `None`.
+    Resume(Option<String>),
+    Shutdown,
+}
+
+/// PgBouncer commands pgrelay knows by name but does not implement; they get
+/// "not supported" (0A000) rather than "invalid command" (42601), which tells
+/// an operator the spelling is right.
+const UNSUPPORTED_COMMANDS: &[&str] = &[
+    "SUSPEND",
+    "KILL",
+    "KILL_CLIENT",
+    "DISABLE",
+    "ENABLE",
+    "RECONNECT",
+    "WAIT_CLOSE",
+    "SET",
+];
+
+const UNSUPPORTED_SHOW: &[&str] = &[
+    "USERS",
+    "TOTALS",
+    "STATS_TOTALS",
+    "STATS_AVERAGES",
+    "FDS",
+    "SOCKETS",
+    "ACTIVE_SOCKETS",
+    "MEM",
+    "DNS_HOSTS",
+    "DNS_ZONES",
+    "STATE",
+    "PEERS",
+    "PEER_POOLS",
+];
+
+/// Longest piece of client text echoed back in an error message.
+const ECHO_LIMIT: usize = 64;
+
+impl AdminCommand {
+    /// Parses one statement. Keywords are case-insensitive; surrounding
+    /// whitespace and trailing semicolons are ignored. A database argument is
+    /// taken verbatim, or unquoted when written as `"name"`.
+    pub fn parse(sql: &str) -> Result<AdminCommand, AdminError> {
+        let text = sql.trim_end_matches(|c: char| c == ';' || c.is_whitespace());
+        let tokens = tokenize(text)?;
+        let Some((first, args)) = tokens.split_first() else {
+            return Err(AdminError::Empty);
+        };
+        let invalid = || AdminError::InvalidCommand(echo(text.trim()));
+        let keyword = first.keyword().ok_or_else(invalid)?;
+        match keyword.as_str() {
+            "SHOW" => parse_show(args, text),
+            "RELOAD" if args.is_empty() => Ok(AdminCommand::Reload),
+            "SHUTDOWN" if args.is_empty() => Ok(AdminCommand::Shutdown),
+            "PAUSE" => Ok(AdminCommand::Pause(
+                optional_database(args).ok_or_else(invalid)?,
+            )),
+            "RESUME" => Ok(AdminCommand::Resume(
+                optional_database(args).ok_or_else(invalid)?,
+            )),
+            k if UNSUPPORTED_COMMANDS.contains(&k) => Err(AdminError::Unsupported(k.to_string())),
+            _ => Err(invalid()),
+        }
+    }
+
+    /// True for the read-only `SHOW` commands that stats users may run.
+    pub fn is_show(&self) -> bool {
+        !matches!(
+            self,
+            AdminCommand::Reload
+                | AdminCommand::Pause(_)
+                | AdminCommand::Resume(_)
+                | AdminCommand::Shutdown
+        )
+    }
+
+    /// The CommandComplete tag PgBouncer sends for this command.
+    pub fn command_tag(&self) -> &'static str {
+        match self {
+            AdminCommand::Reload => "RELOAD",
+            AdminCommand::Pause(_) => "PAUSE",
+            AdminCommand::Resume(_) => "RESUME",
+            AdminCommand::Shutdown => "SHUTDOWN",
+            _ => "SHOW",
+        }
+    }
+}
+
+fn parse_show(args: &[Token], text: &str) -> Result<AdminCommand, AdminError> {
+    let [subject] = args else {
+        return Err(AdminError::InvalidCommand(echo(text.trim())));
+    };
+    let Some(subject) = subject.keyword() else {
+        return Err(AdminError::UnknownShow(echo(subject.text())));
+    };
+    let cmd = match subject.as_str() {
+        "POOLS" => AdminCommand::ShowPools,
+        "STATS" => AdminCommand::ShowStats,
+        "DATABASES" => AdminCommand::ShowDatabases,
+        "CLIENTS" => AdminCommand::ShowClients,
+        "SERVERS" => AdminCommand::ShowServers,
+        "CONFIG" => AdminCommand::ShowConfig,
+        "VERSION" => AdminCommand::ShowVersion,
+        "LISTS" => AdminCommand::ShowLists,
+        "HELP" => AdminCommand::ShowHelp,
+        "REPLICAS" => AdminCommand::ShowReplicas,
+        s if UNSUPPORTED_SHOW.contains(&s) => {
+            return Err(AdminError::Unsupported(format!("SHOW {s}")))
+        }
+        s => return Err(AdminError::UnknownShow(echo(s))),
+    };
+    Ok(cmd)
+}
+
+/// `[]` → `Some(None)`, `[db]` → `Some(Some(db))`, anything longer → `None`.
+fn optional_database(args: &[Token]) -> Option<Option<String>> {
+    match args {
+        [] => Some(None),
+        [db] => Some(Some(db.text().to_string())),
+        _ => None,
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Token {
+    Word(String),
+    Quoted(String),
+}
+
+impl Token {
+    /// The upper-cased word, if this token can be a keyword at all.
+    fn keyword(&self) -> Option<String> {
+        match self {
+            Token::Word(w) => Some(w.to_ascii_uppercase()),
+            Token::Quoted(_) => None,
+        }
+    }
+
+    fn text(&self) -> &str {
+        match self {
+            Token::Word(w) | Token::Quoted(w) => w,
+        }
+    }
+}
+
+/// Splits on whitespace; `"..."` is one token with `""` standing for `"`, as
+/// in SQL identifiers. One pass over the input, so bounded by its length.
+fn tokenize(text: &str) -> Result<Vec<Token>, AdminError> {
+    let mut tokens = Vec::new();
+    let mut chars = text.chars().peekable();
+    while let Some(&c) = chars.peek() {
+        if c.is_whitespace() {
+            chars.next();
+        } else if c == '"' {
+            chars.next();
+            let mut ident = String::new();
+            loop {
+                match chars.next() {
+                    Some('"') if chars.peek() == Some(&'"') => {
+                        chars.next();
+                        ident.push('"');
+                    }
+                    Some('"') => break,
+                    Some(ch) => ident.push(ch),
+                    None => return Err(AdminError::UnterminatedQuote),
+                }
+            }
+            tokens.push(Token::Quoted(ident));
+        } else {
+            let mut word = String::new();
+            while let Some(&ch) = chars.peek() {
+                if ch.is_whitespace() || ch == '"' {
+                    break;
+                }
+                word.push(ch);
+                chars.next();
+            }
+            tokens.push(Token::Word(word));
+        }
+    }
+    Ok(tokens)
+}
+
+/// Client text shortened for an error message, cut on a character boundary.
+fn echo(text: &str) -> String {
+    match text.char_indices().nth(ECHO_LIMIT) {
+        Some((cut, _)) => format!("{}...", &text[..cut]),
+        None => text.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(sql: &str) -> Result<AdminCommand, AdminError> {
+        AdminCommand::parse(sql)
+    }
+
+    #[test]
+    fn show_commands_ignore_case_whitespace_and_semicolons() {
+        for sql in [
+            "SHOW POOLS",
+            "show pools;",
+            "  Show\tPools ;; ",
+            "SHOW POOLS;\n",
+        ] {
+            assert_eq!(parse(sql), Ok(AdminCommand::ShowPools), "{sql:?}");
+        }
+        let cases = [
+            ("show stats", AdminCommand::ShowStats),
+            ("show databases", AdminCommand::ShowDatabases),
+            ("show clients", AdminCommand::ShowClients),
+            ("show servers", AdminCommand::ShowServers),
+            ("show config", AdminCommand::ShowConfig),
+            ("show version", AdminCommand::ShowVersion),
+            ("show lists", AdminCommand::ShowLists),
+            ("show help", AdminCommand::ShowHelp),
+            ("show replicas", AdminCommand::ShowReplicas),
+            ("reload;", AdminCommand::Reload),
+            ("SHUTDOWN", AdminCommand::Shutdown),
+        ];
+        for (sql, want) in cases {
+            assert_eq!(parse(sql), Ok(want), "{sql:?}");
+        }
+    }
+
+    #[test]
+    fn pause_and_resume_take_an_optional_database() {
+        assert_eq!(parse("PAUSE"), Ok(AdminCommand::Pause(None)));
+        assert_eq!(
+            parse("pause MyDb;"),
+            Ok(AdminCommand::Pause(Some("MyDb".into())))
+        );
+        assert_eq!(
+            parse(r#"RESUME "odd ""name"";""#),
+            Ok(AdminCommand::Resume(Some(r#"odd "name";"#.into())))
+        );
+        assert_eq!(parse("resume;"), Ok(AdminCommand::Resume(None)));
+        assert!(matches!(
+            parse("PAUSE a b"),
+            Err(AdminError::InvalidCommand(_))
+        ));
+    }
+
+    #[test]
+    fn unknown_commands_are_syntax_errors() {
+        let err = parse("SELECT 1;").unwrap_err();
+        assert_eq!(err.sqlstate(), "42601");
+        assert_eq!(
+            err.to_string(),
+            "invalid command 'SELECT 1', use SHOW HELP;"
+        );
+
+        let err = parse("SHOW NONSENSE").unwrap_err();
+        assert_eq!(err, AdminError::UnknownShow("NONSENSE".into()));
+        assert_eq!(err.sqlstate(), "42601");
+
+        for sql in ["SHOW", "SHOW POOLS extra", "RELOAD now", "\"SHOW\" POOLS"] {
+            assert!(
+                matches!(parse(sql), Err(AdminError::InvalidCommand(_))),
+                "{sql:?}"
+            );
+        }
+        assert_eq!(parse(" ;; "), Err(AdminError::Empty));
+        assert_eq!(parse("PAUSE \"db"), Err(AdminError::UnterminatedQuote));
+    }
+
+    #[test]
+    fn known_pgbouncer_commands_pgrelay_lacks_are_unsupported() {
+        let err = parse("kill mydb").unwrap_err();
+        assert_eq!(err, AdminError::Unsupported("KILL".into()));
+        assert_eq!(err.sqlstate(), "0A000");
+        assert_eq!(
+            parse("show fds").unwrap_err(),
+            AdminError::Unsupported("SHOW FDS".into())
+        );
+    }
+
+    #[test]
+    fn long_input_is_echoed_shortened() {
+        let long = "x".repeat(500);
+        let AdminError::InvalidCommand(echoed) = parse(&long).unwrap_err() else {
+            panic!("expected InvalidCommand");
+        };
+        assert_eq!(echoed.len(), ECHO_LIMIT + 3);
+        // Multi-byte characters are cut on a boundary, not mid-character.
+        let wide = "é".repeat(100);
+        let AdminError::InvalidCommand(echoed) = parse(&wide).unwrap_err() else {
+            panic!("expected InvalidCommand");
+        };
+        assert_eq!(echoed.chars().count(), ECHO_LIMIT + 3);
+    }
+
+    #[test]
+    fn only_show_commands_are_read_only() {
+        assert!(AdminCommand::ShowConfig.is_show());
+        assert!(AdminCommand::ShowReplicas.is_show());
+        for cmd in [
+            AdminCommand::Reload,
+            AdminCommand::Pause(None),
+            AdminCommand::Resume(Some("db".into())),
+            AdminCommand::Shutdown,
+        ] {
+            assert!(!cmd.is_show(), "{cmd:?}");
+            assert_ne!(cmd.command_tag(), "SHOW");
+        }
+        assert_eq!(AdminCommand::Pause(None).command_tag(), "PAUSE");
+        assert_eq!(AdminCommand::ShowPools.command_tag(), "SHOW");
+    }
+}

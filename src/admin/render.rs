@@ -1,0 +1,103 @@
+//! Answering a console command as backend messages.
+
+use bytes::BytesMut;
+
+use super::command::AdminCommand;
+use super::rows::AdminView;
+use super::table::{Table, LISTS_COLUMNS};
+use super::AdminError;
+use crate::protocol::backend::{
+    write_command_complete, write_data_row, write_notice, write_text_row_description,
+};
+
+/// What the caller does after [`render`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminOutcome {
+    /// A complete result (through CommandComplete) was written; send
+    /// ReadyForQuery next.
+    Shown,
+    /// Nothing was written: perform the action, then write CommandComplete
+    /// with [`AdminCommand::command_tag`] (or an error) and ReadyForQuery.
+    Reload,
+    Pause(Option<String>),
+    Resume(Option<String>),
+    Shutdown,
+}
+
+/// Lines of SHOW HELP, sent as a NOTICE as PgBouncer does.
+const HELP: &str = "Console usage\n\
+    \tSHOW HELP|POOLS|STATS|DATABASES|CLIENTS|SERVERS|CONFIG|VERSION|LISTS|REPLICAS\n\
+    \tRELOAD\n\
+    \tPAUSE [<db>]\n\
+    \tRESUME [<db>]\n\
+    \tSHUTDOWN";
+
+/// Writes the result of a `SHOW` (RowDescription, DataRows, CommandComplete
+/// "SHOW", every column text) to `out`; for the other commands writes
+/// nothing and returns what to do. Authorization is the caller's job
+/// ([`super::authorize`]) and comes first.
+pub fn render(
+    cmd: &AdminCommand,
+    view: &dyn AdminView,
+    out: &mut BytesMut,
+) -> Result<AdminOutcome, AdminError> {
+    match cmd {
+        AdminCommand::ShowPools => write_table(&view.pools(), out),
+        AdminCommand::ShowStats => write_table(&view.stats(), out),
+        AdminCommand::ShowDatabases => write_table(&view.databases(), out),
+        AdminCommand::ShowClients => write_table(&view.clients(), out),
+        AdminCommand::ShowServers => write_table(&view.servers(), out),
+        AdminCommand::ShowConfig => write_table(&view.config(), out),
+        AdminCommand::ShowReplicas => write_table(&view.replicas(), out),
+        AdminCommand::ShowVersion => {
+            let version = view.version();
+            write_rows(&["version"], [vec![Some(version.as_str())]], out);
+        }
+        AdminCommand::ShowLists => {
+            let lists = view.lists();
+            let items: Vec<_> = lists
+                .entries()
+                .iter()
+                .map(|(name, n)| (*name, n.to_string()))
+                .collect();
+            let rows = items
+                .iter()
+                .map(|(name, n)| vec![Some(*name), Some(n.as_str())]);
+            write_rows(LISTS_COLUMNS, rows, out);
+        }
+        AdminCommand::ShowHelp => {
+            write_notice("00000", HELP, out);
+            write_command_complete("SHOW", out);
+        }
+        AdminCommand::Reload => return Ok(AdminOutcome::Reload),
+        AdminCommand::Pause(db) => return Ok(AdminOutcome::Pause(db.clone())),
+        AdminCommand::Resume(db) => return Ok(AdminOutcome::Resume(db.clone())),
+        AdminCommand::Shutdown => return Ok(AdminOutcome::Shutdown),
+    }
+    Ok(AdminOutcome::Shown)
+}
+
+fn write_table<T: Table>(rows: &[T], out: &mut BytesMut) {
+    let cells: Vec<Vec<_>> = rows.iter().map(Table::cells).collect();
+    let rows = cells
+        .iter()
+        .map(|row| row.iter().map(Option::as_deref).collect::<Vec<_>>());
+    write_rows(T::COLUMNS, rows, out);
+}
+
+fn write_rows<'a>(
+    columns: &[&str],
+    rows: impl IntoIterator<Item = Vec<Option<&'a str>>>,
+    out: &mut BytesMut,
+) {
+    write_text_row_description(columns, out);
+    for row in rows {
+        debug_assert_eq!(row.len(), columns.len(), "row width for {columns:?}");
+        write_data_row(&row, out);
+    }
+    write_command_complete("SHOW", out);
+}
+
+#[cfg(test)]
+#[path = "render_tests.rs"]
+mod tests;
