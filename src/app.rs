@@ -11,6 +11,7 @@ use thiserror::Error;
 use tokio::net::TcpListener;
 use tracing::info;
 
+use crate::admin::Privilege;
 use crate::auth::{AuthError, ScramSecret, Secret, Userlist};
 use crate::backend::{ConnectOptions, ServerSecret, ServerTlsPolicy};
 use crate::cluster::balance::Strategy;
@@ -218,13 +219,16 @@ fn frontend_settings(c: &Config) -> FrontendSettings {
 pub struct App {
     snapshot: RwLock<Arc<Snapshot>>,
     mock_key: [u8; 32],
+    /// The YAML file the configuration was loaded from, for RELOAD.
+    source: Option<PathBuf>,
 }
 
 impl App {
-    pub fn new(config: Config) -> Result<Arc<App>, AppError> {
+    pub fn new(config: Config, source: Option<PathBuf>) -> Result<Arc<App>, AppError> {
         Ok(Arc::new(App {
             snapshot: RwLock::new(Arc::new(Snapshot::build(config)?)),
             mock_key: rand::rng().random(),
+            source,
         }))
     }
 
@@ -329,6 +333,28 @@ impl Directory for App {
     fn classifier(&self) -> Arc<Classifier> {
         self.current().classifier.clone()
     }
+
+    fn admin_privilege(&self, user: &str) -> Option<Privilege> {
+        let snap = self.current();
+        let admin = &snap.config.admin;
+        if admin.admin_users.iter().any(|u| u == user) {
+            Some(Privilege::Admin)
+        } else if admin.stats_users.iter().any(|u| u == user) {
+            Some(Privilege::Stats)
+        } else {
+            None
+        }
+    }
+
+    fn config(&self) -> Config {
+        App::config(self)
+    }
+
+    fn reload(&self) -> Result<(), String> {
+        let env: std::collections::BTreeMap<String, String> = std::env::vars().collect();
+        let config = Config::load(self.source.as_deref(), &env).map_err(|e| e.to_string())?;
+        App::reload(self, config).map_err(|e| e.to_string())
+    }
 }
 
 /// A running pgrelay.
@@ -360,6 +386,11 @@ impl Running {
 
 /// Binds the listeners and starts serving.
 pub async fn start(config: Config) -> Result<Running, AppError> {
+    start_from(config, None).await
+}
+
+/// Like [`start`], remembering the YAML file so RELOAD can re-read it.
+pub async fn start_from(config: Config, source: Option<PathBuf>) -> Result<Running, AppError> {
     let client_tls = client_acceptor(&config)?;
     let drain = config.timeouts.shutdown_timeout;
     let listen: Vec<String> = config
@@ -370,7 +401,7 @@ pub async fn start(config: Config) -> Result<Running, AppError> {
         .collect();
     let max_clients = config.limits.max_client_conn as usize;
     let metrics_addr = config.metrics.addr;
-    let app = App::new(config)?;
+    let app = App::new(config, source)?;
     let shutdown = Shutdown::new();
     let metrics = Arc::new(Metrics::new()?);
     let pools = Arc::new(PoolRegistry::new(shutdown.signal(), metrics.clone()));

@@ -156,7 +156,7 @@ fn main() -> ExitCode {
 
 async fn run(cfg: Config, config_path: Option<PathBuf>) -> Result<(), pgrelay::app::AppError> {
     use tokio::signal::unix::{signal, SignalKind};
-    let running = pgrelay::app::start(cfg).await?;
+    let running = pgrelay::app::start_from(cfg, config_path.clone()).await?;
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
     let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
     let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
@@ -164,11 +164,8 @@ async fn run(cfg: Config, config_path: Option<PathBuf>) -> Result<(), pgrelay::a
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
-            _ = hup.recv() => match Config::load(config_path.as_deref(), &env_map()) {
-                Ok(cfg) => match running.app.reload(cfg) {
-                    Ok(()) => info!("configuration reloaded"),
-                    Err(e) => error!("reload failed, keeping the old configuration: {e}"),
-                },
+            _ = hup.recv() => match pgrelay::frontend::Directory::reload(running.app.as_ref()) {
+                Ok(()) => info!("configuration reloaded"),
                 Err(e) => error!("reload failed, keeping the old configuration: {e}"),
             },
         }

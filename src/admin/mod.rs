@@ -15,6 +15,9 @@ mod command;
 mod render;
 mod rows;
 mod table;
+mod view;
+
+pub use view::LiveView;
 
 use thiserror::Error;
 

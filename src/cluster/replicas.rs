@@ -117,6 +117,22 @@ impl ReplicaEndpoint {
         self.checked_replay.fetch_max(lsn.0, Ordering::Relaxed);
     }
 
+    pub fn health(&self) -> Arc<health::HealthSnapshot> {
+        self.health.current()
+    }
+
+    pub fn weight(&self) -> f64 {
+        self.weight
+    }
+
+    pub fn outstanding(&self) -> u32 {
+        self.outstanding.load(Ordering::Relaxed)
+    }
+
+    pub fn latency(&self) -> Duration {
+        self.latency.faded(Instant::now())
+    }
+
     /// Probed healthy: reachable, in recovery, within the lag limits.
     pub fn is_healthy(&self) -> bool {
         self.health.current().is_usable()

@@ -1,6 +1,7 @@
 //! The client side: accepting connections, the startup handshake, client
 //! authentication, and the per-client session that relays to pooled servers.
 
+mod admin_session;
 mod cancel;
 mod client;
 mod handshake;
@@ -58,6 +59,12 @@ pub trait Directory: Send + Sync + 'static {
     fn scram_mock_key(&self) -> [u8; 32];
     /// The statement classifier built from the current routing rules.
     fn classifier(&self) -> Arc<crate::router::Classifier>;
+    /// What `user` may do on the admin console, if anything.
+    fn admin_privilege(&self, user: &str) -> Option<crate::admin::Privilege>;
+    /// The configuration in force, for the admin console.
+    fn config(&self) -> crate::config::Config;
+    /// Re-reads the configuration from where it came from (admin `RELOAD`, SIGHUP).
+    fn reload(&self) -> Result<(), String>;
 }
 
 /// What every session shares.
@@ -111,6 +118,10 @@ pub enum FrontendError {
     NoReplica,
     #[error(transparent)]
     Router(#[from] crate::router::RouterError),
+    #[error(
+        "not allowed to use the admin console: \"{0}\" is in neither admin_users nor stats_users"
+    )]
+    NotAdmin(String),
 }
 
 impl FrontendError {
@@ -132,6 +143,7 @@ impl FrontendError {
             FrontendError::ShuttingDown => "57P01",
             FrontendError::NoReplica => "08006",
             FrontendError::Router(e) => e.sqlstate(),
+            FrontendError::NotAdmin(_) => "28000",
             FrontendError::Io(_) | FrontendError::ClientClosed | FrontendError::LoginTimeout => {
                 "08006"
             }

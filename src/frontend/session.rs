@@ -7,6 +7,7 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tracing::{debug, info, warn};
 
+use super::admin_session::serve_admin;
 use super::cancel::Registration;
 use super::client::ClientConn;
 use super::handshake::{handshake, Handshake};
@@ -80,7 +81,15 @@ pub(crate) async fn run_connection(
     )
     .await;
     let mut session = match login {
-        Ok(s) => s,
+        Ok(Login::Pooled(s)) => s,
+        Ok(Login::Admin(privilege)) => {
+            metrics.login(LoginResult::Ok);
+            if let Err(e) = serve_admin(&mut client, privilege, &shared).await {
+                debug!(error = %e, "admin console session ended");
+                client.fatal(&e).await;
+            }
+            return;
+        }
         Err(e) => {
             info!(error = %e, "client login failed");
             metrics.login(match e {
@@ -143,7 +152,7 @@ async fn login<'a>(
     shared: &Shared,
     settings: &Arc<FrontendSettings>,
     registration: &'a Registration<'a>,
-) -> Result<Session<'a>, FrontendError> {
+) -> Result<Login<'a>, FrontendError> {
     let (mut client_params, startup) = ClientParams::from_startup(params, settings)?;
     authenticate(
         client,
@@ -152,6 +161,13 @@ async fn login<'a>(
         shared.directory.as_ref(),
     )
     .await?;
+    if startup.database == crate::config::ADMIN_DATABASE {
+        let privilege = shared
+            .directory
+            .admin_privilege(&startup.user)
+            .ok_or_else(|| FrontendError::NotAdmin(startup.user.clone()))?;
+        return Ok(Login::Admin(privilege));
+    }
     let spec = shared
         .directory
         .database(&startup.database, &startup.user)
@@ -195,5 +211,11 @@ async fn login<'a>(
     be::write_ready_for_query(TxStatus::Idle, &mut client.wbuf);
     client.flush().await?;
     session.release_if_idle().await;
-    Ok(session)
+    Ok(Login::Pooled(Box::new(session)))
+}
+
+/// A logged-in client: pooled, or on the admin console.
+enum Login<'a> {
+    Pooled(Box<Session<'a>>),
+    Admin(crate::admin::Privilege),
 }

@@ -105,9 +105,19 @@ async fn start_relay_full(
             "metrics_addr: off\n"
         },
     );
-    let config = Config::load_from_str(&dir.path().join("pgrelay.yaml"), &yaml, env)
+    let path = dir.path().join("pgrelay.yaml");
+    std::fs::write(&path, &yaml).unwrap();
+    let config = Config::load_from_str(&path, &yaml, env)
         .unwrap_or_else(|e| panic!("test config invalid: {e}\n{yaml}"));
-    start_with_config(config, dir).await
+    let running = pgrelay::app::start_from(config, Some(path))
+        .await
+        .expect("start pgrelay");
+    let port = running.addrs[0].port();
+    Relay {
+        running: Some(running),
+        port,
+        dir,
+    }
 }
 
 pub async fn start_with_config(config: Config, dir: tempfile::TempDir) -> Relay {

@@ -1,0 +1,165 @@
+//! The console's numbers, read from the running pools and the current
+//! configuration. Per-client and per-server lists and traffic statistics are
+//! not kept by pgrelay yet: those SHOWs answer with no rows (Prometheus
+//! metrics carry the traffic counters).
+
+use std::sync::Arc;
+
+use super::rows::{
+    AdminView, ClientRow, ConfigRow, DatabaseRow, PoolRow, ReplicaRow, ServerRow, StatsRow,
+};
+use crate::cluster::PoolRegistry;
+use crate::config::Config;
+
+pub struct LiveView {
+    config: Config,
+    pools: Arc<PoolRegistry>,
+}
+
+impl LiveView {
+    pub fn new(config: Config, pools: Arc<PoolRegistry>) -> Self {
+        LiveView { config, pools }
+    }
+}
+
+fn settings(cfg: &Config) -> Vec<(String, String)> {
+    cfg.effective_settings()
+        .lines()
+        .filter_map(|l| {
+            l.split_once(" = ")
+                .or_else(|| l.strip_suffix(" =").map(|k| (k, "")))
+        })
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect()
+}
+
+impl AdminView for LiveView {
+    fn pools(&self) -> Vec<PoolRow> {
+        self.pools
+            .all()
+            .iter()
+            .map(|p| {
+                let s = p.primary.stats();
+                let active = s.live.saturating_sub(s.idle) as u64;
+                PoolRow {
+                    database: p.spec.name.clone(),
+                    user: p.spec.connect.user.clone(),
+                    // Idle clients are not counted per pool: a client shows while it holds a server.
+                    cl_active: active,
+                    cl_waiting: s.waiting as u64,
+                    cl_active_cancel_req: 0,
+                    cl_waiting_cancel_req: 0,
+                    sv_active: active,
+                    sv_active_cancel: 0,
+                    sv_being_canceled: 0,
+                    sv_idle: s.idle as u64,
+                    sv_used: 0,
+                    sv_tested: 0,
+                    sv_login: 0,
+                    max_wait: std::time::Duration::ZERO,
+                    pool_mode: p.spec.pool_mode,
+                }
+            })
+            .collect()
+    }
+
+    fn databases(&self) -> Vec<DatabaseRow> {
+        let all = self.pools.all();
+        self.config
+            .databases
+            .iter()
+            .map(|(name, db)| {
+                let current: usize = all
+                    .iter()
+                    .filter(|p| &p.spec.name == name)
+                    .map(|p| p.primary.stats().live)
+                    .sum();
+                DatabaseRow {
+                    name: name.clone(),
+                    host: Some(db.host.clone()),
+                    port: db.port,
+                    database: db.dbname.clone().unwrap_or_else(|| name.clone()),
+                    force_user: db.user.clone(),
+                    pool_size: u64::from(
+                        db.pool_size.unwrap_or(self.config.pool.default_pool_size),
+                    ),
+                    min_pool_size: u64::from(
+                        db.min_pool_size.unwrap_or(self.config.pool.min_pool_size),
+                    ),
+                    reserve_pool: u64::from(
+                        db.reserve_pool_size
+                            .unwrap_or(self.config.pool.reserve_pool_size),
+                    ),
+                    pool_mode: db.pool_mode,
+                    max_connections: u64::from(
+                        db.max_db_connections
+                            .unwrap_or(self.config.pool.max_db_connections),
+                    ),
+                    current_connections: current as u64,
+                    paused: false,
+                    disabled: false,
+                }
+            })
+            .collect()
+    }
+
+    fn config(&self) -> Vec<ConfigRow> {
+        let defaults = settings(&Config::default());
+        settings(&self.config)
+            .into_iter()
+            .map(|(key, value)| {
+                let default = defaults
+                    .iter()
+                    .find(|(k, _)| *k == key)
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_default();
+                ConfigRow {
+                    changeable: !matches!(key.as_str(), "listen_addr" | "listen_port"),
+                    key,
+                    value,
+                    default,
+                }
+            })
+            .collect()
+    }
+
+    fn clients(&self) -> Vec<ClientRow> {
+        Vec::new()
+    }
+
+    fn servers(&self) -> Vec<ServerRow> {
+        Vec::new()
+    }
+
+    fn stats(&self) -> Vec<StatsRow> {
+        Vec::new()
+    }
+
+    fn version(&self) -> String {
+        format!("pgrelay {}", env!("CARGO_PKG_VERSION"))
+    }
+
+    fn replicas(&self) -> Vec<ReplicaRow> {
+        let mut rows = Vec::new();
+        for p in self.pools.all() {
+            let Some(set) = &p.replicas else { continue };
+            for e in set.endpoints().iter() {
+                let health = e.health();
+                let facts = health.facts();
+                rows.push(ReplicaRow {
+                    database: p.spec.name.clone(),
+                    host: e.addr.ip().to_string(),
+                    port: e.addr.port(),
+                    state: health.state,
+                    lag_bytes: facts.and_then(|f| f.lag_bytes),
+                    lag: facts.and_then(|f| f.lag),
+                    weight: e.weight() as u32,
+                    outstanding: u64::from(e.outstanding()),
+                    latency: Some(e.latency()),
+                    servers: e.pool.stats().live as u64,
+                });
+            }
+        }
+        rows
+    }
+}

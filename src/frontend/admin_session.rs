@@ -1,0 +1,85 @@
+//! A client of the admin console (database `pgbouncer`): simple queries
+//! answered by the `admin` module from the live pools and configuration.
+
+use super::client::ClientConn;
+use super::{FrontendError, Shared};
+use crate::admin::{self, AdminCommand, AdminOutcome, LiveView, Privilege};
+use crate::protocol::backend::{self as be, Severity, TxStatus};
+use crate::protocol::framing::{self, Frame};
+use crate::protocol::frontend::{self as fe, tag};
+use crate::protocol::ProtocolError;
+
+/// Largest console command accepted.
+const MAX_ADMIN_MESSAGE: usize = 64 * 1024;
+
+pub(crate) async fn serve_admin(
+    client: &mut ClientConn,
+    privilege: Privilege,
+    shared: &Shared,
+) -> Result<(), FrontendError> {
+    for (name, value) in [
+        (
+            "server_version",
+            concat!("15.0 (pgrelay ", env!("CARGO_PKG_VERSION"), ")"),
+        ),
+        ("server_encoding", "UTF8"),
+        ("client_encoding", "UTF8"),
+        ("DateStyle", "ISO, MDY"),
+        ("integer_datetimes", "on"),
+        ("standard_conforming_strings", "on"),
+    ] {
+        be::write_parameter_status(name, value, &mut client.wbuf);
+    }
+    be::write_backend_key_data(0, 0, &mut client.wbuf);
+    be::write_ready_for_query(TxStatus::Idle, &mut client.wbuf);
+    client.flush().await?;
+    loop {
+        let len = loop {
+            if let Some(len) = framing::check(&client.rbuf, MAX_ADMIN_MESSAGE)? {
+                break len;
+            }
+            client.fill().await?;
+        };
+        let msg = client.rbuf.split_to(len);
+        let frame = Frame::new(&msg);
+        match frame.tag {
+            tag::TERMINATE => return Ok(()),
+            tag::QUERY => {
+                let sql = fe::query(frame.body)?;
+                run_command(sql, privilege, shared, &mut client.wbuf);
+                be::write_ready_for_query(TxStatus::Idle, &mut client.wbuf);
+                client.flush().await?;
+            }
+            other => {
+                return Err(ProtocolError::Unexpected {
+                    tag: other as char,
+                    context: "on the admin console, which takes simple queries only",
+                }
+                .into())
+            }
+        }
+    }
+}
+
+fn run_command(sql: &str, privilege: Privilege, shared: &Shared, out: &mut bytes::BytesMut) {
+    let result = AdminCommand::parse(sql).and_then(|cmd| {
+        admin::authorize(&cmd, privilege)?;
+        let view = LiveView::new(shared.directory.config(), shared.pools.clone());
+        let outcome = admin::render(&cmd, &view, out)?;
+        Ok((cmd, outcome))
+    });
+    match result {
+        Ok((_, AdminOutcome::Shown)) => {}
+        Ok((cmd, AdminOutcome::Reload)) => match shared.directory.reload() {
+            Ok(()) => be::write_command_complete(cmd.command_tag(), out),
+            Err(e) => be::write_error(Severity::Error, "F0000", &e, out),
+        },
+        Ok((cmd, _)) => be::write_error(
+            Severity::Error,
+            "0A000",
+            &format!("{} is not supported by pgrelay yet", cmd.command_tag()),
+            out,
+        ),
+        Err(e) => be::write_error(Severity::Error, e.sqlstate(), &e.to_string(), out),
+    }
+}
