@@ -83,7 +83,12 @@ impl Scenario {
             Workload::SelectOnly => "-S",
             Workload::TpcB => "TPC-B",
         };
-        let reconnect = if l.reconnect { " -C" } else { "" };
+        // Logins only matter when every transaction logs in.
+        let reconnect = if l.reconnect {
+            format!(" -C ({})", self.auth.setting())
+        } else {
+            String::new()
+        };
         format!("{workload}{reconnect} c={} -M {}", l.clients, l.mode.flag())
     }
 
