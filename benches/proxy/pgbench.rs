@@ -62,6 +62,10 @@ pub struct Outcome {
     pub latency_ms: f64,
     /// Failed transactions plus aborted clients.
     pub errors: u64,
+    /// Transactions pgbench completed.
+    pub transactions: u64,
+    /// CPU time the pooler process used per transaction (none for direct).
+    pub pooler_cpu_us_per_tx: Option<f64>,
 }
 
 pub struct Pgbench {
@@ -169,6 +173,8 @@ fn parse_summary(stdout: &str, stderr: &str) -> Option<Outcome> {
     let tps = number_after("tps = ")?;
     let latency_ms = number_after("latency average = ").unwrap_or(f64::NAN);
     let failed = number_after("number of failed transactions: ").unwrap_or(0.0) as u64;
+    let transactions =
+        number_after("number of transactions actually processed: ").unwrap_or(0.0) as u64;
     let aborted = stderr
         .lines()
         .filter(|l| l.contains("client ") && l.contains(" aborted"))
@@ -177,5 +183,7 @@ fn parse_summary(stdout: &str, stderr: &str) -> Option<Outcome> {
         tps,
         latency_ms,
         errors: failed + aborted,
+        transactions,
+        pooler_cpu_us_per_tx: None,
     })
 }

@@ -120,6 +120,27 @@ pub fn vm_rss_kib(pid: u32) -> Result<u64> {
         .ok_or_else(|| BenchError::io(path, std::io::Error::other("no VmRSS line")))
 }
 
+/// CPU time (user + system) `pid` has used so far, in seconds.
+pub fn cpu_seconds(pid: u32) -> Result<f64> {
+    let path = format!("/proc/{pid}/stat");
+    let stat =
+        std::fs::read_to_string(&path).map_err(|e| BenchError::io(format!("reading {path}"), e))?;
+    // Fields after the parenthesised command name (which may hold spaces):
+    // state is field 3, utime and stime are fields 14 and 15.
+    let after_comm = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after_comm.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok());
+    let (Some(utime), Some(stime)) = (ticks(11), ticks(12)) else {
+        return Err(BenchError::io(
+            path,
+            std::io::Error::other("unexpected format"),
+        ));
+    };
+    // SAFETY: sysconf has no preconditions.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    Ok((utime + stime) as f64 / per_second)
+}
+
 /// Raises this process's open-file limit as far as allowed; children
 /// (pgrelay, PgBouncer, pgbench) inherit it. Returns the new soft limit.
 pub fn raise_fd_limit(wanted: u64) -> u64 {

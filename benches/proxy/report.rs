@@ -176,8 +176,8 @@ fn throughput_table(md: &mut String, results: &[ScenarioResult]) {
     );
     let _ = writeln!(
         md,
-        "| Scenario | Target | TPS | Avg latency (ms) | Errors | pgrelay / direct | pgrelay / PgBouncer |\n\
-         |---|---|---:|---:|---:|---:|---:|"
+        "| Scenario | Target | TPS | Avg latency (ms) | Errors | Pooler CPU (µs/tx) | pgrelay / direct | pgrelay / PgBouncer |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|"
     );
     for row in results {
         let name = row.scenario.name();
@@ -185,13 +185,20 @@ fn throughput_table(md: &mut String, results: &[ScenarioResult]) {
             if spec.left_out.is_some() {
                 continue;
             }
-            let (tps, lat, errors) = match cell {
+            let (tps, lat, errors, cpu) = match cell {
                 Cell::Measured(o) => (
                     format!("{:.0}", o.tps),
                     format!("{:.3}", o.latency_ms),
                     o.errors.to_string(),
+                    o.pooler_cpu_us_per_tx
+                        .map_or_else(String::new, |us| format!("{us:.1}")),
                 ),
-                Cell::NotRun(why) => (format!("n/a ({why})"), "—".into(), "—".into()),
+                Cell::NotRun(why) => (
+                    format!("n/a ({why})"),
+                    "—".into(),
+                    "—".into(),
+                    String::new(),
+                ),
             };
             let is_ours = matches!(spec.kind, TargetKind::Pgrelay | TargetKind::PgrelayRouting);
             let ratio_to = |kind| {
@@ -202,7 +209,7 @@ fn throughput_table(md: &mut String, results: &[ScenarioResult]) {
             };
             let _ = writeln!(
                 md,
-                "| {name} | {} | {tps} | {lat} | {errors} | {} | {} |",
+                "| {name} | {} | {tps} | {lat} | {errors} | {cpu} | {} | {} |",
                 spec.label,
                 ratio_to(TargetKind::Direct),
                 ratio_to(TargetKind::PgBouncer)
@@ -287,6 +294,10 @@ fn method(md: &mut String, e: &Environment) {
            accept, startup, password check) rather than query relaying. It runs once with \
            md5 and once with `auth_type = scram-sha-256` at the poolers (freshly started for \
            it); the direct rows are SCRAM both times.\n\
+         - Pooler CPU = the pooler process's user + system time (from `/proc/<pid>/stat`) \
+           over the whole pgbench run, logins included, divided by the transactions pgbench \
+           completed: what one transaction costs the pooler, independent of how the 2 cores \
+           were shared.\n\
          - Idle memory: raw TCP clients log in (startup + md5, so 10,000 logins stay quick) and \
            stay idle; VmRSS is read from `/proc/<pid>/status` one second after the last login. \
            Per-client cost = (RSS at the largest count − RSS with 1 client) / (count − 1).\n\

@@ -7,6 +7,7 @@ use crate::error::Result;
 use crate::pgbench::{Endpoint, Load, Outcome, Pgbench, QueryMode, Workload};
 use crate::plan::{Scenario, TargetKind, TargetSpec};
 use crate::pooler::{ClientAuth, PoolerSettings, RunningPooler, Upstream};
+use crate::process::cpu_seconds;
 use crate::{pgbouncer, plan, relay};
 
 const WARM_UP_SECONDS: u64 = 2;
@@ -15,7 +16,7 @@ const WARM_UP_SECONDS: u64 = 2;
 pub enum TargetState {
     Live {
         endpoint: Endpoint,
-        _pooler: Option<RunningPooler>,
+        pooler: Option<RunningPooler>,
     },
     Skipped(String),
 }
@@ -122,10 +123,7 @@ pub fn start_pgbouncer(
 }
 
 fn live(endpoint: Endpoint, pooler: Option<RunningPooler>) -> TargetState {
-    TargetState::Live {
-        endpoint,
-        _pooler: pooler,
-    }
+    TargetState::Live { endpoint, pooler }
 }
 
 /// Fills every pooler's pool before anything is measured, so no scenario
@@ -140,7 +138,7 @@ fn warm_up(pgbench: &Pgbench, targets: &[Target]) {
     for target in targets {
         if let TargetState::Live {
             endpoint,
-            _pooler: Some(_),
+            pooler: Some(_),
         } = &target.state
         {
             if let Err(e) = pgbench.run(endpoint, load, WARM_UP_SECONDS) {
@@ -165,13 +163,14 @@ fn run_all(
         let mut failures: Vec<Option<String>> = vec![None; targets.len()];
         for round in 1..=rounds {
             for (i, target) in targets.iter().enumerate() {
-                let TargetState::Live { endpoint, .. } = &target.state else {
+                let TargetState::Live { endpoint, pooler } = &target.state else {
                     continue;
                 };
                 if scenario.not_runnable_on(target.spec.kind).is_some() {
                     continue;
                 }
-                match pgbench.run(endpoint, scenario.load, seconds) {
+                let pid = pooler.as_ref().map(RunningPooler::pid);
+                match measure_run(pgbench, endpoint, pid, scenario, seconds) {
                     Ok(o) => {
                         eprintln!(
                             "bench: {name} round {round} {}: {:.0} tps, {:.3} ms, {} errors",
@@ -199,6 +198,24 @@ fn run_all(
     results
 }
 
+/// One pgbench run, with the pooler's CPU time over it when there is a pooler.
+fn measure_run(
+    pgbench: &Pgbench,
+    endpoint: &Endpoint,
+    pooler_pid: Option<u32>,
+    scenario: &Scenario,
+    seconds: u64,
+) -> Result<Outcome> {
+    let cpu_before = pooler_pid.map(cpu_seconds).transpose()?;
+    let mut outcome = pgbench.run(endpoint, scenario.load, seconds)?;
+    if let (Some(pid), Some(before)) = (pooler_pid, cpu_before) {
+        let used = cpu_seconds(pid)? - before;
+        outcome.pooler_cpu_us_per_tx =
+            (outcome.transactions > 0).then(|| used * 1e6 / outcome.transactions as f64);
+    }
+    Ok(outcome)
+}
+
 fn cell(scenario: &Scenario, target: &Target, runs: &[Outcome], failure: Option<String>) -> Cell {
     if let TargetState::Skipped(note) = &target.state {
         return Cell::NotRun(note.clone());
@@ -216,5 +233,14 @@ fn cell(scenario: &Scenario, target: &Target, runs: &[Outcome], failure: Option<
         tps: runs.iter().map(|o| o.tps).sum::<f64>() / n,
         latency_ms: runs.iter().map(|o| o.latency_ms).sum::<f64>() / n,
         errors: runs.iter().map(|o| o.errors).sum::<u64>() + failed_rounds,
+        transactions: runs.iter().map(|o| o.transactions).sum(),
+        pooler_cpu_us_per_tx: mean(runs.iter().map(|o| o.pooler_cpu_us_per_tx)),
     })
+}
+
+/// Mean of the values if every run has one.
+fn mean(values: impl Iterator<Item = Option<f64>>) -> Option<f64> {
+    let values: Option<Vec<f64>> = values.collect();
+    let values = values.filter(|v| !v.is_empty())?;
+    Some(values.iter().sum::<f64>() / values.len() as f64)
 }
