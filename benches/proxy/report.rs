@@ -186,8 +186,11 @@ fn throughput_table(md: &mut String, results: &[ScenarioResult]) {
                 continue;
             }
             let (tps, lat, errors, cpu) = match cell {
-                Cell::Measured(o) => (
-                    format!("{:.0}", o.tps),
+                Cell::Measured {
+                    mean: o,
+                    tps_spread_pct,
+                } => (
+                    format!("{:.0} ±{:.0}%", o.tps, tps_spread_pct / 2.0),
                     format!("{:.3}", o.latency_ms),
                     o.errors.to_string(),
                     o.pooler_cpu_us_per_tx
@@ -274,9 +277,11 @@ fn method(md: &mut String, e: &Environment) {
            client counts, `PGRELAY_BENCH_ONLY=c=500,TPC-B` picks scenarios by name, `PGRELAY_BENCH_OUT` the output file.\n\
          - Interleaved: for each scenario and round, direct, pgrelay and PgBouncer run back to \
            back, so drift of the machine hits all of them alike; the table shows the mean over \
-           rounds. Before the first scenario each pooler's pool is filled by an unmeasured 2 s \
+           rounds, ± half the rounds' TPS range. Round-to-round spread on this 2-core VM is \
+           often 5–20%, so a verdict within that distance of its threshold can flip between \
+           runs. Before the first scenario each pooler's pool is filled by an unmeasured 2 s \
            run, so no scenario pays for the poolers' own server logins.\n\
-         - pgbench {pgbench} with `-j {PGBENCH_THREADS}` threads (`-j 1` at one client), `-n`, \
+         - {pgbench} with `-j {PGBENCH_THREADS}` threads (`-j 1` at one client), `-n`, \
            scale {scale}, loopback TCP only. The machine has {cores} cores shared by pgbench, \
            the pooler and PostgreSQL, so a pooler's own CPU use costs throughput directly: \
            compare rows, not absolute numbers. pgbench's `-T` clock includes its initial logins \
@@ -327,7 +332,7 @@ fn find(
 fn measured(row: &ScenarioResult, kind: TargetKind) -> Option<&Outcome> {
     let i = TARGETS.iter().position(|t| t.kind == kind)?;
     match row.cells.get(i)? {
-        Cell::Measured(o) => Some(o),
+        Cell::Measured { mean, .. } => Some(mean),
         Cell::NotRun(_) => None,
     }
 }

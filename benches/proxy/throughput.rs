@@ -29,7 +29,11 @@ pub struct Target {
 /// Mean over rounds, or why there is no number.
 #[derive(Debug, Clone)]
 pub enum Cell {
-    Measured(Outcome),
+    Measured {
+        mean: Outcome,
+        /// (max − min) / mean of the rounds' TPS, in percent.
+        tps_spread_pct: f64,
+    },
     NotRun(String),
 }
 
@@ -229,17 +233,29 @@ fn cell(scenario: &Scenario, target: &Target, runs: &[Outcome], failure: Option<
     let n = runs.len() as f64;
     // A failed round counts as errors, so a flaky target cannot look clean.
     let failed_rounds = u64::from(failure.is_some());
-    Cell::Measured(Outcome {
-        tps: runs.iter().map(|o| o.tps).sum::<f64>() / n,
+    let tps = runs.iter().map(|o| o.tps).sum::<f64>() / n;
+    let (lo, hi) = runs.iter().fold((f64::INFINITY, 0f64), |(lo, hi), o| {
+        (lo.min(o.tps), hi.max(o.tps))
+    });
+    let mean = Outcome {
+        tps,
         latency_ms: runs.iter().map(|o| o.latency_ms).sum::<f64>() / n,
         errors: runs.iter().map(|o| o.errors).sum::<u64>() + failed_rounds,
         transactions: runs.iter().map(|o| o.transactions).sum(),
-        pooler_cpu_us_per_tx: mean(runs.iter().map(|o| o.pooler_cpu_us_per_tx)),
-    })
+        pooler_cpu_us_per_tx: mean_of_all(runs.iter().map(|o| o.pooler_cpu_us_per_tx)),
+    };
+    Cell::Measured {
+        mean,
+        tps_spread_pct: if tps > 0.0 {
+            (hi - lo) * 100.0 / tps
+        } else {
+            0.0
+        },
+    }
 }
 
 /// Mean of the values if every run has one.
-fn mean(values: impl Iterator<Item = Option<f64>>) -> Option<f64> {
+fn mean_of_all(values: impl Iterator<Item = Option<f64>>) -> Option<f64> {
     let values: Option<Vec<f64>> = values.collect();
     let values = values.filter(|v| !v.is_empty())?;
     Some(values.iter().sum::<f64>() / values.len() as f64)
