@@ -52,7 +52,19 @@ fn config_yaml(upstream: &Upstream, s: PoolerSettings, port: u16, userlist: &Pat
 
 pub fn version() -> String {
     let rev = crate::process::first_line_of("git", &["rev-parse", "--short", "HEAD"]);
-    let dirty = crate::process::first_line_of("git", &["status", "--porcelain"]).is_some();
+    // The report itself (and stray untracked files) do not make the build dirty.
+    let dirty = crate::process::first_line_of(
+        "git",
+        &[
+            "status",
+            "--porcelain",
+            "--untracked-files=no",
+            "--",
+            ".",
+            ":(exclude)BENCHMARKS.md",
+        ],
+    )
+    .is_some();
     match rev {
         Some(rev) if dirty => format!("{rev} (with uncommitted changes)"),
         Some(rev) => rev,
