@@ -1,0 +1,128 @@
+//! What is measured: the targets (rows side by side) and the pgbench
+//! scenarios. Adding a target or a scenario is one entry here.
+
+use crate::pgbench::{Load, QueryMode, Workload};
+use crate::pooler::ClientAuth;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetKind {
+    /// pgbench straight to the primary: the limit.
+    Direct,
+    Pgrelay,
+    PgBouncer,
+    /// pgrelay with read/write routing over a primary and two replicas.
+    PgrelayRouting,
+}
+
+impl TargetKind {
+    /// Replicas the cluster needs for this target.
+    pub fn replicas_needed(self) -> usize {
+        match self {
+            TargetKind::PgrelayRouting => 2,
+            _ => 0,
+        }
+    }
+
+    /// A pooler whose idle-client memory is measured.
+    pub fn is_pooler(self) -> bool {
+        !matches!(self, TargetKind::Direct)
+    }
+}
+
+#[derive(Debug)]
+pub struct TargetSpec {
+    pub kind: TargetKind,
+    pub label: &'static str,
+    /// Why this target is not measured yet (shown in the report), if it is not.
+    pub left_out: Option<&'static str>,
+}
+
+pub const TARGETS: &[TargetSpec] = &[
+    TargetSpec {
+        kind: TargetKind::Direct,
+        label: "direct",
+        left_out: None,
+    },
+    TargetSpec {
+        kind: TargetKind::Pgrelay,
+        label: "pgrelay",
+        left_out: None,
+    },
+    TargetSpec {
+        kind: TargetKind::PgBouncer,
+        label: "PgBouncer",
+        left_out: None,
+    },
+    TargetSpec {
+        kind: TargetKind::PgrelayRouting,
+        label: "pgrelay routing (primary + 2 replicas)",
+        left_out: Some("routing lands in issue 4"),
+    },
+];
+
+/// Server connections per pool, the same for every pooler.
+pub const POOL_SIZE: u32 = 50;
+/// pgbench scale factor: 10 branches, so TPC-B at 50 clients is not one
+/// row lock queue.
+pub const SCALE: u32 = 10;
+/// Clients PostgreSQL can take directly: the harness sets max_connections
+/// = 300; leave room for both poolers' pools and reserved slots.
+pub const DIRECT_CLIENT_LIMIT: u32 = 190;
+
+#[derive(Debug, Clone, Copy)]
+pub struct Scenario {
+    pub load: Load,
+    /// How pgbench logs in to the poolers (PostgreSQL itself always asks for SCRAM).
+    pub auth: ClientAuth,
+}
+
+impl Scenario {
+    pub fn name(&self) -> String {
+        let l = &self.load;
+        let workload = match l.workload {
+            Workload::SelectOnly => "-S",
+            Workload::TpcB => "TPC-B",
+        };
+        // Logins only matter when every transaction logs in.
+        let reconnect = if l.reconnect {
+            format!(" -C ({})", self.auth.setting())
+        } else {
+            String::new()
+        };
+        format!("{workload}{reconnect} c={} -M {}", l.clients, l.mode.flag())
+    }
+
+    /// Why `target` cannot run this scenario, if it cannot.
+    pub fn not_runnable_on(&self, target: TargetKind) -> Option<&'static str> {
+        (target == TargetKind::Direct && self.load.clients > DIRECT_CLIENT_LIMIT)
+            .then_some("over max_connections")
+    }
+}
+
+pub fn scenarios() -> Vec<Scenario> {
+    let mut out = Vec::new();
+    let mut add = |workload, clients, mode, reconnect, auth| {
+        out.push(Scenario {
+            load: Load {
+                workload,
+                mode,
+                clients,
+                reconnect,
+            },
+            auth,
+        })
+    };
+    // md5 logins to the poolers: cheap, so 500 clients measure relaying
+    // rather than PBKDF2 (PgBouncer does SCRAM on its one thread).
+    for mode in [QueryMode::Simple, QueryMode::Extended] {
+        for clients in [1, 50, 500] {
+            add(Workload::SelectOnly, clients, mode, false, ClientAuth::Md5);
+        }
+        add(Workload::TpcB, 50, mode, false, ClientAuth::Md5);
+    }
+    // Connection set-up cost: one new connection per transaction.
+    for auth in [ClientAuth::Md5, ClientAuth::ScramSha256] {
+        add(Workload::SelectOnly, 50, QueryMode::Simple, true, auth);
+    }
+    out
+}

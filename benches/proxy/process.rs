@@ -1,0 +1,197 @@
+//! Child processes the benchmark owns (pgrelay, PgBouncer), and the OS
+//! facts it reads: free ports, resident memory, file descriptor limits.
+
+use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::error::{BenchError, Result};
+
+/// How long a stopped child gets to exit after SIGTERM before SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+/// How long a started child gets to accept connections.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A child process that is stopped (SIGTERM, then SIGKILL) when dropped,
+/// so an early return or a panic never leaves a pooler running.
+pub struct ChildGuard {
+    name: String,
+    child: Child,
+    log: PathBuf,
+}
+
+impl ChildGuard {
+    /// Spawns `cmd` with stdout and stderr appended to `log`, then waits
+    /// until it accepts TCP connections on 127.0.0.1:`port`.
+    pub fn spawn_listening(name: &str, mut cmd: Command, log: &Path, port: u16) -> Result<Self> {
+        let out = std::fs::File::create(log)
+            .map_err(|e| BenchError::io(format!("creating {}", log.display()), e))?;
+        let err = out
+            .try_clone()
+            .map_err(|e| BenchError::io("duplicating a log handle", e))?;
+        cmd.stdin(Stdio::null()).stdout(out).stderr(err);
+        let child = cmd
+            .spawn()
+            .map_err(|e| BenchError::io(format!("spawning {name}"), e))?;
+        let mut guard = ChildGuard {
+            name: name.to_string(),
+            child,
+            log: log.to_path_buf(),
+        };
+        guard.wait_listening(port)?;
+        Ok(guard)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn wait_listening(&mut self, port: u16) -> Result<()> {
+        let deadline = Instant::now() + START_TIMEOUT;
+        let addr = SocketAddrV4::new(Ipv4Addr::LOCALHOST, port).into();
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(self.start_error(format!("exited with {status}")));
+            }
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(self.start_error(format!("not listening on port {port}")));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn start_error(&self, what: String) -> BenchError {
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(15).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        BenchError::Start {
+            name: self.name.clone(),
+            detail: format!("{what}; log {}:\n{}", self.log.display(), tail.join("\n")),
+        }
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
+        // SAFETY: kill(2) with a pid we spawned and have not reaped yet.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + STOP_GRACE;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        eprintln!("bench: {} ignored SIGTERM; killing it", self.name);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A port nobody listens on right now (the OS picks it; tiny reuse race).
+pub fn free_port() -> Result<u16> {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .map_err(|e| BenchError::io("binding an ephemeral port", e))?;
+    let port = listener
+        .local_addr()
+        .map_err(|e| BenchError::io("reading an ephemeral port", e))?
+        .port();
+    Ok(port)
+}
+
+/// Resident set size of `pid` in KiB (VmRSS from /proc/<pid>/status).
+pub fn vm_rss_kib(pid: u32) -> Result<u64> {
+    let path = format!("/proc/{pid}/status");
+    let status =
+        std::fs::read_to_string(&path).map_err(|e| BenchError::io(format!("reading {path}"), e))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .ok_or_else(|| BenchError::io(path, std::io::Error::other("no VmRSS line")))
+}
+
+/// CPU time (user + system) `pid` has used so far, in seconds.
+pub fn cpu_seconds(pid: u32) -> Result<f64> {
+    let path = format!("/proc/{pid}/stat");
+    let stat =
+        std::fs::read_to_string(&path).map_err(|e| BenchError::io(format!("reading {path}"), e))?;
+    // Fields after the parenthesised command name (which may hold spaces):
+    // state is field 3, utime and stime are fields 14 and 15.
+    let after_comm = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after_comm.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok());
+    let (Some(utime), Some(stime)) = (ticks(11), ticks(12)) else {
+        return Err(BenchError::io(
+            path,
+            std::io::Error::other("unexpected format"),
+        ));
+    };
+    // SAFETY: sysconf has no preconditions.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    Ok((utime + stime) as f64 / per_second)
+}
+
+/// Raises this process's open-file limit as far as allowed; children
+/// (pgrelay, PgBouncer, pgbench) inherit it. Returns the new soft limit.
+pub fn raise_fd_limit(wanted: u64) -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read/write the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 0;
+        }
+        // Root may raise the hard limit too; if that is refused, settle for it.
+        let raised = libc::rlimit {
+            rlim_cur: wanted,
+            rlim_max: wanted.max(lim.rlim_max),
+        };
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+            return wanted;
+        }
+        let capped = libc::rlimit {
+            rlim_cur: lim.rlim_max,
+            rlim_max: lim.rlim_max,
+        };
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &capped) == 0 {
+            return lim.rlim_max;
+        }
+        lim.rlim_cur
+    }
+}
+
+/// uid and gid of a system user, from /etc/passwd.
+pub fn user_ids(name: &str) -> Option<(u32, u32)> {
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|line| {
+        let mut f = line.split(':');
+        if f.next()? != name {
+            return None;
+        }
+        let uid = f.nth(1)?.parse().ok()?;
+        let gid = f.next()?.parse().ok()?;
+        Some((uid, gid))
+    })
+}
+
+/// First line of a command's stdout (for versions); `None` if it fails.
+pub fn first_line_of(program: impl AsRef<std::ffi::OsStr>, args: &[&str]) -> Option<String> {
+    let out = Command::new(program).args(args).output().ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines().next().map(|l| l.trim().to_string())
+}

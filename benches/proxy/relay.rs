@@ -1,0 +1,73 @@
+//! pgrelay as its own process (the release binary cargo built for this
+//! bench), so its memory is measured alone.
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::error::{BenchError, Result};
+use crate::pooler::{temp_dir, PoolerSettings, RunningPooler, Upstream};
+use crate::process::{free_port, ChildGuard};
+
+/// The `pgrelay` binary of this package, built by `cargo bench`.
+pub const BINARY: &str = env!("CARGO_BIN_EXE_pgrelay");
+
+pub fn start(upstream: &Upstream, settings: PoolerSettings) -> Result<RunningPooler> {
+    let dir = temp_dir("pgrelay-bench-")?;
+    let userlist = upstream.write_userlist(dir.path())?;
+    let port = free_port()?;
+    let yaml = config_yaml(upstream, settings, port, &userlist);
+    let config = dir.path().join("pgrelay.yaml");
+    std::fs::write(&config, yaml).map_err(|e| BenchError::io("writing pgrelay.yaml", e))?;
+    let mut cmd = Command::new(BINARY);
+    cmd.arg("run").arg("-c").arg(&config);
+    // A clean environment: stray PGBOUNCER_* variables would change the config.
+    cmd.env_clear().env("PGRELAY_LOG", "warn");
+    let log = dir.path().join("pgrelay.log");
+    let process = ChildGuard::spawn_listening("pgrelay", cmd, &log, port)?;
+    Ok(RunningPooler::new(port, process, dir))
+}
+
+fn config_yaml(upstream: &Upstream, s: PoolerSettings, port: u16, userlist: &Path) -> String {
+    format!(
+        "listen_addr: 127.0.0.1\n\
+         listen_port: {port}\n\
+         metrics_addr: off\n\
+         auth_type: {auth}\n\
+         auth_file: {userlist}\n\
+         server_tls_sslmode: disable\n\
+         pool_mode: transaction\n\
+         default_pool_size: {pool}\n\
+         max_client_conn: {max_clients}\n\
+         log_connections: 0\n\
+         log_disconnections: 0\n\
+         databases:\n  {db}:\n    host: 127.0.0.1\n    port: {upstream_port}\n",
+        auth = s.auth.setting(),
+        userlist = userlist.display(),
+        pool = s.pool_size,
+        max_clients = s.max_client_conn,
+        db = upstream.database,
+        upstream_port = upstream.port,
+    )
+}
+
+pub fn version() -> String {
+    let rev = crate::process::first_line_of("git", &["rev-parse", "--short", "HEAD"]);
+    // The report itself (and stray untracked files) do not make the build dirty.
+    let dirty = crate::process::first_line_of(
+        "git",
+        &[
+            "status",
+            "--porcelain",
+            "--untracked-files=no",
+            "--",
+            ".",
+            ":(exclude)BENCHMARKS.md",
+        ],
+    )
+    .is_some();
+    match rev {
+        Some(rev) if dirty => format!("{rev} (with uncommitted changes)"),
+        Some(rev) => rev,
+        None => "unknown".to_string(),
+    }
+}
