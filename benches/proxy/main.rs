@@ -80,6 +80,9 @@ impl Knobs {
     }
 }
 
+/// Where the hand-kept micro-benchmark section of BENCHMARKS.md starts.
+const KEPT_MARKER: &str = "<!-- kept across runs: micro-benchmarks -->";
+
 fn main() -> ExitCode {
     // cargo passes `--bench`; this harness has no options of its own.
     let started = Instant::now();
@@ -143,6 +146,16 @@ fn run(knobs: &Knobs) -> Result<()> {
         memory,
         idle_counts: &knobs.idle_counts,
     });
+    // The micro-benchmark section below the marker is kept across runs.
+    let kept = std::fs::read_to_string(&knobs.out)
+        .ok()
+        .and_then(|old| old.find(KEPT_MARKER).map(|at| old[at..].to_string()))
+        .unwrap_or_default();
+    let md = if kept.is_empty() {
+        md
+    } else {
+        format!("{md}\n{kept}")
+    };
     std::fs::write(&knobs.out, &md)
         .map_err(|e| BenchError::io(format!("writing {}", knobs.out.display()), e))?;
     println!("{md}");
