@@ -123,6 +123,10 @@ fn run(knobs: &Knobs) -> Result<()> {
     let pgbench = Pgbench::new(cluster.bin_dir());
     eprintln!("bench: pgbench -i -s {}", plan::SCALE);
     pgbench.initialize(&upstream.endpoint_via(cluster.port()), plan::SCALE)?;
+    if replicas > 0 {
+        // The routed reads must find the data on the replicas too.
+        cluster.wait_caught_up(std::time::Duration::from_secs(120))?;
+    }
 
     let scenarios: Vec<_> = plan::scenarios()
         .into_iter()

@@ -12,10 +12,29 @@ use crate::process::{free_port, ChildGuard};
 pub const BINARY: &str = env!("CARGO_BIN_EXE_pgrelay");
 
 pub fn start(upstream: &Upstream, settings: PoolerSettings) -> Result<RunningPooler> {
+    start_with(upstream, settings, "")
+}
+
+/// pgrelay routing reads to the harness's two replicas (127.0.0.2 and
+/// 127.0.0.3 on the primary's port), with the default balancer.
+pub fn start_routing(upstream: &Upstream, settings: PoolerSettings) -> Result<RunningPooler> {
+    let replicas = format!(
+        "    replicas:\n      hosts: [\"127.0.0.2:{p}\", \"127.0.0.3:{p}\"]\n      \
+         health_check_interval: 500ms\n",
+        p = upstream.port
+    );
+    start_with(upstream, settings, &replicas)
+}
+
+fn start_with(
+    upstream: &Upstream,
+    settings: PoolerSettings,
+    db_extra: &str,
+) -> Result<RunningPooler> {
     let dir = temp_dir("pgrelay-bench-")?;
     let userlist = upstream.write_userlist(dir.path())?;
     let port = free_port()?;
-    let yaml = config_yaml(upstream, settings, port, &userlist);
+    let yaml = config_yaml(upstream, settings, port, &userlist) + db_extra;
     let config = dir.path().join("pgrelay.yaml");
     std::fs::write(&config, yaml).map_err(|e| BenchError::io("writing pgrelay.yaml", e))?;
     let mut cmd = Command::new(BINARY);

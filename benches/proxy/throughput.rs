@@ -109,7 +109,8 @@ fn start_targets(
                 }
             }
             (None, TargetKind::PgrelayRouting) => {
-                TargetState::Skipped("no routing configuration yet".to_string())
+                let pooler = relay::start_routing(upstream, settings)?;
+                live(upstream.endpoint_via(pooler.port), Some(pooler))
             }
         };
         targets.push(Target { spec, state });
