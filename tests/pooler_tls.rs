@@ -144,3 +144,58 @@ async fn verify_full_refuses_a_server_whose_certificate_does_not_match() {
     }
     forwarder.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_connect_over_tls_and_plaintext_is_refused_when_required() {
+    let cluster = cluster(0, false).await;
+    let dir = tempfile::tempdir().unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert =
+        rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+    let cert_path = dir.path().join("pgrelay.crt");
+    let key_path = dir.path().join("pgrelay.key");
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    let relay = common::start_relay(
+        &cluster,
+        &format!(
+            "auth_type: scram-sha-256\nclient_tls_sslmode: require\nclient_tls_cert_file: {}\n\
+             client_tls_key_file: {}",
+            cert_path.display(),
+            key_path.display()
+        ),
+    )
+    .await;
+    let (user, password) = cluster.app_user();
+    let run = |sslmode: &'static str| {
+        let bin = cluster.bin_dir().join("psql");
+        let port = relay.port.to_string();
+        let db = cluster.database().to_string();
+        async move {
+            let out = tokio::process::Command::new(bin)
+                .args(["-XAt", "-c", "select 'over tls'"])
+                .arg(format!(
+                    "host=127.0.0.1 port={port} user={user} dbname={db} sslmode={sslmode}"
+                ))
+                .env("PGPASSWORD", password)
+                .output()
+                .await
+                .unwrap();
+            (
+                out.status.success(),
+                String::from_utf8_lossy(&out.stdout).into_owned()
+                    + &String::from_utf8_lossy(&out.stderr),
+            )
+        }
+    };
+    let (ok, out) = run("require").await;
+    assert!(ok, "{out}");
+    assert_eq!(out.trim(), "over tls");
+    let (ok, out) = run("disable").await;
+    assert!(!ok, "plaintext accepted: {out}");
+    assert!(out.contains("SSL required"), "{out}");
+    relay.stop().await;
+}
