@@ -18,37 +18,13 @@ async fn admin_and_stats_users_use_the_console_and_others_are_refused() {
     let (ok, out) = psql(&cluster, relay.port, app, app_pw, "select 1").await;
     assert!(ok, "{out}");
 
-    let console = |user: &'static str, pw: &'static str, sql: &'static str| {
+    let port = relay.port;
+    let console = |user: &str, pw: &str, sql: &str| {
+        let conninfo = format!("host=127.0.0.1 port={port} user={user} dbname=pgbouncer");
+        let (pw, sql) = (pw.to_string(), sql.to_string());
         let cluster = &cluster;
-        let port = relay.port;
-        async move {
-            let out = tokio::process::Command::new(cluster.bin_dir().join("psql"))
-                .args([
-                    "-XAt",
-                    "-h",
-                    "127.0.0.1",
-                    "-p",
-                    &port.to_string(),
-                    "-U",
-                    user,
-                ])
-                .args(["-d", "pgbouncer", "-c", sql])
-                .env("PGPASSWORD", pw)
-                .output()
-                .await
-                .unwrap();
-            (
-                out.status.success(),
-                String::from_utf8_lossy(&out.stdout).into_owned()
-                    + &String::from_utf8_lossy(&out.stderr),
-            )
-        }
+        async move { common::psql_conninfo(cluster, &conninfo, &pw, &sql).await }
     };
-    let su: &'static str = Box::leak(su.to_string().into_boxed_str());
-    let su_pw: &'static str = Box::leak(su_pw.to_string().into_boxed_str());
-    let app: &'static str = Box::leak(app.to_string().into_boxed_str());
-    let app_pw: &'static str = Box::leak(app_pw.to_string().into_boxed_str());
-
     let (ok, out) = console(su, su_pw, "SHOW POOLS;").await;
     assert!(ok, "{out}");
     assert!(out.lines().any(|l| l.starts_with("app|app|")), "{out}");

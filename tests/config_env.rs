@@ -1,6 +1,8 @@
 //! End-to-end config loading: a real PgBouncer-image environment, YAML files on
 //! disk, precedence, masking and validation errors.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -10,22 +12,7 @@ use pgrelay::config::{
     check_config_report, AuthType, Config, ConfigError, PoolMode, SslMode, ValidationError,
 };
 
-/// The deployment that must work unchanged (it names no database).
-const DEPLOYMENT: &[(&str, &str)] = &[
-    ("PGBOUNCER_ADMIN_USERS", "postgres"),
-    ("PGBOUNCER_AUTH_FILE", "/etc/pgbouncer/userlist.txt"),
-    ("PGBOUNCER_AUTH_TYPE", "plain"),
-    ("PGBOUNCER_DEFAULT_POOL_SIZE", "50"),
-    ("PGBOUNCER_IGNORE_STARTUP_PARAMETERS", "extra_float_digits"),
-    ("PGBOUNCER_LISTEN_PORT", "6432"),
-    ("PGBOUNCER_MAX_CLIENT_CONN", "1000"),
-    ("PGBOUNCER_MAX_DB_CONNECTIONS", "100"),
-    ("PGBOUNCER_MIN_POOL_SIZE", "5"),
-    ("PGBOUNCER_POOL_MODE", "session"),
-    ("PGBOUNCER_RESERVE_POOL_SIZE", "5"),
-    ("PGBOUNCER_STATS_USERS", "postgres"),
-    ("SERVER_TLS_SSLMODE", "require"),
-];
+use common::deployment::DEPLOYMENT_ENV as DEPLOYMENT;
 
 fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
     pairs

@@ -3,6 +3,8 @@
 //! parse, keep its safety invariants, and carry an environment that pgrelay's
 //! own config loader accepts.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -16,22 +18,7 @@ const LISTEN_PORT: i64 = 6432;
 const METRICS_PORT: i64 = 9127;
 const NON_ROOT_UID: i64 = 10001;
 
-/// The PgBouncer-image environment the deployment must carry, verbatim.
-const REQUIRED_ENV: &[(&str, &str)] = &[
-    ("PGBOUNCER_ADMIN_USERS", "postgres"),
-    ("PGBOUNCER_AUTH_FILE", "/etc/pgbouncer/userlist.txt"),
-    ("PGBOUNCER_AUTH_TYPE", "plain"),
-    ("PGBOUNCER_DEFAULT_POOL_SIZE", "50"),
-    ("PGBOUNCER_IGNORE_STARTUP_PARAMETERS", "extra_float_digits"),
-    ("PGBOUNCER_LISTEN_PORT", "6432"),
-    ("PGBOUNCER_MAX_CLIENT_CONN", "1000"),
-    ("PGBOUNCER_MAX_DB_CONNECTIONS", "100"),
-    ("PGBOUNCER_MIN_POOL_SIZE", "5"),
-    ("PGBOUNCER_POOL_MODE", "session"),
-    ("PGBOUNCER_RESERVE_POOL_SIZE", "5"),
-    ("PGBOUNCER_STATS_USERS", "postgres"),
-    ("SERVER_TLS_SSLMODE", "require"),
-];
+use common::deployment::DEPLOYMENT_ENV as REQUIRED_ENV;
 
 fn deploy_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy")

@@ -14,23 +14,10 @@ use tokio::net::{TcpListener, TcpStream};
 /// in a temp dir, ports are ephemeral (6432 and 9127 may be in use on a test
 /// machine), and the database comes from POSTGRESQL_HOST/PORT.
 fn deployment_env(userlist: &std::path::Path, db_port: u16) -> BTreeMap<String, String> {
-    let mut env: BTreeMap<String, String> = [
-        ("PGBOUNCER_ADMIN_USERS", "postgres"),
-        ("PGBOUNCER_AUTH_TYPE", "plain"),
-        ("PGBOUNCER_DEFAULT_POOL_SIZE", "50"),
-        ("PGBOUNCER_IGNORE_STARTUP_PARAMETERS", "extra_float_digits"),
-        ("PGBOUNCER_LISTEN_PORT", "6432"),
-        ("PGBOUNCER_MAX_CLIENT_CONN", "1000"),
-        ("PGBOUNCER_MAX_DB_CONNECTIONS", "100"),
-        ("PGBOUNCER_MIN_POOL_SIZE", "5"),
-        ("PGBOUNCER_POOL_MODE", "session"),
-        ("PGBOUNCER_RESERVE_POOL_SIZE", "5"),
-        ("PGBOUNCER_STATS_USERS", "postgres"),
-        ("SERVER_TLS_SSLMODE", "require"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
+    let mut env: BTreeMap<String, String> = common::deployment::DEPLOYMENT_ENV
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     env.insert("PGBOUNCER_AUTH_FILE".into(), userlist.display().to_string());
     env.insert("PGBOUNCER_LISTEN_PORT".into(), "0".into());
     env.insert("PGBOUNCER_LISTEN_ADDR".into(), "127.0.0.1".into());
@@ -170,26 +157,14 @@ async fn clients_connect_over_tls_and_plaintext_is_refused_when_required() {
     )
     .await;
     let (user, password) = cluster.app_user();
-    let run = |sslmode: &'static str| {
-        let bin = cluster.bin_dir().join("psql");
-        let port = relay.port.to_string();
-        let db = cluster.database().to_string();
-        async move {
-            let out = tokio::process::Command::new(bin)
-                .args(["-XAt", "-c", "select 'over tls'"])
-                .arg(format!(
-                    "host=127.0.0.1 port={port} user={user} dbname={db} sslmode={sslmode}"
-                ))
-                .env("PGPASSWORD", password)
-                .output()
-                .await
-                .unwrap();
-            (
-                out.status.success(),
-                String::from_utf8_lossy(&out.stdout).into_owned()
-                    + &String::from_utf8_lossy(&out.stderr),
-            )
-        }
+    let run = |sslmode: &str| {
+        let conninfo = format!(
+            "host=127.0.0.1 port={} user={user} dbname={} sslmode={sslmode}",
+            relay.port,
+            cluster.database()
+        );
+        let cluster = &cluster;
+        async move { common::psql_conninfo(cluster, &conninfo, password, "select 'over tls'").await }
     };
     let (ok, out) = run("require").await;
     assert!(ok, "{out}");

@@ -2,6 +2,8 @@
 //! testcontainers crate with pgrelay started in-process in front of it.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod deployment;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -189,19 +191,24 @@ pub async fn psql(
     password: &str,
     sql: &str,
 ) -> (bool, String) {
+    let conninfo = format!(
+        "host=127.0.0.1 port={port} user={user} dbname={}",
+        cluster.database()
+    );
+    psql_conninfo(cluster, &conninfo, password, sql).await
+}
+
+/// Runs `psql -XAt -c sql "<conninfo>"`; returns (success, stdout+stderr).
+pub async fn psql_conninfo(
+    cluster: &Cluster,
+    conninfo: &str,
+    password: &str,
+    sql: &str,
+) -> (bool, String) {
     let out = tokio::time::timeout(
         Duration::from_secs(60),
         tokio::process::Command::new(cluster.bin_dir().join("psql"))
-            .args([
-                "-XAt",
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-                "-U",
-                user,
-            ])
-            .args(["-d", cluster.database(), "-c", sql])
+            .args(["-XAt", "-c", sql, conninfo])
             .env("PGPASSWORD", password)
             .env("PGCONNECT_TIMEOUT", "10")
             .kill_on_drop(true)
