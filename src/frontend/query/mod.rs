@@ -115,8 +115,9 @@ impl<'a> Session<'a> {
             mode,
             server: None,
             statements: ClientStatements::default(),
-            to_server: BytesMut::with_capacity(4096),
-            to_client: Vec::with_capacity(4),
+            // Allocated on first use: an idle client should cost as little as possible.
+            to_server: BytesMut::new(),
+            to_client: Vec::new(),
         }
     }
 
