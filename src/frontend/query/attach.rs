@@ -65,6 +65,8 @@ impl Session<'_> {
                             endpoint.report_failure();
                             tried = Some(endpoint.addr);
                         }
+                        // Picked just as discovery removed it: its pool is draining.
+                        Err(PoolError::Closed) => tried = Some(endpoint.addr),
                         Err(e) => return Err(e.into()),
                     }
                 }
