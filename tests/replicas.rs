@@ -232,9 +232,11 @@ async fn killing_a_replica_under_load_moves_reads_and_it_is_readmitted() {
         .filter(|l| l.contains("client ") && l.contains(" aborted in command"))
         .count();
     println!("clients aborted by the kill: {aborted}\n{text}");
+    // Only queries in flight on the victim may fail: about half the clients at
+    // any moment with two replicas; a client that was not there must survive.
     assert!(
-        aborted <= 4,
-        "more failures than requests in flight: {text}"
+        aborted < 4,
+        "every client failed, not just those in flight: {text}"
     );
     assert!(
         text.contains("number of transactions actually processed"),
