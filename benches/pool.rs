@@ -28,16 +28,7 @@ impl Connector for StandIn {
 }
 
 fn settings(size: usize) -> PoolSettings {
-    PoolSettings {
-        size,
-        min_size: 0,
-        reserve_size: 0,
-        reserve_timeout: Duration::from_secs(5),
-        wait_timeout: Some(Duration::from_secs(5)),
-        idle_timeout: None,
-        lifetime: None,
-        login_retry: Duration::from_secs(1),
-    }
+    PoolSettings::with_size(size)
 }
 
 async fn checkout_checkin(pool: &Pool<StandIn>, iters: u64) {

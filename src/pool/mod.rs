@@ -50,6 +50,23 @@ pub struct PoolSettings {
     pub login_retry: Duration,
 }
 
+impl PoolSettings {
+    /// `size` connections and nothing else: no minimum, no reserve, no
+    /// eviction, a 5 s wait limit and a 1 s login retry.
+    pub fn with_size(size: usize) -> Self {
+        PoolSettings {
+            size,
+            min_size: 0,
+            reserve_size: 0,
+            reserve_timeout: Duration::from_secs(5),
+            wait_timeout: Some(Duration::from_secs(5)),
+            idle_timeout: None,
+            lifetime: None,
+            login_retry: Duration::from_secs(1),
+        }
+    }
+}
+
 #[derive(Debug, Error)]
 pub enum PoolError<E: std::error::Error + 'static> {
     #[error("timed out waiting for a server connection")]

@@ -27,14 +27,8 @@ impl Connector for Arc<Counting> {
 
 fn settings(size: usize) -> PoolSettings {
     PoolSettings {
-        size,
-        min_size: 0,
-        reserve_size: 0,
-        reserve_timeout: Duration::from_secs(5),
-        wait_timeout: Some(Duration::from_secs(5)),
-        idle_timeout: None,
-        lifetime: None,
         login_retry: Duration::from_millis(200),
+        ..PoolSettings::with_size(size)
     }
 }
 
