@@ -39,6 +39,29 @@ async fn wait_until_read_on(client: &tokio_postgres::Client, want: &str, limit: 
     }
 }
 
+/// Reads until `gone` has served none of `n` reads in a row, or panics after `limit`.
+async fn wait_until_not_read_on(
+    client: &tokio_postgres::Client,
+    gone: &str,
+    n: usize,
+    limit: Duration,
+) {
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut streak = 0;
+    while streak < n {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{gone} kept serving reads"
+        );
+        if scalar(client, "SELECT inet_server_addr()").await == gone {
+            streak = 0;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        } else {
+            streak += 1;
+        }
+    }
+}
+
 async fn read_spread(client: &tokio_postgres::Client, n: usize) -> HashMap<String, usize> {
     let mut counts = HashMap::new();
     for _ in 0..n {
@@ -107,7 +130,7 @@ async fn a_records_are_discovered_a_new_replica_joins_and_a_removed_one_drains()
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     dns.set_a("replicas", &all[1..], 1).unwrap();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    wait_until_not_read_on(&client, "127.0.0.2", 50, Duration::from_secs(15)).await;
     let spread = read_spread(&client, 100).await;
     stop.store(true, Ordering::Relaxed);
     for r in readers {
@@ -169,8 +192,8 @@ async fn a_lagging_replica_takes_no_reads_until_it_catches_up() {
             "insert into lag select generate_series(1, 20000)",
         )
         .unwrap();
-    // Two health checks later the paused replica is out of rotation.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // A few health checks later the paused replica is out of rotation.
+    wait_until_not_read_on(&client, "127.0.0.2", 50, Duration::from_secs(15)).await;
     let spread = read_spread(&client, 200).await;
     assert!(
         !spread.contains_key("127.0.0.2"),
