@@ -113,18 +113,10 @@ async fn session_parameters_follow_the_client_across_servers_and_do_not_leak() {
     a.batch_execute("SET application_name = 'client_a'; SET TimeZone = 'Asia/Tokyo'")
         .await
         .unwrap();
-    let first_pid: i32 = a
-        .query_one("select pg_backend_pid()", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let first_pid: i32 = common::backend_pid(&a).await;
     // b holds the server a just used, so a's next transaction lands elsewhere.
     b.batch_execute("BEGIN").await.unwrap();
-    let b_pid: i32 = b
-        .query_one("select pg_backend_pid()", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let b_pid: i32 = common::backend_pid(&b).await;
     let row = a
         .query_one(
             "select pg_backend_pid(), current_setting('application_name'), current_setting('TimeZone')",

@@ -25,11 +25,7 @@ async fn prepared_statements_survive_a_change_of_server() {
     // b takes a server and keeps it in a transaction; a's next use of its
     // statement then runs elsewhere, where pgrelay prepares it first.
     b.batch_execute("BEGIN").await.unwrap();
-    let b_pid: i32 = b
-        .query_one("select pg_backend_pid()", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let b_pid: i32 = common::backend_pid(&b).await;
     let row = a
         .query_one(&stmt, &[&41i32])
         .await
