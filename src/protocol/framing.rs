@@ -83,10 +83,7 @@ impl<'a> Reader<'a> {
     }
 
     pub fn cstr_bytes(&mut self) -> Result<&'a [u8], ProtocolError> {
-        let end = self
-            .buf
-            .iter()
-            .position(|&b| b == 0)
+        let end = memchr::memchr(0, self.buf)
             .ok_or_else(|| ProtocolError::malformed(self.what, "missing string terminator"))?;
         let s = &self.buf[..end];
         self.buf = &self.buf[end + 1..];
