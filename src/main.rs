@@ -139,10 +139,13 @@ fn main() -> ExitCode {
             for w in cfg.warnings() {
                 warn!("{w}");
             }
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .expect("tokio runtime");
+            let runtime = match build_runtime(cfg.runtime.worker_threads) {
+                Ok(runtime) => runtime,
+                Err(e) => {
+                    eprintln!("pgrelay: cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
             match runtime.block_on(run(cfg, cli.config)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -150,6 +153,23 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+/// One thread runs everything on a current-thread runtime; more use tokio's
+/// work-stealing scheduler (0 = one thread per core).
+fn build_runtime(worker_threads: u32) -> std::io::Result<tokio::runtime::Runtime> {
+    match worker_threads {
+        1 => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        n => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            if n > 1 {
+                builder.worker_threads(n as usize);
+            }
+            builder.enable_all().build()
         }
     }
 }

@@ -28,8 +28,8 @@ pub use modes::{AuthType, InvalidMode, LogFormat, PoolMode, SslMode};
 pub use report::check_config_report;
 pub use sections::{
     AdminConfig, AuthConfig, LimitsConfig, ListenConfig, LoggingConfig, MetricsConfig,
-    PoolDefaults, RoutingConfig, ServerSessionConfig, StartupParamsConfig, Timeouts, TlsConfig,
-    DEFAULT_MAX_PACKET_SIZE, DEFAULT_ROUTING_RULES,
+    PoolDefaults, RoutingConfig, RuntimeConfig, ServerSessionConfig, StartupParamsConfig, Timeouts,
+    TlsConfig, DEFAULT_MAX_PACKET_SIZE, DEFAULT_ROUTING_RULES,
 };
 pub use settings::{IGNORED_SETTINGS, SETTING_NAMES};
 pub use validate::ADMIN_DATABASE;
@@ -54,6 +54,7 @@ pub struct Config {
     pub logging: LoggingConfig,
     pub metrics: MetricsConfig,
     pub routing: RoutingConfig,
+    pub runtime: RuntimeConfig,
     pub databases: BTreeMap<String, DatabaseConfig>,
     /// Harmless PgBouncer settings that were set but are not implemented: name → raw value.
     pub ignored: BTreeMap<String, String>,
@@ -75,6 +76,7 @@ impl Default for Config {
             logging: LoggingConfig::default(),
             metrics: MetricsConfig::default(),
             routing: RoutingConfig::default(),
+            runtime: RuntimeConfig::default(),
             databases: BTreeMap::new(),
             ignored: BTreeMap::new(),
         }

@@ -138,6 +138,7 @@ settings_table! {
         stats_period: Duration => logging.stats_period;
 
         metrics_addr: Option<SocketAddr> => metrics.addr;
+        worker_threads: u32 => runtime.worker_threads;
         routing_rules: Vec<PathBuf> => routing.rule_files;
     }
     ignored {
