@@ -140,6 +140,9 @@ pub struct ServerConn {
     max_message: usize,
     /// Statements pgrelay prepared here under its own names (transaction pooling).
     prepared: HashSet<Arc<str>>,
+    /// The client parameter values this server's tracked parameters were last
+    /// seen to match; cleared when the server reports a change.
+    synced_to: Option<Arc<Vec<(String, String)>>>,
 }
 
 impl std::fmt::Debug for ServerConn {
@@ -179,6 +182,7 @@ impl ServerConn {
             created: Instant::now(),
             max_message: opts.max_message,
             prepared: HashSet::new(),
+            synced_to: None,
         };
         let login = tokio::time::timeout(opts.connect_timeout, login::login(&mut conn, opts));
         login
@@ -248,6 +252,18 @@ impl ServerConn {
         &self.params
     }
 
+    /// Whether this server's tracked parameters are known to equal `values`
+    /// (a client's, as last recorded by [`ServerConn::mark_params_synced`]).
+    pub fn params_synced_to(&self, values: &Arc<Vec<(String, String)>>) -> bool {
+        self.synced_to
+            .as_ref()
+            .is_some_and(|s| Arc::ptr_eq(s, values) || s == values)
+    }
+
+    pub fn mark_params_synced(&mut self, values: Arc<Vec<(String, String)>>) {
+        self.synced_to = Some(values);
+    }
+
     pub fn param(&self, name: &str) -> Option<&str> {
         self.params
             .iter()
@@ -259,10 +275,14 @@ impl ServerConn {
         match self.params.iter_mut().find(|(k, _)| k == name) {
             Some((_, v)) => {
                 if v != value {
-                    *v = value.to_string()
+                    *v = value.to_string();
+                    self.synced_to = None;
                 }
             }
-            None => self.params.push((name.to_string(), value.to_string())),
+            None => {
+                self.params.push((name.to_string(), value.to_string()));
+                self.synced_to = None;
+            }
         }
     }
 

@@ -5,6 +5,8 @@
 //! messages a server sends when the client runs `SET`; only parameters the
 //! server reports (GUC_REPORT) can be followed this way.
 
+use std::sync::Arc;
+
 use super::{FrontendError, FrontendSettings};
 
 /// Tracked by default, as PgBouncer does.
@@ -21,8 +23,10 @@ pub(crate) const PGRELAY_PREFIX: &str = "pgrelay.";
 
 #[derive(Debug, Clone, Default)]
 pub(crate) struct ClientParams {
-    /// (name as the server spells it, value)
-    values: Vec<(String, String)>,
+    /// (name as the server spells it, value). Shared with the servers last
+    /// brought in line with them, so a checkout can tell they still match
+    /// without comparing each value.
+    values: Arc<Vec<(String, String)>>,
     extra_tracked: Vec<String>,
     /// `pgrelay.*` startup parameters, for the router.
     pub pgrelay: Vec<(String, String)>,
@@ -123,21 +127,27 @@ impl ClientParams {
         if !self.is_tracked(&name.to_ascii_lowercase()) {
             return;
         }
-        match self
+        let found = self
             .values
-            .iter_mut()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-        {
-            Some((k, v)) => {
+            .iter()
+            .position(|(k, _)| k.eq_ignore_ascii_case(name));
+        match found {
+            Some(i) => {
+                let (k, v) = &self.values[i];
                 // Prefer the server's spelling of the name.
-                if k != name && name.chars().any(|c| c.is_ascii_uppercase()) {
+                let respell = k != name && name.chars().any(|c| c.is_ascii_uppercase());
+                if !respell && v == value {
+                    return; // unchanged: keep sharing the snapshot
+                }
+                let (k, v) = &mut Arc::make_mut(&mut self.values)[i];
+                if respell {
                     *k = name.to_string();
                 }
                 if v != value {
                     *v = value.to_string();
                 }
             }
-            None => self.values.push((name.to_string(), value.to_string())),
+            None => Arc::make_mut(&mut self.values).push((name.to_string(), value.to_string())),
         }
     }
 
@@ -155,7 +165,7 @@ impl ClientParams {
                 }
             }
         }
-        for (name, value) in &self.values {
+        for (name, value) in self.values.iter() {
             if !out.iter().any(|(k, _)| k.eq_ignore_ascii_case(name)) {
                 out.push((name.clone(), value.clone()));
             }
@@ -163,10 +173,15 @@ impl ClientParams {
         out
     }
 
+    /// The tracked values as one shared snapshot (see `ServerConn::params_synced_to`).
+    pub fn snapshot(&self) -> &Arc<Vec<(String, String)>> {
+        &self.values
+    }
+
     /// SQL that makes a server's tracked parameters match this client's, if any differ.
     pub fn sync_sql<'a>(&self, server_value: impl Fn(&str) -> Option<&'a str>) -> Option<String> {
         let mut sql = String::new();
-        for (name, value) in &self.values {
+        for (name, value) in self.values.iter() {
             if server_value(name) == Some(value.as_str()) {
                 continue;
             }

@@ -40,6 +40,10 @@ pub enum MetricsError {
     Encode(prometheus::Error),
 }
 
+/// Route reasons recorded for every checkout, resolved at start-up so the hot
+/// path skips the label lookup (a hash and a lock in the prometheus crate).
+const COMMON_ROUTE_REASONS: [&str; 3] = ["primary", "read", "read_fallback"];
+
 /// All of pgrelay's metrics. Create one at start-up and pass `Arc<Metrics>` to
 /// whoever records or serves them.
 pub struct Metrics {
@@ -48,6 +52,9 @@ pub struct Metrics {
     logins: Vec<IntCounter>,
     errors: IntCounterVec,
     routes: IntCounterVec,
+    /// The routes the query loop records on every checkout, each looked up on
+    /// first use (a series appears only once used): [role][reason].
+    common_routes: [[std::sync::OnceLock<IntCounter>; COMMON_ROUTE_REASONS.len()]; Role::ALL.len()],
     pools: PoolFamilies,
     replicas: ReplicaFamilies,
     process: ProcessMetrics,
@@ -102,6 +109,7 @@ impl Metrics {
                 .map(|res| login_family.with_label_values(&[res.label()]))
                 .collect(),
             errors,
+            common_routes: Default::default(),
             routes,
             pools: PoolFamilies::register(&r)?,
             replicas: ReplicaFamilies::register(&r)?,
@@ -156,12 +164,29 @@ impl Metrics {
     /// The router sent a statement to `target` for `reason`. `reason` must be
     /// one of the router's fixed reason names (hence `'static`), never SQL text.
     pub fn route(&self, target: Role, reason: &'static str) {
-        self.route_counter(target, reason).inc();
+        match self.common_route(target, reason) {
+            Some(counter) => counter.inc(),
+            None => self
+                .routes
+                .with_label_values(&[target.label(), reason])
+                .inc(),
+        }
+    }
+
+    fn common_route(&self, target: Role, reason: &'static str) -> Option<&IntCounter> {
+        let slot = COMMON_ROUTE_REASONS.iter().position(|r| *r == reason)?;
+        Some(
+            self.common_routes[target as usize][slot]
+                .get_or_init(|| self.routes.with_label_values(&[target.label(), reason])),
+        )
     }
 
     /// The counter behind [`Metrics::route`], for callers that pre-resolve it.
     pub fn route_counter(&self, target: Role, reason: &'static str) -> IntCounter {
-        self.routes.with_label_values(&[target.label(), reason])
+        match self.common_route(target, reason) {
+            Some(counter) => counter.clone(),
+            None => self.routes.with_label_values(&[target.label(), reason]),
+        }
     }
 
     /// Health gauges for one replica endpoint (e.g. `"10.0.0.7:5432"`).

@@ -188,11 +188,18 @@ impl<C: Connector> Pool<C> {
     /// Checks out a connection: an idle one (most recently used first), else a new one.
     pub async fn get(&self) -> Result<Pooled<C>, PoolError<C::Error>> {
         let inner = &self.inner;
-        let deadline = inner.settings.wait_timeout.map(|t| Instant::now() + t);
-        inner.waiting.fetch_add(1, Ordering::Relaxed);
-        let slot = self.acquire_slot(deadline).await;
-        inner.waiting.fetch_sub(1, Ordering::Relaxed);
-        let slot = slot?;
+        let started = Instant::now();
+        let deadline = inner.settings.wait_timeout.map(|t| started + t);
+        // The common case, a free slot, needs no timers.
+        let slot = match inner.main.clone().try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(_) => {
+                inner.waiting.fetch_add(1, Ordering::Relaxed);
+                let slot = self.acquire_slot(deadline).await;
+                inner.waiting.fetch_sub(1, Ordering::Relaxed);
+                slot?
+            }
+        };
         if let Some(entry) = inner.pop_idle() {
             return Ok(Pooled::new(entry, slot, inner.clone()));
         }
@@ -271,10 +278,12 @@ impl<C: Connector> Pool<C> {
 
 impl<C: Connector> Inner<C> {
     fn pop_idle(&self) -> Option<Entry<C::Conn>> {
-        let now = Instant::now();
+        // Reading the clock is only needed when connections have a lifetime.
+        let now = self.settings.lifetime.map(|_| Instant::now());
         let mut idle = self.idle.lock().unwrap();
         while let Some(i) = idle.pop() {
-            if !self.is_past_lifetime(&i.conn, now) && self.connector.is_alive(&i.conn.conn) {
+            let expired = now.is_some_and(|now| self.is_past_lifetime(&i.conn, now));
+            if !expired && self.connector.is_alive(&i.conn.conn) {
                 return Some(i.conn);
             }
         }
@@ -282,13 +291,11 @@ impl<C: Connector> Inner<C> {
     }
 
     fn push_idle(&self, conn: Entry<C::Conn>) {
-        if self.main.is_closed() || self.is_past_lifetime(&conn, Instant::now()) {
+        let now = Instant::now();
+        if self.main.is_closed() || self.is_past_lifetime(&conn, now) {
             return;
         }
-        self.idle.lock().unwrap().push(Idle {
-            conn,
-            since: Instant::now(),
-        });
+        self.idle.lock().unwrap().push(Idle { conn, since: now });
     }
 
     fn is_past_lifetime(&self, conn: &Entry<C::Conn>, now: Instant) -> bool {

@@ -190,8 +190,13 @@ impl<'a> Session<'a> {
     pub async fn serve(
         &mut self,
         client: &mut ClientConn,
-        mut shutdown: ShutdownSignal,
+        shutdown: ShutdownSignal,
     ) -> Result<(), FrontendError> {
+        // One wait for the whole session: making a new one per loop costs a
+        // waiter registration on the shared channel each time.
+        let mut watch = shutdown.clone();
+        let stop = watch.triggered();
+        tokio::pin!(stop);
         loop {
             if let Flow::Quit = self.process_client_messages(client).await? {
                 return Ok(());
@@ -217,25 +222,19 @@ impl<'a> Session<'a> {
                     None => std::future::pending().await,
                 }
             };
-            let stop = async {
-                if quiet && !in_tx {
-                    shutdown.triggered().await
-                } else {
-                    std::future::pending().await
-                }
-            };
+            let stoppable = quiet && !in_tx;
             match &mut self.server {
                 None => tokio::select! {
                     r = client.fill() => { r?; }
                     _ = idle_timer => return Err(FrontendError::IdleTimeout),
-                    _ = stop => return Err(FrontendError::ShuttingDown),
+                    _ = &mut stop, if stoppable => return Err(FrontendError::ShuttingDown),
                 },
                 Some(attached) => {
                     let event = tokio::select! {
                         r = client.fill() => Event::Client(r),
                         r = attached.conn.fill() => Event::Server(r),
                         _ = idle_timer => Event::Idle,
-                        _ = stop => Event::Stop,
+                        _ = &mut stop, if stoppable => Event::Stop,
                     };
                     match event {
                         Event::Client(r) => {
@@ -341,9 +340,20 @@ impl<'a> Session<'a> {
         }
     }
 
-    pub fn sync_sql(&self) -> Option<String> {
-        let attached = self.server.as_ref()?;
-        self.params.sync_sql(|name| attached.conn.param(name))
+    /// SQL that brings the attached server's tracked parameters in line with
+    /// the client's, if they differ. A server already known to match (the
+    /// common case in a pool of like clients) is not compared value by value.
+    pub fn sync_sql(&mut self) -> Option<String> {
+        let attached = self.server.as_mut()?;
+        let wanted = self.params.snapshot();
+        if attached.conn.params_synced_to(wanted) {
+            return None;
+        }
+        let sql = self.params.sync_sql(|name| attached.conn.param(name));
+        if sql.is_none() {
+            attached.conn.mark_params_synced(wanted.clone());
+        }
+        sql
     }
 
     /// Runs a statement of pgrelay's own on the attached server; a failure

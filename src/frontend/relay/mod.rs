@@ -76,7 +76,8 @@ pub(crate) struct RelayState {
 impl Default for RelayState {
     fn default() -> Self {
         RelayState {
-            owed: VecDeque::new(),
+            // Room for a pipelined extended-protocol batch without regrowing.
+            owed: VecDeque::with_capacity(8),
             unsynced: false,
             tx: TxStatus::Idle,
             skip: 0,
