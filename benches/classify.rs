@@ -57,6 +57,25 @@ fn bench(c: &mut Criterion) {
     let uncached = Classifier::new(RuleSet::builtin(), 0);
     group.bench_function("uncached", |b| b.iter(|| classify_all(&uncached, &ctx)));
     group.finish();
+
+    // Simple-protocol clients inline values: each text is new, the shape is not.
+    let mut group = c.benchmark_group("classify_inlined_literals");
+    group.throughput(Throughput::Elements(1));
+    group.measurement_time(Duration::from_secs(4));
+    group.warm_up_time(Duration::from_secs(1));
+    let texts: Vec<String> = (0..4096)
+        .map(|i| {
+            format!(
+                "SELECT abalance FROM pgbench_accounts WHERE aid = {};",
+                10_000 + i
+            )
+        })
+        .collect();
+    let mut next = texts.iter().cycle();
+    group.bench_function("cached_by_shape", |b| {
+        b.iter(|| black_box(cached.classify(next.next().expect("cycle"), &ctx)))
+    });
+    group.finish();
 }
 
 criterion_group!(benches, bench);

@@ -231,3 +231,52 @@ fn unknown_functions_stay_on_primary_by_default() {
         );
     }
 }
+
+/// Every literal digit of `sql` changed to another digit (names like `t1` kept).
+fn other_literals(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len());
+    let mut prev = ' ';
+    for c in sql.chars() {
+        let ident = prev.is_alphanumeric() || prev == '_' || prev == '$';
+        out.push(match c.to_digit(10) {
+            Some(d) if !ident => char::from_digit((d + 3) % 10, 10).expect("a digit"),
+            _ => c,
+        });
+        prev = if c.is_ascii_digit() && !ident { '0' } else { c };
+    }
+    out
+}
+
+/// The cache masks literals: a statement classified after a variant with other
+/// literal values (a cache hit) must get exactly the decision it gets uncached.
+#[test]
+fn a_cached_variant_with_other_literals_decides_like_the_statement_itself() {
+    let warm = Classifier::new(RuleSet::builtin(), 4096);
+    let cold = Classifier::new(RuleSet::builtin(), 0);
+    let ctx = ctx(RouteOverride::Auto);
+    let (mut varied, mut shared) = (0, 0);
+    for case in cases() {
+        let variant = other_literals(&case.sql);
+        warm.classify(&variant, &ctx);
+        let hits_before = warm.stats().cache_hits;
+        assert_eq!(
+            warm.classify(&case.sql, &ctx),
+            cold.classify(&case.sql, &ctx),
+            "line {}: {}",
+            case.line,
+            case.sql
+        );
+        if variant != case.sql {
+            varied += 1;
+            shared += usize::from(warm.stats().cache_hits > hits_before);
+        }
+    }
+    assert!(
+        varied > 50,
+        "only {varied} statements have literals to vary"
+    );
+    assert!(
+        shared > varied / 2,
+        "only {shared} of {varied} literal variants shared a cache entry"
+    );
+}

@@ -8,6 +8,7 @@ use super::cache::AnalysisCache;
 use super::effect::{Effect, RouteCommand, TxControl};
 use super::kind::StatementKind;
 use super::lexer::Hint;
+use super::normalize::literal_free_key;
 use super::route::{Overruled, PrimaryCause, Reason, Route, Target};
 use super::ruleset::{RuleSet, UnknownFunctions};
 use super::session::{RouteOverride, SessionContext, TxState};
@@ -57,6 +58,8 @@ struct Counters {
 pub struct Classifier {
     rules: RuleSet,
     cache: AnalysisCache,
+    /// Cache keys mask literals unless a rule's regex could see them.
+    literal_free_keys: bool,
     counters: Counters,
 }
 
@@ -64,6 +67,7 @@ impl Classifier {
     /// `cache_capacity` query texts are kept (0 disables the cache).
     pub fn new(rules: RuleSet, cache_capacity: usize) -> Self {
         Self {
+            literal_free_keys: !rules.rules().iter().any(|r| r.has_text_pattern()),
             rules,
             cache: AnalysisCache::new(cache_capacity),
             counters: Counters::default(),
@@ -76,13 +80,19 @@ impl Classifier {
 
     /// The (cached) session-independent analysis of `sql`.
     pub fn analyze(&self, sql: &str) -> Arc<TextAnalysis> {
-        if let Some(hit) = self.cache.get(sql) {
+        let masked = if self.literal_free_keys {
+            literal_free_key(sql)
+        } else {
+            None
+        };
+        let key = masked.as_deref().unwrap_or(sql);
+        if let Some(hit) = self.cache.get(key) {
             self.counters.cache_hits.fetch_add(1, Ordering::Relaxed);
             return hit;
         }
         self.counters.cache_misses.fetch_add(1, Ordering::Relaxed);
         let analysis = Arc::new(self.analyze_uncached(sql));
-        self.cache.insert(sql, Arc::clone(&analysis));
+        self.cache.insert(key, Arc::clone(&analysis));
         analysis
     }
 

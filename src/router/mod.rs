@@ -49,7 +49,8 @@
 //! # Caching
 //! The pure analysis of a text (statements, kinds, access, effects, tables,
 //! functions, rules whose text conditions match) is cached in a sharded LRU keyed by the
-//! text; hints live in the text. Session conditions, overrides and transaction
+//! text with literal values masked (see `normalize`; not when a rule has a
+//! `regex`, which may look at literals); hints live in the text. Session conditions, overrides and transaction
 //! state are applied after the cache on every call.
 
 mod analyze;
@@ -63,6 +64,7 @@ mod functions;
 mod inspect;
 mod kind;
 mod lexer;
+mod normalize;
 mod route;
 mod rule;
 mod ruleset;

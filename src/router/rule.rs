@@ -179,6 +179,11 @@ impl Rule {
     }
 
     /// Conditions that depend only on the statement text (cacheable).
+    /// Whether the rule looks at the raw text (and so at literal values).
+    pub fn has_text_pattern(&self) -> bool {
+        self.regex.is_some()
+    }
+
     pub fn matches_statement(&self, statement: &StatementAnalysis, sql: &str) -> bool {
         (self.kinds.is_empty() || self.kinds.contains(&statement.kind))
             && (self.tables.is_empty()

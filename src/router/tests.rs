@@ -197,6 +197,32 @@ fn rules_match_tables_sessions_and_regex_first_match_wins() {
 }
 
 #[test]
+fn a_regex_rule_sees_each_text_s_own_literals() {
+    let c = with_rules(
+        "rules:\n  - name: vip\n    match: {regex: 'customer_id = 42\\b'}\n    target: primary\n",
+    );
+    let sql = |id: u32| format!("SELECT * FROM orders WHERE customer_id = {id}");
+    assert_eq!(c.classify(&sql(42), &ctx()).route.target, Target::Primary);
+    assert_eq!(c.classify(&sql(17), &ctx()).route.target, Target::Replicas);
+    assert_eq!(c.classify(&sql(42), &ctx()).route.target, Target::Primary);
+}
+
+#[test]
+fn texts_differing_only_in_literals_share_one_cache_entry() {
+    let c = builtin();
+    for id in 0..100 {
+        let d = c.classify(
+            &format!("SELECT v FROM t WHERE id = {id} AND s = 'k{id}'"),
+            &ctx(),
+        );
+        assert_eq!(d.route.target, Target::Replicas);
+    }
+    let stats = c.stats();
+    assert_eq!(stats.cache_misses, 2, "one per literal length: {stats:?}");
+    assert_eq!(stats.cache_entries, 2);
+}
+
+#[test]
 fn rules_never_move_writes_off_the_primary() {
     let c = with_rules(
         "rules:\n  - name: all-bi\n    match: {application_name: bi}\n    target: group:bi\n",
