@@ -80,19 +80,25 @@ impl Classifier {
 
     /// The (cached) session-independent analysis of `sql`.
     pub fn analyze(&self, sql: &str) -> Arc<TextAnalysis> {
+        // The text itself first: prepared statements and repeated texts hit here
+        // without paying for the masking scan.
+        if let Some(hit) = self.cache.get(sql) {
+            self.counters.cache_hits.fetch_add(1, Ordering::Relaxed);
+            return hit;
+        }
         let masked = if self.literal_free_keys {
             literal_free_key(sql)
         } else {
             None
         };
-        let key = masked.as_deref().unwrap_or(sql);
-        if let Some(hit) = self.cache.get(key) {
+        if let Some(hit) = masked.as_deref().and_then(|key| self.cache.get(key)) {
             self.counters.cache_hits.fetch_add(1, Ordering::Relaxed);
             return hit;
         }
         self.counters.cache_misses.fetch_add(1, Ordering::Relaxed);
         let analysis = Arc::new(self.analyze_uncached(sql));
-        self.cache.insert(key, Arc::clone(&analysis));
+        self.cache
+            .insert(masked.as_deref().unwrap_or(sql), Arc::clone(&analysis));
         analysis
     }
 

@@ -19,94 +19,96 @@ const NORMALISED_LEADERS: [&str; 7] = [
 /// literal to mask, or a text that must not be normalised).
 pub fn literal_free_key(sql: &str) -> Option<String> {
     let bytes = sql.as_bytes();
-    if !leads_with_normalisable_keyword(sql)
+    if !leads_with_normalisable_keyword(bytes)
         || memchr::memchr(b'\\', bytes).is_some()
-        || contains_ignore_ascii_case(bytes, b"pgrelay")
+        || mentions_pgrelay(bytes)
     {
         return None;
     }
-    let mut key = Vec::with_capacity(bytes.len());
-    let mut changed = false;
+    // Allocated at the first literal: most prepared-statement texts have none.
+    let mut key: Option<Vec<u8>> = None;
     let mut i = 0;
     while i < bytes.len() {
         let b = bytes[i];
-        match b {
-            b'\'' => {
-                let end = quoted_end(bytes, i, b'\'')?;
-                key.push(b'\'');
-                for &inner in &bytes[i + 1..end - 1] {
-                    // A doubled quote is part of the literal; keep it so the
-                    // scan stays in step, mask everything else.
-                    key.push(if inner == b'\'' { b'\'' } else { b'x' });
-                }
-                key.push(b'\'');
-                changed |= end - i > 2;
-                i = end;
-            }
-            b'"' => {
-                let end = quoted_end(bytes, i, b'"')?;
-                key.extend_from_slice(&bytes[i..end]);
-                i = end;
-            }
-            b'-' if bytes.get(i + 1) == Some(&b'-') => {
-                let end = memchr::memchr(b'\n', &bytes[i..]).map_or(bytes.len(), |n| i + n);
-                key.extend_from_slice(&bytes[i..end]);
-                i = end;
-            }
+        let (end, masked) = match b {
+            b'\'' => (quoted_end(bytes, i, b'\'')?, true),
+            b'"' => (quoted_end(bytes, i, b'"')?, false),
+            b'-' if bytes.get(i + 1) == Some(&b'-') => (
+                memchr::memchr(b'\n', &bytes[i..]).map_or(bytes.len(), |n| i + n),
+                false,
+            ),
             b'/' if bytes.get(i + 1) == Some(&b'*') => {
-                // Nested comments end at the last of their closers; keep it simple
-                // and refuse them rather than mis-scan.
+                // Nested comments end at the last of their closers; refuse them
+                // rather than mis-scan.
                 let end = memchr::memmem::find(&bytes[i + 2..], b"*/")? + i + 4;
                 if memchr::memmem::find(&bytes[i + 2..end - 2], b"/*").is_some() {
                     return None;
                 }
-                key.extend_from_slice(&bytes[i..end]);
-                i = end;
+                (end, false)
             }
             b'$' => {
                 // `$1` is a parameter; `$tag$` starts a dollar-quoted string.
-                let next = bytes.get(i + 1);
-                if !next.is_some_and(u8::is_ascii_digit) {
+                if !bytes.get(i + 1).is_some_and(u8::is_ascii_digit) {
                     return None;
                 }
-                let end = i
-                    + 1
-                    + bytes[i + 1..]
-                        .iter()
-                        .take_while(|c| c.is_ascii_digit())
-                        .count();
-                key.extend_from_slice(&bytes[i..end]);
-                i = end;
+                (i + 1 + digits_from(bytes, i + 1), false)
             }
-            b'0'..=b'9' if !follows_identifier(bytes, i) => {
-                let end = i + bytes[i..].iter().take_while(|c| c.is_ascii_digit()).count();
-                key.resize(key.len() + (end - i), b'0');
-                changed |= bytes[i..end].iter().any(|&d| d != b'0');
-                i = end;
-            }
-            _ => {
-                key.push(b);
-                i += 1;
-            }
+            b'0'..=b'9' if !follows_identifier(bytes, i) => (i + digits_from(bytes, i), true),
+            _ => (i + 1, false),
+        };
+        if masked {
+            let key = key.get_or_insert_with(|| {
+                let mut k = Vec::with_capacity(bytes.len());
+                k.extend_from_slice(&bytes[..i]);
+                k
+            });
+            mask_literal(&bytes[i..end], key);
+        } else if let Some(key) = &mut key {
+            key.extend_from_slice(&bytes[i..end]);
         }
+        i = end;
     }
+    let key = key?;
     if !is_single_statement(&key) {
         return None;
     }
     // Only ASCII bytes were substituted for whole literals or digits: still UTF-8.
-    let key = String::from_utf8(key).ok()?;
-    changed.then_some(key)
+    String::from_utf8(key).ok()
 }
 
-fn leads_with_normalisable_keyword(sql: &str) -> bool {
-    let word: String = sql
-        .trim_start()
-        .chars()
+/// Digits become `0`; inside a string every byte but the quotes becomes `x`
+/// (a doubled quote stays, so the text keeps its shape).
+fn mask_literal(literal: &[u8], key: &mut Vec<u8>) {
+    if literal[0] == b'\'' {
+        key.push(b'\'');
+        let inner = &literal[1..literal.len() - 1];
+        key.extend(inner.iter().map(|&c| if c == b'\'' { c } else { b'x' }));
+        key.push(b'\'');
+    } else {
+        key.resize(key.len() + literal.len(), b'0');
+    }
+}
+
+fn digits_from(bytes: &[u8], start: usize) -> usize {
+    bytes[start..]
+        .iter()
+        .take_while(|c| c.is_ascii_digit())
+        .count()
+}
+
+fn leads_with_normalisable_keyword(bytes: &[u8]) -> bool {
+    let start = bytes
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(bytes.len());
+    let word_len = bytes[start..]
+        .iter()
         .take_while(|c| c.is_ascii_alphabetic())
-        .collect();
+        .count();
+    let word = &bytes[start..start + word_len];
     NORMALISED_LEADERS
         .iter()
-        .any(|leader| word.eq_ignore_ascii_case(leader))
+        .any(|leader| word.eq_ignore_ascii_case(leader.as_bytes()))
 }
 
 /// The index just past the quote closing the one at `start` (`''` and `""`
@@ -142,10 +144,12 @@ fn is_single_statement(key: &[u8]) -> bool {
     memchr::memchr(b';', trimmed).is_none()
 }
 
-fn contains_ignore_ascii_case(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack
-        .windows(needle.len())
-        .any(|w| w.eq_ignore_ascii_case(needle))
+fn mentions_pgrelay(bytes: &[u8]) -> bool {
+    memchr::memchr2_iter(b'p', b'P', bytes).any(|at| {
+        bytes
+            .get(at..at + 7)
+            .is_some_and(|w| w.eq_ignore_ascii_case(b"pgrelay"))
+    })
 }
 
 #[cfg(test)]

@@ -100,7 +100,9 @@ impl Session<'_> {
             ServerRole::Replica(endpoint) => Some(endpoint.enter()),
             ServerRole::Primary => None,
         };
-        self.replay = role.is_replica().then(BytesMut::new);
+        self.replay = role
+            .is_replica()
+            .then(|| std::mem::take(&mut self.spare_replay));
         self.server = Some(Attached {
             conn,
             relay: RelayState::default(),

@@ -31,6 +31,9 @@ use crate::protocol::ProtocolError;
 use crate::router::{Classifier, PinReason, RouteOverride, SessionContext, TxState};
 use crate::shutdown::ShutdownSignal;
 
+/// Largest replay buffer a session keeps between reads.
+const MAX_SPARE_REPLAY: usize = 4096;
+
 /// Statements pgrelay keeps prepared on one server before it deallocates them all.
 const MAX_PREPARED_PER_SERVER: usize = 1000;
 
@@ -70,6 +73,8 @@ pub(crate) struct Session<'a> {
     /// replica fails before any reply reached the client, the read is sent
     /// again elsewhere. `None` once answered, or when not on a replica.
     replay: Option<BytesMut>,
+    /// The replay buffer of the last read, kept for the next (small ones only).
+    spare_replay: BytesMut,
     /// The client's latest write, for read-your-writes.
     write_mark: Option<freshness::WriteMark>,
 }
@@ -102,6 +107,7 @@ impl<'a> Session<'a> {
             metrics,
             tracker: None,
             replay: None,
+            spare_replay: BytesMut::new(),
             write_mark: None,
             classifier,
             database: database.to_string(),
@@ -249,13 +255,12 @@ impl<'a> Session<'a> {
                                 client,
                             )
                             .await?;
+                            let tx_left_open =
+                                attached.relay.is_quiet() && attached.relay.tx != TxStatus::Idle;
                             if answered {
-                                self.replay = None;
+                                self.end_replay();
                             }
-                            if self.mode == PoolMode::Statement
-                                && attached.relay.is_quiet()
-                                && attached.relay.tx != TxStatus::Idle
-                            {
+                            if self.mode == PoolMode::Statement && tx_left_open {
                                 return Err(FrontendError::TransactionInStatementMode);
                             }
                         }
@@ -334,6 +339,17 @@ impl<'a> Session<'a> {
         Ok(flow)
     }
 
+    /// The read was answered (or the server released): nothing to replay.
+    /// A small buffer is kept so the next read does not allocate one.
+    fn end_replay(&mut self) {
+        if let Some(mut buf) = self.replay.take() {
+            if buf.capacity() <= MAX_SPARE_REPLAY {
+                buf.clear();
+                self.spare_replay = buf;
+            }
+        }
+    }
+
     fn set_client_state(&mut self, state: ClientState) {
         if let Some(t) = &mut self.tracker {
             t.set_state(state);
@@ -391,7 +407,7 @@ impl<'a> Session<'a> {
         let Some(mut attached) = self.server.take() else {
             return;
         };
-        self.replay = None;
+        self.end_replay();
         self.cancel.slot.detach();
         self.set_client_state(ClientState::Idle);
         let held = attached.since.elapsed();
