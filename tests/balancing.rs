@@ -4,14 +4,12 @@
 mod common;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use common::{scalar, start_relay_with_db};
-use pgrelay_testcontainers::Cluster;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use pgrelay_testcontainers::{Cluster, DelayRelay};
 
 async fn dns_cluster() -> Cluster {
     tokio::task::spawn_blocking(|| {
@@ -77,56 +75,23 @@ async fn weights_three_to_one_split_reads_three_to_one() {
     relay.stop().await;
 }
 
-/// A TCP relay that holds every chunk from the server for `delay`.
-async fn slow_relay(target: SocketAddr, delay: Duration) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.9:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((inbound, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let Ok(outbound) = TcpStream::connect(target).await else {
-                    return;
-                };
-                let (mut ci, mut co) = inbound.into_split();
-                let (mut si, mut so) = outbound.into_split();
-                let up = async move {
-                    let _ = tokio::io::copy(&mut ci, &mut so).await;
-                };
-                let down = async move {
-                    let mut buf = vec![0u8; 16 * 1024];
-                    while let Ok(n) = si.read(&mut buf).await {
-                        if n == 0 {
-                            break;
-                        }
-                        tokio::time::sleep(delay).await;
-                        if co.write_all(&buf[..n]).await.is_err() {
-                            break;
-                        }
-                    }
-                };
-                tokio::join!(up, down);
-            });
-        }
-    });
-    addr
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn p2c_ewma_sends_fewer_reads_to_a_slow_replica() {
     let cluster = dns_cluster().await;
     let dns = cluster.dns().unwrap();
-    let slow = slow_relay(
+    let slow = DelayRelay::start(
+        Ipv4Addr::new(127, 0, 0, 9).into(),
         cluster.replicas()[1].socket_addr(),
         Duration::from_millis(20),
     )
-    .await;
-    dns.set_a("slow", &[std::net::Ipv4Addr::new(127, 0, 0, 9)], 60)
+    .expect("delay relay");
+    dns.set_a("slow", &[Ipv4Addr::new(127, 0, 0, 9)], 60)
         .unwrap();
     dns.set_srv(
         "_bench._tcp",
         &[
             (10, 1, cluster.port(), "replica-1"),
-            (10, 1, slow.port(), "slow"),
+            (10, 1, slow.addr().port(), "slow"),
         ],
         60,
     )

@@ -11,6 +11,8 @@ pub enum BenchError {
     },
     #[error("cluster: {0}")]
     Cluster(#[from] pgrelay_testcontainers::Error),
+    #[error("delay relay: {0}")]
+    DelayRelay(#[from] pgrelay_testcontainers::DelayRelayError),
     #[error("{name} did not start: {detail}")]
     Start { name: String, detail: String },
     #[error("pgbench {scenario}: {detail}")]

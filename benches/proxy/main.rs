@@ -219,12 +219,7 @@ fn environment(
     pgbouncer_bin: &Result<PathBuf, String>,
 ) -> Environment {
     let unknown = || "unknown".to_string();
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let cpu_model = cpuinfo
-        .lines()
-        .find_map(|l| l.strip_prefix("model name"))
-        .and_then(|l| l.split_once(':'))
-        .map_or_else(unknown, |(_, m)| m.trim().to_string());
+    let cpu_model = process::cpu_model().unwrap_or_else(unknown);
     let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
     let memory = meminfo
         .lines()
@@ -232,9 +227,8 @@ fn environment(
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         .map_or_else(unknown, |kib| format!("{:.1} GiB", kib as f64 / 1048576.0));
     Environment {
-        date: process::first_line_of("date", &["-u", "+%Y-%m-%d %H:%M UTC"])
-            .unwrap_or_else(unknown),
-        cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
+        date: process::utc_now().unwrap_or_else(unknown),
+        cores: process::cores(),
         cpu_model,
         memory,
         pgrelay: relay::version(),

@@ -101,6 +101,29 @@ impl Pgbench {
 
     /// Runs `load` for `seconds`; an error only if pgbench produced no summary.
     pub fn run(&self, endpoint: &Endpoint, load: Load, seconds: u64) -> Result<Outcome> {
+        self.run_with(endpoint, load, seconds, None)
+    }
+
+    /// Like [`Pgbench::run`], also writing pgbench's per-transaction log
+    /// (`--log`) to files named `<log_prefix>.<pid>[.<thread>]`.
+    #[allow(dead_code)] // for the strategy bench, which includes this file too
+    pub fn run_logged(
+        &self,
+        endpoint: &Endpoint,
+        load: Load,
+        seconds: u64,
+        log_prefix: &Path,
+    ) -> Result<Outcome> {
+        self.run_with(endpoint, load, seconds, Some(log_prefix))
+    }
+
+    fn run_with(
+        &self,
+        endpoint: &Endpoint,
+        load: Load,
+        seconds: u64,
+        log_prefix: Option<&Path>,
+    ) -> Result<Outcome> {
         let threads = PGBENCH_THREADS.min(load.clients);
         // pgbench's -T clock includes its initial logins (SCRAM, ~ms each);
         // its tps excludes them, but 500 logins can eat a short run whole.
@@ -117,6 +140,9 @@ impl Pgbench {
         }
         if load.reconnect {
             cmd.arg("-C");
+        }
+        if let Some(prefix) = log_prefix {
+            cmd.arg("--log").arg("--log-prefix").arg(prefix);
         }
         cmd.arg(&endpoint.database);
         let out = run(cmd, "run")?;
@@ -146,7 +172,8 @@ impl Pgbench {
     }
 }
 
-fn set_env(cmd: &mut Command, endpoint: &Endpoint) {
+/// libpq's environment for `endpoint`, and nothing else from ours.
+pub fn set_env(cmd: &mut Command, endpoint: &Endpoint) {
     cmd.env_clear()
         .env("LC_ALL", "C")
         .env("PGHOST", "127.0.0.1")

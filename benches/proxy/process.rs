@@ -195,3 +195,23 @@ pub fn first_line_of(program: impl AsRef<std::ffi::OsStr>, args: &[&str]) -> Opt
     let text = String::from_utf8_lossy(&out.stdout);
     text.lines().next().map(|l| l.trim().to_string())
 }
+
+/// The CPU model from /proc/cpuinfo (the first processor's).
+pub fn cpu_model() -> Option<String> {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, m)| m.trim().to_string())
+}
+
+/// CPUs this process may run on.
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(0, |n| n.get())
+}
+
+/// Date and time now, UTC, to the minute (for reports).
+pub fn utc_now() -> Option<String> {
+    first_line_of("date", &["-u", "+%Y-%m-%d %H:%M UTC"])
+}

@@ -1,8 +1,10 @@
 //! pgrelay as its own process (the release binary cargo built for this
 //! bench), so its memory is measured alone.
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
 use crate::error::{BenchError, Result};
 use crate::pooler::{temp_dir, PoolerSettings, RunningPooler, Upstream};
@@ -18,12 +20,34 @@ pub fn start(upstream: &Upstream, settings: PoolerSettings) -> Result<RunningPoo
 /// pgrelay routing reads to the harness's two replicas (127.0.0.2 and
 /// 127.0.0.3 on the primary's port), with the default balancer.
 pub fn start_routing(upstream: &Upstream, settings: PoolerSettings) -> Result<RunningPooler> {
-    let replicas = format!(
-        "    replicas:\n      hosts: [\"127.0.0.2:{p}\", \"127.0.0.3:{p}\"]\n      \
-         health_check_interval: 500ms\n",
-        p = upstream.port
+    let replicas = [
+        SocketAddr::from(([127, 0, 0, 2], upstream.port)),
+        SocketAddr::from(([127, 0, 0, 3], upstream.port)),
+    ];
+    start_with_replicas(upstream, settings, &replicas, DEFAULT_BALANCE)
+}
+
+/// pgrelay's default read balancing strategy.
+pub const DEFAULT_BALANCE: &str = "p2c_ewma";
+
+/// How often pgrelay probes each replica in these benches.
+pub const HEALTH_CHECK_INTERVAL: Duration = Duration::from_millis(500);
+
+/// pgrelay routing reads to `replicas` with the `balance` strategy.
+pub fn start_with_replicas(
+    upstream: &Upstream,
+    settings: PoolerSettings,
+    replicas: &[SocketAddr],
+    balance: &str,
+) -> Result<RunningPooler> {
+    let hosts: Vec<String> = replicas.iter().map(|a| format!("\"{a}\"")).collect();
+    let yaml = format!(
+        "    replicas:\n      hosts: [{hosts}]\n      balance: {balance}\n      \
+         health_check_interval: {interval}ms\n",
+        hosts = hosts.join(", "),
+        interval = HEALTH_CHECK_INTERVAL.as_millis(),
     );
-    start_with(upstream, settings, &replicas)
+    start_with(upstream, settings, &yaml)
 }
 
 fn start_with(

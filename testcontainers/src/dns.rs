@@ -1,13 +1,12 @@
 //! An in-process authoritative DNS server whose records tests can change at
 //! run time (hickory-server's in-memory zone handler behind a Catalog).
 //!
-//! It runs on its own thread with its own tokio runtime so sync tests,
-//! `#[tokio::test]`s and the demo can all use the same blocking API.
+//! It runs on a `ServiceThread` (its own thread and tokio runtime) so sync
+//! tests, `#[tokio::test]`s and the demo can all use the same blocking API.
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{mpsc, Arc};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use hickory_proto::rr::rdata::{A, AAAA, SOA, SRV};
@@ -15,6 +14,8 @@ use hickory_proto::rr::{LowerName, Name, RData, Record, RecordSet, RecordType, R
 use hickory_server::store::in_memory::InMemoryZoneHandler;
 use hickory_server::zone_handler::{AxfrPolicy, Catalog, ZoneHandler, ZoneType};
 use hickory_server::Server;
+
+use crate::service_thread::{ReadySender, ServiceError, ServiceThread};
 
 /// Zone served unless the caller picks another.
 pub const DEFAULT_ZONE: &str = "pgrelay.test.";
@@ -43,14 +44,19 @@ pub enum DnsError {
     Stopped,
 }
 
+impl ServiceError for DnsError {
+    fn stopped() -> Self {
+        DnsError::Stopped
+    }
+}
+
 /// A running DNS server; stops when dropped.
 pub struct DnsServer {
     addr: SocketAddr,
     zone: Name,
     handler: Arc<InMemoryZoneHandler>,
     runtime: tokio::runtime::Handle,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
+    _service: ServiceThread,
 }
 
 impl DnsServer {
@@ -60,32 +66,19 @@ impl DnsServer {
         // The zone apex is always absolute, with or without the caller's dot.
         let zone = parse_name(&format!("{}.", zone.trim_end_matches('.')))?;
         let handler = Arc::new(new_zone_handler(&zone));
-        let (ready_tx, ready_rx) = mpsc::channel();
-        let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel();
         let thread_handler = handler.clone();
         let thread_zone = zone.clone();
-        let thread = std::thread::Builder::new()
-            .name("pgrelay-dns".to_string())
-            .spawn(move || serve(thread_zone, thread_handler, ready_tx, shutdown_rx))?;
-        let (addr, runtime) = match ready_rx.recv() {
-            Ok(Ok(ready)) => ready,
-            Ok(Err(e)) => {
-                let _ = thread.join();
-                return Err(e);
-            }
-            Err(_) => {
-                let _ = thread.join();
-                return Err(DnsError::Stopped);
-            }
-        };
+        let ((addr, runtime), service) =
+            ServiceThread::spawn("pgrelay-dns", move |ready, stop| {
+                serve(thread_zone, thread_handler, ready, stop)
+            })?;
         tracing::debug!(%addr, %zone, "DNS server started");
         Ok(DnsServer {
             addr,
             zone,
             handler,
             runtime,
-            shutdown: Some(shutdown_tx),
-            thread: Some(thread),
+            _service: service,
         })
     }
 
@@ -199,73 +192,50 @@ impl DnsServer {
     }
 }
 
-impl Drop for DnsServer {
-    fn drop(&mut self) {
-        if let Some(shutdown) = self.shutdown.take() {
-            let _ = shutdown.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
+type Ready = (SocketAddr, tokio::runtime::Handle);
 
-type Ready = Result<(SocketAddr, tokio::runtime::Handle), DnsError>;
-
-/// Body of the server thread: bind, report readiness, serve until shutdown.
-fn serve(
+/// Binds, reports readiness, serves until `stop` fires.
+async fn serve(
     zone: Name,
     handler: Arc<InMemoryZoneHandler>,
-    ready: mpsc::Sender<Ready>,
-    shutdown: tokio::sync::oneshot::Receiver<()>,
+    ready: ReadySender<Ready, DnsError>,
+    stop: tokio::sync::oneshot::Receiver<()>,
 ) {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
+    let (udp, tcp) = match bind_same_port().await {
+        Ok(sockets) => sockets,
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    let addr = match udp.local_addr() {
+        Ok(addr) => addr,
         Err(e) => {
             let _ = ready.send(Err(e.into()));
             return;
         }
     };
-    runtime.block_on(async move {
-        let (udp, tcp) = match bind_same_port().await {
-            Ok(sockets) => sockets,
-            Err(e) => {
-                let _ = ready.send(Err(e));
-                return;
-            }
-        };
-        let addr = match udp.local_addr() {
-            Ok(addr) => addr,
-            Err(e) => {
-                let _ = ready.send(Err(e.into()));
-                return;
-            }
-        };
-        let mut catalog = Catalog::new();
-        let handlers: Vec<Arc<dyn ZoneHandler>> = vec![handler];
-        catalog.upsert(LowerName::new(&zone), handlers);
-        let mut server = Server::new(catalog);
-        server.register_socket(udp);
-        server.register_listener(tcp, TCP_REQUEST_TIMEOUT, TCP_RESPONSE_BUFFER);
-        if ready
-            .send(Ok((addr, tokio::runtime::Handle::current())))
-            .is_err()
-        {
-            return;
-        }
-        tokio::select! {
-            _ = shutdown => {}
-            result = server.block_until_done() => {
-                if let Err(e) = result {
-                    tracing::warn!(error = %e, "DNS server stopped");
-                }
+    let mut catalog = Catalog::new();
+    let handlers: Vec<Arc<dyn ZoneHandler>> = vec![handler];
+    catalog.upsert(LowerName::new(&zone), handlers);
+    let mut server = Server::new(catalog);
+    server.register_socket(udp);
+    server.register_listener(tcp, TCP_REQUEST_TIMEOUT, TCP_RESPONSE_BUFFER);
+    if ready
+        .send(Ok((addr, tokio::runtime::Handle::current())))
+        .is_err()
+    {
+        return;
+    }
+    tokio::select! {
+        _ = stop => {}
+        result = server.block_until_done() => {
+            if let Err(e) = result {
+                tracing::warn!(error = %e, "DNS server stopped");
             }
         }
-        let _ = server.shutdown_gracefully().await;
-    });
+    }
+    let _ = server.shutdown_gracefully().await;
 }
 
 /// UDP and TCP on one port: bind UDP to an ephemeral port, then try TCP on it.

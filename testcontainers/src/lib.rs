@@ -1,4 +1,5 @@
-//! Real PostgreSQL clusters and a DNS server for pgrelay's tests and demo.
+//! Real PostgreSQL clusters, a DNS server and a delaying TCP relay for
+//! pgrelay's tests, benchmarks and demo.
 //!
 //! ```no_run
 //! use pgrelay_testcontainers::Cluster;
@@ -14,6 +15,7 @@
 
 mod bootstrap;
 mod cluster;
+mod delay_relay;
 pub mod dns;
 mod error;
 mod lsn;
@@ -21,10 +23,12 @@ mod node;
 mod orphans;
 mod ports;
 mod server;
+mod service_thread;
 mod tls;
 mod toolchain;
 
 pub use cluster::{Cluster, ClusterBuilder};
+pub use delay_relay::{DelayRelay, DelayRelayError};
 pub use dns::{DnsError, DnsServer};
 pub use error::Error;
 pub use lsn::{Lsn, LsnParseError};
