@@ -141,6 +141,26 @@ pub fn cpu_seconds(pid: u32) -> Result<f64> {
     Ok((utime + stime) as f64 / per_second)
 }
 
+/// CPU time the whole machine spent busy (user, system, interrupts) so far,
+/// in seconds, from the first line of `/proc/stat`.
+pub fn machine_busy_seconds() -> Result<f64> {
+    let stat = std::fs::read_to_string("/proc/stat")
+        .map_err(|e| BenchError::io("reading /proc/stat", e))?;
+    let ticks: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal: all but idle and iowait.
+    let busy: u64 = [0, 1, 2, 5, 6, 7].iter().filter_map(|&i| ticks.get(i)).sum();
+    // SAFETY: sysconf has no preconditions.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    Ok(busy as f64 / per_second)
+}
+
 /// Raises this process's open-file limit as far as allowed; children
 /// (pgrelay, PgBouncer, pgbench) inherit it. Returns the new soft limit.
 pub fn raise_fd_limit(wanted: u64) -> u64 {

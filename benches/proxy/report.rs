@@ -176,8 +176,8 @@ fn throughput_table(md: &mut String, results: &[ScenarioResult]) {
     );
     let _ = writeln!(
         md,
-        "| Scenario | Target | TPS | Avg latency (ms) | Errors | Pooler CPU (µs/tx) | pgrelay / direct | pgrelay / PgBouncer |\n\
-         |---|---|---:|---:|---:|---:|---:|---:|"
+        "| Scenario | Target | TPS | Avg latency (ms) | Errors | Pooler CPU (µs/tx) | Machine CPU (µs/tx) | pgrelay / direct | pgrelay / PgBouncer |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|---:|"
     );
     for row in results {
         let name = row.scenario.name();
@@ -185,7 +185,7 @@ fn throughput_table(md: &mut String, results: &[ScenarioResult]) {
             if spec.left_out.is_some() {
                 continue;
             }
-            let (tps, lat, errors, cpu) = match cell {
+            let (tps, lat, errors, cpu, machine) = match cell {
                 Cell::Measured {
                     mean: o,
                     tps_spread_pct,
@@ -195,11 +195,14 @@ fn throughput_table(md: &mut String, results: &[ScenarioResult]) {
                     o.errors.to_string(),
                     o.pooler_cpu_us_per_tx
                         .map_or_else(String::new, |us| format!("{us:.1}")),
+                    o.machine_cpu_us_per_tx
+                        .map_or_else(String::new, |us| format!("{us:.1}")),
                 ),
                 Cell::NotRun(why) => (
                     format!("n/a ({why})"),
                     "—".into(),
                     "—".into(),
+                    String::new(),
                     String::new(),
                 ),
             };
@@ -212,7 +215,7 @@ fn throughput_table(md: &mut String, results: &[ScenarioResult]) {
             };
             let _ = writeln!(
                 md,
-                "| {name} | {} | {tps} | {lat} | {errors} | {cpu} | {} | {} |",
+                "| {name} | {} | {tps} | {lat} | {errors} | {cpu} | {machine} | {} | {} |",
                 spec.label,
                 ratio_to(TargetKind::Direct),
                 ratio_to(TargetKind::PgBouncer)
@@ -303,6 +306,10 @@ fn method(md: &mut String, e: &Environment) {
            over the whole pgbench run, logins included, divided by the transactions pgbench \
            completed: what one transaction costs the pooler, independent of how the 2 cores \
            were shared.\n\
+         - Machine CPU = busy time of the whole machine (user, system, interrupts; from \
+           `/proc/stat`) over the run divided by the transactions: pgbench, PostgreSQL, the \
+           pooler and the kernel together. With every core busy, TPS ≈ cores / machine CPU, \
+           so the direct row's machine CPU bounds what any pooler can reach.\n\
          - Idle memory: raw TCP clients log in (startup + md5, so 10,000 logins stay quick) and \
            stay idle; VmRSS is read from `/proc/<pid>/status` one second after the last login. \
            Per-client cost = (RSS at the largest count − RSS with 1 client) / (count − 1).\n\

@@ -7,7 +7,7 @@ use crate::error::Result;
 use crate::pgbench::{Endpoint, Load, Outcome, Pgbench, QueryMode, Workload};
 use crate::plan::{Scenario, TargetKind, TargetSpec};
 use crate::pooler::{ClientAuth, PoolerSettings, RunningPooler, Upstream};
-use crate::process::cpu_seconds;
+use crate::process::{cpu_seconds, machine_busy_seconds};
 use crate::{pgbouncer, plan, relay};
 
 const WARM_UP_SECONDS: u64 = 2;
@@ -212,7 +212,11 @@ fn measure_run(
     seconds: u64,
 ) -> Result<Outcome> {
     let cpu_before = pooler_pid.map(cpu_seconds).transpose()?;
+    let machine_before = machine_busy_seconds()?;
     let mut outcome = pgbench.run(endpoint, scenario.load, seconds)?;
+    let machine_used = machine_busy_seconds()? - machine_before;
+    outcome.machine_cpu_us_per_tx =
+        (outcome.transactions > 0).then(|| machine_used * 1e6 / outcome.transactions as f64);
     if let (Some(pid), Some(before)) = (pooler_pid, cpu_before) {
         let used = cpu_seconds(pid)? - before;
         outcome.pooler_cpu_us_per_tx =
@@ -244,6 +248,7 @@ fn cell(scenario: &Scenario, target: &Target, runs: &[Outcome], failure: Option<
         errors: runs.iter().map(|o| o.errors).sum::<u64>() + failed_rounds,
         transactions: runs.iter().map(|o| o.transactions).sum(),
         pooler_cpu_us_per_tx: mean_of_all(runs.iter().map(|o| o.pooler_cpu_us_per_tx)),
+        machine_cpu_us_per_tx: mean_of_all(runs.iter().map(|o| o.machine_cpu_us_per_tx)),
     };
     Cell::Measured {
         mean,
