@@ -5,7 +5,9 @@ mod login;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -130,6 +132,15 @@ pub struct CancelKey {
 }
 
 /// A logged-in server connection.
+/// What [`ServerConn::write_or_fill`] managed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// Bytes of the input were written.
+    Wrote(usize),
+    /// Bytes the server sent were appended to `rbuf`.
+    Read(usize),
+}
+
 pub struct ServerConn {
     stream: Stream,
     /// Bytes read from the server and not yet consumed.
@@ -289,6 +300,34 @@ impl ServerConn {
     pub async fn write_all(&mut self, bytes: &[u8]) -> Result<(), BackendError> {
         self.stream.write_all(bytes).await?;
         Ok(())
+    }
+
+    /// Writes some of `bytes`, or, while the server cannot take them, reads
+    /// what it sends: a server blocked writing a large result stops reading,
+    /// so a proxy that only wrote would wait on it forever.
+    pub async fn write_or_fill(&mut self, bytes: &[u8]) -> Result<Progress, BackendError> {
+        use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+        // Only reached while the server's input is full: a bounce buffer is fine.
+        let mut chunk = [0u8; 8192];
+        let progress = std::future::poll_fn(|cx| {
+            if let Poll::Ready(written) = Pin::new(&mut self.stream).poll_write(cx, bytes) {
+                return Poll::Ready(written.map(Progress::Wrote));
+            }
+            let mut buf = ReadBuf::new(&mut chunk);
+            match Pin::new(&mut self.stream).poll_read(cx, &mut buf) {
+                Poll::Ready(Ok(())) => Poll::Ready(Ok(Progress::Read(buf.filled().len()))),
+                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                Poll::Pending => Poll::Pending,
+            }
+        })
+        .await?;
+        if let Progress::Read(n) = progress {
+            self.rbuf.extend_from_slice(&chunk[..n]);
+        }
+        match progress {
+            Progress::Wrote(0) | Progress::Read(0) => Err(BackendError::Closed),
+            progress => Ok(progress),
+        }
     }
 
     /// Reads more bytes from the server into `rbuf`; `Closed` at end of stream.

@@ -19,6 +19,7 @@ use super::prepared::ClientStatements;
 use super::relay::{Out, Owed, RelayState};
 use super::routing::{answer_route_command, Destination, Routed, ServerRole};
 use super::{releases_at_idle, FrontendError, FrontendSettings};
+use crate::backend::Progress;
 use crate::cluster::balance::InFlight;
 use crate::cluster::{DatabasePools, PooledServer, ReadFallback};
 use crate::config::PoolMode;
@@ -319,12 +320,8 @@ impl<'a> Session<'a> {
             }
         }
         if !self.to_server.is_empty() {
-            let attached = self
-                .server
-                .as_mut()
-                .expect("queued output implies a server");
             client.flush().await?;
-            let written = attached.conn.write_all(&self.to_server).await;
+            let written = self.write_to_server(client).await?;
             self.to_server.clear();
             if let Err(e) = written {
                 self.retry_read(e, client).await?;
@@ -337,6 +334,37 @@ impl<'a> Session<'a> {
         }
         client.flush().await?;
         Ok(flow)
+    }
+
+    /// Writes the queued messages to the server, relaying what it sends
+    /// meanwhile: a server busy sending a large result stops reading, and a
+    /// big pipelined batch would otherwise leave both sides waiting. The
+    /// inner error is the server's (the caller may retry a read); the outer
+    /// one ends the session.
+    async fn write_to_server(
+        &mut self,
+        client: &mut ClientConn,
+    ) -> Result<Result<(), crate::backend::BackendError>, FrontendError> {
+        let mut sent = 0;
+        while sent < self.to_server.len() {
+            let attached = self
+                .server
+                .as_mut()
+                .expect("queued output implies a server");
+            match attached.conn.write_or_fill(&self.to_server[sent..]).await {
+                Err(e) => return Ok(Err(e)),
+                Ok(Progress::Wrote(n)) => sent += n,
+                Ok(Progress::Read(_)) => {
+                    let answered =
+                        relay_server_data(attached, &mut self.params, &mut self.to_client, client)
+                            .await?;
+                    if answered {
+                        self.end_replay();
+                    }
+                }
+            }
+        }
+        Ok(Ok(()))
     }
 
     /// The read was answered (or the server released): nothing to replay.
