@@ -9,7 +9,7 @@ use std::time::Duration;
 use rand::Rng;
 use thiserror::Error;
 use tokio::net::TcpListener;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::admin::Privilege;
 use crate::auth::{AuthError, ScramSecret, Secret, Userlist};
@@ -84,6 +84,7 @@ impl Snapshot {
             if let Some(r) = &db.replicas {
                 replica_spec(name, db.port, r)?;
             }
+            group_specs(name, db.port, &db.replica_groups)?;
         }
         let rule_files = config.routing.rule_files_or_default(|p| p.exists());
         let rules = if rule_files.is_empty() {
@@ -91,6 +92,13 @@ impl Snapshot {
         } else {
             RuleSet::load(&rule_files)?
         };
+        for group in undefined_groups(&rules, &config) {
+            warn!(
+                group,
+                "routing rules target replica group {group:?}, which no database defines; \
+                 its reads go to each database's default replicas"
+            );
+        }
         let classifier = Arc::new(Classifier::new(rules, CLASSIFIER_CACHE));
         Ok(Snapshot {
             config,
@@ -105,6 +113,56 @@ impl Snapshot {
 
 /// Statement texts whose classification is cached (per process).
 const CLASSIFIER_CACHE: usize = 10_000;
+
+/// The named replica groups of one database entry, validated, in name order.
+fn group_specs(
+    database: &str,
+    db_port: u16,
+    groups: &std::collections::BTreeMap<String, ReplicasConfig>,
+) -> Result<Vec<(Arc<str>, ReplicaSpec)>, AppError> {
+    groups
+        .iter()
+        .map(|(name, r)| {
+            // The spelling rule files accept after `group:`.
+            let valid = !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+            if !valid {
+                return Err(AppError::Replicas {
+                    database: database.to_string(),
+                    reason: format!("invalid replica group name {name:?}"),
+                });
+            }
+            Ok((
+                Arc::from(name.as_str()),
+                replica_spec(database, db_port, r)?,
+            ))
+        })
+        .collect()
+}
+
+/// Group names the rules target that no database entry defines (rules are
+/// global, groups per database), sorted.
+fn undefined_groups(rules: &RuleSet, config: &Config) -> Vec<String> {
+    let mut missing: Vec<String> = rules
+        .rules()
+        .iter()
+        .filter_map(|rule| match &rule.target {
+            crate::router::Target::Group(name) => Some(name.to_string()),
+            _ => None,
+        })
+        .filter(|name| {
+            !config
+                .databases
+                .values()
+                .any(|db| db.replica_groups.contains_key(name))
+        })
+        .collect();
+    missing.sort();
+    missing.dedup();
+    missing
+}
 
 /// The replica topology of one database entry, validated.
 fn replica_spec(database: &str, db_port: u16, r: &ReplicasConfig) -> Result<ReplicaSpec, AppError> {
@@ -306,6 +364,7 @@ impl Directory for App {
                 .replicas
                 .as_ref()
                 .and_then(|r| replica_spec(&db.name, db.port, r).ok()),
+            groups: group_specs(&db.name, db.port, &db.replica_groups).unwrap_or_default(),
         })
     }
 
@@ -489,4 +548,41 @@ fn client_acceptor(config: &Config) -> Result<Option<tokio_rustls::TlsAcceptor>,
         key_file: PathBuf::from(key),
         ca_file: c.ca_file.clone(),
     })?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_the_rules_name_but_no_database_defines_are_reported() {
+        let rules = RuleSet::builtin_with(&[(
+            "rules:\n  - match: {tables: [a]}\n    target: group:reports\n  \
+             - match: {tables: [b]}\n    target: group:olap\n  \
+             - match: {tables: [c]}\n    target: group:olap\n",
+            "test.yaml",
+        )])
+        .unwrap();
+        let mut config = Config::default();
+        let db = config.databases.entry("app".into()).or_default();
+        db.replica_groups
+            .insert("reports".into(), ReplicasConfig::default());
+        assert_eq!(undefined_groups(&rules, &config), ["olap"]);
+    }
+
+    #[test]
+    fn group_names_are_checked_like_rule_targets() {
+        let hosts = ReplicasConfig {
+            hosts: vec!["127.0.0.2".into()],
+            ..ReplicasConfig::default()
+        };
+        let mut groups = std::collections::BTreeMap::new();
+        groups.insert("b".to_string(), hosts.clone());
+        groups.insert("a-1.x".to_string(), hosts.clone());
+        let specs = group_specs("app", 5432, &groups).unwrap();
+        let names: Vec<&str> = specs.iter().map(|(n, _)| &**n).collect();
+        assert_eq!(names, ["a-1.x", "b"]);
+        groups.insert("no spaces".to_string(), hosts);
+        assert!(group_specs("app", 5432, &groups).is_err());
+    }
 }

@@ -5,6 +5,7 @@
 
 pub mod balance;
 pub mod discovery;
+mod groups;
 pub mod health;
 mod replicas;
 
@@ -18,6 +19,7 @@ use crate::config::PoolMode;
 use crate::pool::{ConnLimit, Connector, Pool, PoolSettings};
 use crate::shutdown::ShutdownSignal;
 
+pub use groups::{GroupId, NamedGroup, ReplicaGroups};
 pub use replicas::{HealthSettings, ReadFallback, ReadYourWrites, ReplicaEndpoint, ReplicaSet};
 
 /// Opens logged-in server connections for a pool.
@@ -52,8 +54,10 @@ pub struct DatabaseSpec {
     /// 0 = unlimited.
     pub max_db_connections: usize,
     pub max_user_connections: usize,
-    /// Replicas for reads, if the database has any.
+    /// Replicas for reads, if the database has any: the default group.
     pub replicas: Option<ReplicaSpec>,
+    /// Named replica groups, sorted by name.
+    pub groups: Vec<(Arc<str>, ReplicaSpec)>,
 }
 
 /// Where a database's replicas come from and how reads are spread.
@@ -74,12 +78,42 @@ pub struct DatabasePools {
     pub spec: DatabaseSpec,
     pub metrics: crate::metrics::PoolMetrics,
     pub primary: ServerPool,
+    /// The default replica group.
     pub replicas: Option<ReplicaSet>,
+    /// Named replica groups.
+    pub groups: ReplicaGroups,
     /// ParameterStatus values of the first server logged in, sent to clients at login.
     server_params: Mutex<Option<ServerParams>>,
 }
 
 impl DatabasePools {
+    /// True when reads have somewhere to go besides the primary.
+    pub fn has_replicas(&self) -> bool {
+        self.replicas.is_some() || !self.groups.is_empty()
+    }
+
+    /// The group a rule's `group:<name>` means for this database.
+    pub fn group_id(&self, name: &str) -> GroupId {
+        self.groups.id_of(name, &self.spec.name)
+    }
+
+    /// The replica set of group `id`, if the database has it.
+    pub fn replica_set(&self, id: GroupId) -> Option<&ReplicaSet> {
+        if id == GroupId::DEFAULT {
+            self.replicas.as_ref()
+        } else {
+            self.groups.get(id)
+        }
+    }
+
+    /// Every replica set with its group name (`None` for the default group).
+    pub fn replica_sets(&self) -> impl Iterator<Item = (Option<&str>, &ReplicaSet)> {
+        self.replicas
+            .iter()
+            .map(|set| (None, set))
+            .chain(self.groups.iter().map(|g| (Some(&*g.name), &g.set)))
+    }
+
     pub fn server_params(&self) -> Option<ServerParams> {
         self.server_params.lock().unwrap().clone()
     }
@@ -97,8 +131,9 @@ pub struct PoolRegistry {
     pools: Mutex<HashMap<(String, String), Arc<DatabasePools>>>,
     db_limits: Mutex<HashMap<String, Arc<ConnLimit>>>,
     user_limits: Mutex<HashMap<String, Arc<ConnLimit>>>,
-    /// One discovery task per database, shared by its users' replica sets.
-    discoveries: Mutex<HashMap<String, discovery::Discovery>>,
+    /// One discovery task per (database, group; "" = default), shared by its
+    /// users' replica sets.
+    discoveries: Mutex<HashMap<(String, String), discovery::Discovery>>,
     shutdown: ShutdownSignal,
     metrics: Arc<crate::metrics::Metrics>,
 }
@@ -115,26 +150,29 @@ impl PoolRegistry {
         }
     }
 
-    /// The discovered replica endpoints of `database`, starting discovery on first use.
+    /// The discovered replica endpoints of `database`'s `group`, starting
+    /// discovery on first use.
     fn replica_source(
         &self,
         database: &str,
+        group: &str,
         spec: &ReplicaSpec,
     ) -> Option<tokio::sync::watch::Receiver<Arc<discovery::EndpointSet>>> {
         let mut discoveries = self.discoveries.lock().unwrap();
-        if let Some(d) = discoveries.get(database) {
+        let key = (database.to_string(), group.to_string());
+        if let Some(d) = discoveries.get(&key) {
             return Some(d.subscribe());
         }
         let resolver = match discovery::HickoryResolve::new(spec.discovery.nameserver) {
             Ok(r) => r,
             Err(e) => {
-                warn!(database, error = %e, "cannot resolve replicas; reads go to the primary");
+                warn!(database, group, error = %e, "cannot resolve replicas; reads go to the primary");
                 return None;
             }
         };
         let d = discovery::spawn(spec.discovery.clone(), resolver, self.shutdown.clone());
         let rx = d.subscribe();
-        discoveries.insert(database.to_string(), d);
+        discoveries.insert(key, d);
         Some(rx)
     }
 
@@ -160,9 +198,10 @@ impl PoolRegistry {
                 spec.max_user_connections,
             ));
         }
-        let replicas = spec.replicas.as_ref().and_then(|r| {
-            let source = self.replica_source(&spec.name, r)?;
+        let replica_set = |group: GroupId, name: &str, r: &ReplicaSpec| {
+            let source = self.replica_source(&spec.name, name, r)?;
             Some(ReplicaSet::new(
+                group,
                 spec.connect.clone(),
                 spec.pool.clone(),
                 limits.clone(),
@@ -170,7 +209,25 @@ impl PoolRegistry {
                 r,
                 self.shutdown.clone(),
             ))
-        });
+        };
+        let replicas = spec
+            .replicas
+            .as_ref()
+            .and_then(|r| replica_set(GroupId::DEFAULT, "", r));
+        let mut named: Vec<NamedGroup> = Vec::with_capacity(spec.groups.len());
+        for (name, r) in &spec.groups {
+            // Ids are positions among the groups that could start.
+            if let Some(set) = replica_set(GroupId::named(named.len()), name, r) {
+                named.push(NamedGroup {
+                    name: name.clone(),
+                    set,
+                });
+            }
+        }
+        let groups = ReplicaGroups::new(
+            named,
+            self.metrics.topology_counter(&spec.name, "unknown_group"),
+        );
         let primary = Pool::new(
             ServerConnector {
                 opts: Arc::new(spec.connect.clone()),
@@ -183,6 +240,7 @@ impl PoolRegistry {
             spec,
             primary,
             replicas,
+            groups,
             server_params: Mutex::new(None),
         });
         self.pools
@@ -207,8 +265,8 @@ impl PoolRegistry {
                 stats.idle,
             );
             pools.primary.maintain().await;
-            if let Some(r) = &pools.replicas {
-                r.maintain().await;
+            for (_, set) in pools.replica_sets() {
+                set.maintain().await;
             }
         }
     }
@@ -216,8 +274,8 @@ impl PoolRegistry {
     pub fn close_all(&self) {
         for pools in self.all() {
             pools.primary.close();
-            if let Some(r) = &pools.replicas {
-                r.close();
+            for (_, set) in pools.replica_sets() {
+                set.close();
             }
         }
         self.discoveries.lock().unwrap().clear();

@@ -16,6 +16,7 @@ use tracing::info;
 
 use super::balance::{Balancer, Candidate, Ewma, InFlight};
 use super::discovery::EndpointSet;
+use super::groups::GroupId;
 use super::health::{self, HealthMonitor, HealthPolicy, Lsn, MonitorConfig, PgProber};
 use super::{ReplicaSpec, ServerConnector, ServerPool};
 use crate::backend::ConnectOptions;
@@ -53,6 +54,8 @@ const MAX_BAN: Duration = Duration::from_secs(60);
 /// One replica and its pool.
 pub struct ReplicaEndpoint {
     pub addr: SocketAddr,
+    /// The group whose reads this endpoint serves.
+    pub group: GroupId,
     pub pool: ServerPool,
     weight: f64,
     outstanding: Arc<AtomicU32>,
@@ -140,6 +143,7 @@ impl ReplicaEndpoint {
 }
 
 pub struct ReplicaSet {
+    pub group: GroupId,
     template: ConnectOptions,
     pool_settings: PoolSettings,
     limits: Vec<Arc<ConnLimit>>,
@@ -157,6 +161,7 @@ pub struct ReplicaSet {
 
 impl ReplicaSet {
     pub fn new(
+        group: GroupId,
         template: ConnectOptions,
         pool_settings: PoolSettings,
         limits: Vec<Arc<ConnLimit>>,
@@ -172,6 +177,7 @@ impl ReplicaSet {
             shutdown.clone(),
         );
         let set = ReplicaSet {
+            group,
             health,
             primary_health,
             shutdown,
@@ -233,6 +239,7 @@ impl ReplicaSet {
             self.shutdown.clone(),
         );
         ReplicaEndpoint {
+            group: self.group,
             health,
             checked_replay: AtomicU64::new(0),
             addr,

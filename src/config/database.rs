@@ -43,7 +43,11 @@ pub struct DatabaseConfig {
     #[serde(deserialize_with = "optional_setting")]
     pub max_db_connections: Option<u32>,
     /// Replicas for reads; without them every statement goes to `host`.
+    /// Also the default group: reads no rule sends to a named group go here.
     pub replicas: Option<ReplicasConfig>,
+    /// Named replica groups (`group:<name>` targets in rule files), each with
+    /// its own discovery, health checks and balancer.
+    pub replica_groups: BTreeMap<String, ReplicasConfig>,
 }
 
 /// Where a database's replicas are and how reads are spread over them.
@@ -129,6 +133,7 @@ impl Default for DatabaseConfig {
             pool_mode: None,
             max_db_connections: None,
             replicas: None,
+            replica_groups: BTreeMap::new(),
         }
     }
 }
@@ -223,6 +228,10 @@ impl DatabaseConfig {
                 parts.push(format!("replicas_srv={s}"));
             }
         }
+        if !self.replica_groups.is_empty() {
+            let names: Vec<&str> = self.replica_groups.keys().map(String::as_str).collect();
+            parts.push(format!("replica_groups={}", names.join(",")));
+        }
         parts.join(" ")
     }
 }
@@ -265,6 +274,7 @@ pub struct ResolvedDatabase {
     /// Served by the `*` entry rather than an entry of its own.
     pub via_fallback: bool,
     pub replicas: Option<ReplicasConfig>,
+    pub replica_groups: BTreeMap<String, ReplicasConfig>,
 }
 
 /// Look up `requested`, falling back to the `*` entry.
@@ -287,6 +297,7 @@ pub fn resolve(
         pool: EffectivePool::for_database(db, defaults),
         via_fallback,
         replicas: db.replicas.clone(),
+        replica_groups: db.replica_groups.clone(),
     })
 }
 

@@ -48,6 +48,7 @@ pub struct Metrics {
     logins: Vec<IntCounter>,
     errors: IntCounterVec,
     routes: IntCounterVec,
+    topology: IntCounterVec,
     pools: PoolFamilies,
     replicas: ReplicaFamilies,
     process: ProcessMetrics,
@@ -95,7 +96,16 @@ impl Metrics {
             "Statements routed, by target (primary, replica) and the router's reason.",
             &["target", "reason"],
         )?;
+        let topology = counter_vec(
+            &r,
+            "pgrelay_topology_events_total",
+            "Topology events by database: unknown_group (a rule named a replica group the \
+             database lacks; its default replicas served it), primary_moved (the primary's \
+             DNS name now resolves elsewhere).",
+            &["database", "event"],
+        )?;
         Ok(Metrics {
+            topology,
             clients: Arc::new(ClientGauges::resolve(&client_family)),
             logins: LoginResult::ALL
                 .iter()
@@ -162,6 +172,12 @@ impl Metrics {
     /// The counter behind [`Metrics::route`], for callers that pre-resolve it.
     pub fn route_counter(&self, target: Role, reason: &'static str) -> IntCounter {
         self.routes.with_label_values(&[target.label(), reason])
+    }
+
+    /// The counter of one topology `event` (a fixed name, see the metric's
+    /// help) of `database`, for callers to keep next to what they count.
+    pub fn topology_counter(&self, database: &str, event: &'static str) -> IntCounter {
+        self.topology.with_label_values(&[database, event])
     }
 
     /// Health gauges for one replica endpoint (e.g. `"10.0.0.7:5432"`).
