@@ -81,10 +81,12 @@ impl Snapshot {
         };
         let frontend = Arc::new(frontend_settings(&config));
         for (name, db) in &config.databases {
+            let ns = db.nameserver.as_deref();
             if let Some(r) = &db.replicas {
-                replica_spec(name, db.port, r)?;
+                replica_spec(name, db.port, ns, r)?;
             }
-            group_specs(name, db.port, &db.replica_groups)?;
+            group_specs(name, db.port, ns, &db.replica_groups)?;
+            primary_discovery(name, &db.host, db.port, ns, db.replicas.as_ref())?;
         }
         let rule_files = config.routing.rule_files_or_default(|p| p.exists());
         let rules = if rule_files.is_empty() {
@@ -118,6 +120,7 @@ const CLASSIFIER_CACHE: usize = 10_000;
 fn group_specs(
     database: &str,
     db_port: u16,
+    nameserver: Option<&str>,
     groups: &std::collections::BTreeMap<String, ReplicasConfig>,
 ) -> Result<Vec<(Arc<str>, ReplicaSpec)>, AppError> {
     groups
@@ -134,10 +137,8 @@ fn group_specs(
                     reason: format!("invalid replica group name {name:?}"),
                 });
             }
-            Ok((
-                Arc::from(name.as_str()),
-                replica_spec(database, db_port, r)?,
-            ))
+            let spec = replica_spec(database, db_port, nameserver, r)?;
+            Ok((Arc::from(name.as_str()), spec))
         })
         .collect()
 }
@@ -164,8 +165,52 @@ fn undefined_groups(rules: &RuleSet, config: &Config) -> Vec<String> {
     missing
 }
 
-/// The replica topology of one database entry, validated.
-fn replica_spec(database: &str, db_port: u16, r: &ReplicasConfig) -> Result<ReplicaSpec, AppError> {
+/// How a database's primary host is re-resolved: `None` for an IP literal.
+/// Timings follow the default replica group's, if any.
+fn primary_discovery(
+    database: &str,
+    host: &str,
+    port: u16,
+    nameserver: Option<&str>,
+    replicas: Option<&ReplicasConfig>,
+) -> Result<Option<DiscoveryConfig>, AppError> {
+    if host.parse::<std::net::IpAddr>().is_ok() {
+        return Ok(None);
+    }
+    let mut config = DiscoveryConfig::new(DiscoverySource::DnsA {
+        name: host.to_string(),
+        port,
+    });
+    if let Some(r) = replicas {
+        config.min_ttl = r.min_ttl;
+        config.max_ttl = r.max_ttl;
+    }
+    config.nameserver = parse_nameserver(database, nameserver)?;
+    Ok(Some(config))
+}
+
+fn parse_nameserver(
+    database: &str,
+    nameserver: Option<&str>,
+) -> Result<Option<SocketAddr>, AppError> {
+    nameserver
+        .map(|ns| {
+            ns.parse().map_err(|_| AppError::Replicas {
+                database: database.to_string(),
+                reason: format!("nameserver {ns:?} is not host:port"),
+            })
+        })
+        .transpose()
+}
+
+/// The replica topology of one database entry, validated; `db_nameserver`
+/// is the database's, used when the group names none.
+fn replica_spec(
+    database: &str,
+    db_port: u16,
+    db_nameserver: Option<&str>,
+    r: &ReplicasConfig,
+) -> Result<ReplicaSpec, AppError> {
     let fail = |reason: String| AppError::Replicas {
         database: database.to_string(),
         reason,
@@ -202,13 +247,7 @@ fn replica_spec(database: &str, db_port: u16, r: &ReplicasConfig) -> Result<Repl
     let mut discovery = DiscoveryConfig::new(source);
     discovery.min_ttl = r.min_ttl;
     discovery.max_ttl = r.max_ttl;
-    discovery.nameserver = match &r.nameserver {
-        Some(ns) => Some(
-            ns.parse()
-                .map_err(|_| fail(format!("nameserver {ns:?} is not host:port")))?,
-        ),
-        None => None,
-    };
+    discovery.nameserver = parse_nameserver(database, r.nameserver.as_deref().or(db_nameserver))?;
     let strategy = r
         .balance
         .parse::<Strategy>()
@@ -328,6 +367,8 @@ impl Directory for App {
         let c = &snap.config;
         let db = c.database(name)?;
         let server_user = db.forced_user.clone().unwrap_or_else(|| user.to_string());
+        // Validated when the snapshot was built.
+        let ns = db.nameserver.as_deref();
         let secret = Self::server_secret(
             &snap,
             db.password.as_ref().map(|p| p.expose()),
@@ -359,12 +400,20 @@ impl Directory for App {
             pool_mode: db.pool.pool_mode,
             max_db_connections: db.pool.max_db_connections as usize,
             max_user_connections: c.limits.max_user_connections as usize,
-            // Validated when the snapshot was built.
             replicas: db
                 .replicas
                 .as_ref()
-                .and_then(|r| replica_spec(&db.name, db.port, r).ok()),
-            groups: group_specs(&db.name, db.port, &db.replica_groups).unwrap_or_default(),
+                .and_then(|r| replica_spec(&db.name, db.port, ns, r).ok()),
+            groups: group_specs(&db.name, db.port, ns, &db.replica_groups).unwrap_or_default(),
+            primary_discovery: primary_discovery(
+                &db.name,
+                &db.host,
+                db.port,
+                ns,
+                db.replicas.as_ref(),
+            )
+            .ok()
+            .flatten(),
         })
     }
 
@@ -579,10 +628,10 @@ mod tests {
         let mut groups = std::collections::BTreeMap::new();
         groups.insert("b".to_string(), hosts.clone());
         groups.insert("a-1.x".to_string(), hosts.clone());
-        let specs = group_specs("app", 5432, &groups).unwrap();
+        let specs = group_specs("app", 5432, None, &groups).unwrap();
         let names: Vec<&str> = specs.iter().map(|(n, _)| &**n).collect();
         assert_eq!(names, ["a-1.x", "b"]);
         groups.insert("no spaces".to_string(), hosts);
-        assert!(group_specs("app", 5432, &groups).is_err());
+        assert!(group_specs("app", 5432, None, &groups).is_err());
     }
 }

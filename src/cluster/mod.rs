@@ -7,6 +7,7 @@ pub mod balance;
 pub mod discovery;
 mod groups;
 pub mod health;
+mod primary;
 mod replicas;
 
 use std::collections::HashMap;
@@ -20,23 +21,67 @@ use crate::pool::{ConnLimit, Connector, Pool, PoolSettings};
 use crate::shutdown::ShutdownSignal;
 
 pub use groups::{GroupId, NamedGroup, ReplicaGroups};
+pub use primary::{PrimaryAddress, PrimaryWatch};
 pub use replicas::{HealthSettings, ReadFallback, ReadYourWrites, ReplicaEndpoint, ReplicaSet};
 
 /// Opens logged-in server connections for a pool.
 #[derive(Debug, Clone)]
 pub struct ServerConnector {
     pub opts: Arc<ConnectOptions>,
+    /// For a primary named by DNS: where the name points now.
+    pub primary: Option<PrimaryAddress>,
+}
+
+impl ServerConnector {
+    pub fn new(opts: ConnectOptions) -> Self {
+        ServerConnector {
+            opts: Arc::new(opts),
+            primary: None,
+        }
+    }
+
+    /// Connects to the primary's current addresses in turn (as libpq tries
+    /// each address of a name), or by name before the first lookup answers.
+    async fn connect_primary(&self, primary: &PrimaryAddress) -> Result<ServerConn, BackendError> {
+        let addrs = primary.addrs(self.opts.connect_timeout).await;
+        let mut last = None;
+        for addr in addrs {
+            let mut opts = ConnectOptions::clone(&self.opts);
+            opts.host = addr.ip().to_string();
+            opts.port = addr.port();
+            match ServerConn::connect(&opts).await {
+                Err(e @ (BackendError::Connect { .. } | BackendError::ConnectTimeout(_))) => {
+                    last = Some(e)
+                }
+                other => return other,
+            }
+        }
+        match last {
+            Some(e) => Err(e),
+            None => ServerConn::connect(&self.opts).await,
+        }
+    }
 }
 
 impl Connector for ServerConnector {
     type Conn = ServerConn;
     type Error = BackendError;
     async fn connect(&self) -> Result<ServerConn, BackendError> {
-        ServerConn::connect(&self.opts).await
+        match &self.primary {
+            Some(primary) => self.connect_primary(primary).await,
+            None => ServerConn::connect(&self.opts).await,
+        }
     }
 
     fn is_alive(&self, conn: &ServerConn) -> bool {
-        conn.is_idle_and_open()
+        conn.is_idle_and_open() && self.may_reuse(conn)
+    }
+
+    /// A server of a primary whose DNS name moved is not pooled again.
+    fn may_reuse(&self, conn: &ServerConn) -> bool {
+        self.primary
+            .as_ref()
+            .is_none_or(|p| p.is_current(conn.cancel_key().addr))
     }
 }
 
@@ -58,6 +103,8 @@ pub struct DatabaseSpec {
     pub replicas: Option<ReplicaSpec>,
     /// Named replica groups, sorted by name.
     pub groups: Vec<(Arc<str>, ReplicaSpec)>,
+    /// Re-resolving the primary's host, when it is a DNS name.
+    pub primary_discovery: Option<discovery::DiscoveryConfig>,
 }
 
 /// Where a database's replicas come from and how reads are spread.
@@ -134,6 +181,8 @@ pub struct PoolRegistry {
     /// One discovery task per (database, group; "" = default), shared by its
     /// users' replica sets.
     discoveries: Mutex<HashMap<(String, String), discovery::Discovery>>,
+    /// One address watch per database whose primary is a DNS name.
+    primaries: Mutex<HashMap<String, PrimaryWatch>>,
     shutdown: ShutdownSignal,
     metrics: Arc<crate::metrics::Metrics>,
 }
@@ -146,6 +195,7 @@ impl PoolRegistry {
             db_limits: Mutex::default(),
             user_limits: Mutex::default(),
             discoveries: Mutex::default(),
+            primaries: Mutex::default(),
             shutdown,
         }
     }
@@ -174,6 +224,33 @@ impl PoolRegistry {
         let rx = d.subscribe();
         discoveries.insert(key, d);
         Some(rx)
+    }
+
+    /// Where `spec`'s primary is now, when its host is a DNS name; starts
+    /// watching it on first use.
+    fn primary_address(&self, spec: &DatabaseSpec) -> Option<PrimaryAddress> {
+        let config = spec.primary_discovery.as_ref()?;
+        let mut primaries = self.primaries.lock().unwrap();
+        if let Some(watch) = primaries.get(&spec.name) {
+            return Some(watch.address());
+        }
+        let resolver = match discovery::HickoryResolve::new(config.nameserver) {
+            Ok(r) => r,
+            Err(e) => {
+                warn!(database = spec.name, error = %e, "cannot re-resolve the primary; connecting by name");
+                return None;
+            }
+        };
+        let watch = PrimaryWatch::spawn(
+            &spec.name,
+            config.clone(),
+            resolver,
+            self.metrics.topology_counter(&spec.name, "primary_moved"),
+            self.shutdown.clone(),
+        );
+        let address = watch.address();
+        primaries.insert(spec.name.clone(), watch);
+        Some(address)
     }
 
     /// The pools for `spec` as `client_user` sees them: an existing set if the
@@ -231,6 +308,7 @@ impl PoolRegistry {
         let primary = Pool::new(
             ServerConnector {
                 opts: Arc::new(spec.connect.clone()),
+                primary: self.primary_address(&spec),
             },
             spec.pool.clone(),
             limits,
@@ -279,6 +357,7 @@ impl PoolRegistry {
             }
         }
         self.discoveries.lock().unwrap().clear();
+        self.primaries.lock().unwrap().clear();
     }
 }
 

@@ -244,9 +244,7 @@ impl ReplicaSet {
             checked_replay: AtomicU64::new(0),
             addr,
             pool: Pool::new(
-                ServerConnector {
-                    opts: Arc::new(opts),
-                },
+                ServerConnector::new(opts),
                 self.pool_settings.clone(),
                 self.limits.clone(),
             ),

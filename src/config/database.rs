@@ -42,6 +42,10 @@ pub struct DatabaseConfig {
     pub pool_mode: Option<PoolMode>,
     #[serde(deserialize_with = "optional_setting")]
     pub max_db_connections: Option<u32>,
+    /// DNS server `host:port` for `host` (re-resolved to follow a failover)
+    /// and the default for replica groups; default: the system resolver.
+    #[serde(deserialize_with = "optional_setting")]
+    pub nameserver: Option<String>,
     /// Replicas for reads; without them every statement goes to `host`.
     /// Also the default group: reads no rule sends to a named group go here.
     pub replicas: Option<ReplicasConfig>,
@@ -132,6 +136,7 @@ impl Default for DatabaseConfig {
             reserve_pool_size: None,
             pool_mode: None,
             max_db_connections: None,
+            nameserver: None,
             replicas: None,
             replica_groups: BTreeMap::new(),
         }
@@ -273,6 +278,7 @@ pub struct ResolvedDatabase {
     pub pool: EffectivePool,
     /// Served by the `*` entry rather than an entry of its own.
     pub via_fallback: bool,
+    pub nameserver: Option<String>,
     pub replicas: Option<ReplicasConfig>,
     pub replica_groups: BTreeMap<String, ReplicasConfig>,
 }
@@ -296,6 +302,7 @@ pub fn resolve(
         password: db.password.clone(),
         pool: EffectivePool::for_database(db, defaults),
         via_fallback,
+        nameserver: db.nameserver.clone(),
         replicas: db.replicas.clone(),
         replica_groups: db.replica_groups.clone(),
     })
