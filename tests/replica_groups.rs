@@ -119,3 +119,40 @@ async fn a_group_rule_sends_its_reads_to_that_group_and_others_to_the_default_se
     );
     relay.stop().await;
 }
+
+/// Open probe connections on `node`: the probe's kept connection shows its
+/// query as the last one run.
+fn probe_connections(node: &pgrelay_testcontainers::Node) -> usize {
+    node.sql("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_is_in_recovery(), CASE%'")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_of_one_database_share_one_probe_per_endpoint() {
+    let cluster = cluster(2, false).await;
+    let relay = start_relay_with_db(&cluster, "pool_mode: transaction", GROUPS_YAML).await;
+    let app = relay.connect(&cluster).await;
+    let (su, su_pw) = cluster.superuser();
+    let admin = common::connect(&format!(
+        "host=127.0.0.1 port={} user={su} password={su_pw} dbname={}",
+        relay.port,
+        cluster.database()
+    ))
+    .await;
+    for client in [&app, &admin] {
+        wait_until_served_by(client, "SELECT inet_server_addr()", DEFAULT_REPLICA).await;
+    }
+    // Two users, two groups: still one probe per replica and one of the primary.
+    for node in cluster.nodes() {
+        assert!(
+            common::eventually(Duration::from_secs(5), || probe_connections(node) == 1).await,
+            "{}: {} probe connections",
+            node.addr(),
+            probe_connections(node)
+        );
+    }
+    relay.stop().await;
+}

@@ -7,6 +7,7 @@ pub mod balance;
 pub mod discovery;
 mod groups;
 pub mod health;
+mod monitor;
 mod primary;
 mod replicas;
 
@@ -21,6 +22,7 @@ use crate::pool::{ConnLimit, Connector, Pool, PoolSettings};
 use crate::shutdown::ShutdownSignal;
 
 pub use groups::{GroupId, NamedGroup, ReplicaGroups};
+pub use monitor::{EndpointState, GroupMonitor};
 pub use primary::{PrimaryAddress, PrimaryWatch};
 pub use replicas::{HealthSettings, ReadFallback, ReadYourWrites, ReplicaEndpoint, ReplicaSet};
 
@@ -178,9 +180,11 @@ pub struct PoolRegistry {
     pools: Mutex<HashMap<(String, String), Arc<DatabasePools>>>,
     db_limits: Mutex<HashMap<String, Arc<ConnLimit>>>,
     user_limits: Mutex<HashMap<String, Arc<ConnLimit>>>,
-    /// One discovery task per (database, group; "" = default), shared by its
-    /// users' replica sets.
-    discoveries: Mutex<HashMap<(String, String), discovery::Discovery>>,
+    /// Discovery and health of each (database, group; "" = default), shared
+    /// by its users' replica sets.
+    monitors: Mutex<HashMap<(String, String), Arc<GroupMonitor>>>,
+    /// One WAL-position probe of each database's primary, for replica lag.
+    primary_probes: Mutex<HashMap<String, health::HealthMonitor>>,
     /// One address watch per database whose primary is a DNS name.
     primaries: Mutex<HashMap<String, PrimaryWatch>>,
     shutdown: ShutdownSignal,
@@ -194,36 +198,52 @@ impl PoolRegistry {
             pools: Mutex::default(),
             db_limits: Mutex::default(),
             user_limits: Mutex::default(),
-            discoveries: Mutex::default(),
+            monitors: Mutex::default(),
+            primary_probes: Mutex::default(),
             primaries: Mutex::default(),
             shutdown,
         }
     }
 
-    /// The discovered replica endpoints of `database`'s `group`, starting
-    /// discovery on first use.
-    fn replica_source(
+    /// The shared monitor of `spec`'s replica `group` ("" = default),
+    /// started on first use; its probes log in as this first user.
+    fn group_monitor(
         &self,
-        database: &str,
+        spec: &DatabaseSpec,
         group: &str,
-        spec: &ReplicaSpec,
-    ) -> Option<tokio::sync::watch::Receiver<Arc<discovery::EndpointSet>>> {
-        let mut discoveries = self.discoveries.lock().unwrap();
-        let key = (database.to_string(), group.to_string());
-        if let Some(d) = discoveries.get(&key) {
-            return Some(d.subscribe());
+        r: &ReplicaSpec,
+    ) -> Option<Arc<GroupMonitor>> {
+        let mut monitors = self.monitors.lock().unwrap();
+        let key = (spec.name.clone(), group.to_string());
+        if let Some(m) = monitors.get(&key) {
+            return Some(m.clone());
         }
-        let resolver = match discovery::HickoryResolve::new(spec.discovery.nameserver) {
-            Ok(r) => r,
+        let resolver = match discovery::HickoryResolve::new(r.discovery.nameserver) {
+            Ok(resolver) => resolver,
             Err(e) => {
-                warn!(database, group, error = %e, "cannot resolve replicas; reads go to the primary");
+                warn!(database = spec.name, group, error = %e, "cannot resolve replicas; reads go to the primary");
                 return None;
             }
         };
-        let d = discovery::spawn(spec.discovery.clone(), resolver, self.shutdown.clone());
-        let rx = d.subscribe();
-        discoveries.insert(key, d);
-        Some(rx)
+        let found = discovery::spawn(r.discovery.clone(), resolver, self.shutdown.clone());
+        let primary = self
+            .primary_probes
+            .lock()
+            .unwrap()
+            .entry(spec.name.clone())
+            .or_insert_with(|| {
+                monitor::primary_monitor(&spec.connect, &r.health, self.shutdown.clone())
+            })
+            .subscribe();
+        let created = Arc::new(GroupMonitor::new(
+            found,
+            spec.connect.clone(),
+            r.health.clone(),
+            primary,
+            self.shutdown.clone(),
+        ));
+        monitors.insert(key, created.clone());
+        Some(created)
     }
 
     /// Where `spec`'s primary is now, when its host is a DNS name; starts
@@ -276,15 +296,14 @@ impl PoolRegistry {
             ));
         }
         let replica_set = |group: GroupId, name: &str, r: &ReplicaSpec| {
-            let source = self.replica_source(&spec.name, name, r)?;
+            let monitor = self.group_monitor(&spec, name, r)?;
             Some(ReplicaSet::new(
                 group,
                 spec.connect.clone(),
                 spec.pool.clone(),
                 limits.clone(),
-                source,
+                monitor,
                 r,
-                self.shutdown.clone(),
             ))
         };
         let replicas = spec
@@ -356,7 +375,8 @@ impl PoolRegistry {
                 set.close();
             }
         }
-        self.discoveries.lock().unwrap().clear();
+        self.monitors.lock().unwrap().clear();
+        self.primary_probes.lock().unwrap().clear();
         self.primaries.lock().unwrap().clear();
     }
 }
