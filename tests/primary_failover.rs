@@ -18,13 +18,27 @@ const NEW: &str = "127.0.0.2";
 const CLIENTS: usize = 4;
 const WRITE: &str = "INSERT INTO t VALUES (1) RETURNING host(inet_server_addr())";
 
-/// pgrelay's server connections on `node` (the app user connects only through it).
+/// The probe query's prefix: a kept probe connection shows it as its last query.
+const PROBE: &str = "query LIKE 'SELECT pg_is_in_recovery(), CASE%'";
+
+fn count(node: &Node, condition: &str) -> usize {
+    node.sql(&format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE {condition}"
+    ))
+    .unwrap()
+    .trim()
+    .parse()
+    .unwrap()
+}
+
+/// pgrelay's pooled server connections on `node` (the app user connects only
+/// through it; its health probes log in as app too).
 fn app_servers(node: &Node) -> usize {
-    node.sql("SELECT count(*) FROM pg_stat_activity WHERE usename = 'app'")
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap()
+    count(node, &format!("usename = 'app' AND NOT {PROBE}"))
+}
+
+fn probes(node: &Node) -> usize {
+    count(node, PROBE)
 }
 
 async fn start(cluster: &Cluster) -> common::Relay {
@@ -34,7 +48,8 @@ async fn start(cluster: &Cluster) -> common::Relay {
     let yaml = format!(
         "listen_addr: 127.0.0.1\nlisten_port: 0\nauth_file: {}\nserver_tls_sslmode: disable\n\
          metrics_addr: 127.0.0.1:0\npool_mode: transaction\ndefault_pool_size: {CLIENTS}\n\
-         databases:\n  {db}:\n    host: {host}\n    port: {port}\n    nameserver: {ns}\n",
+         databases:\n  {db}:\n    host: {host}\n    port: {port}\n    nameserver: {ns}\n    \
+         replicas:\n      hosts: [127.0.0.3]\n      health_check_interval: 200ms\n",
         userlist.display(),
         db = cluster.database(),
         host = dns.fqdn("primary").unwrap(),
@@ -51,7 +66,7 @@ async fn start(cluster: &Cluster) -> common::Relay {
 async fn writes_follow_the_primary_name_and_old_servers_close() {
     let cluster = tokio::task::spawn_blocking(|| {
         Cluster::builder()
-            .replicas(1)
+            .replicas(2)
             .dns(true)
             .start()
             .expect("start cluster with DNS")
@@ -108,6 +123,8 @@ async fn writes_follow_the_primary_name_and_old_servers_close() {
     holder.simple_query("BEGIN").await.unwrap();
     assert_eq!(scalar(&holder, WRITE).await, OLD);
     let old_primary = cluster.primary();
+    // The primary's WAL-position probe (for the replica's lag) runs there too.
+    assert!(common::eventually(Duration::from_secs(5), || probes(old_primary) == 1).await);
     assert!(
         common::eventually(Duration::from_secs(5), || app_servers(old_primary) >= 2).await,
         "pooled servers on the old primary"
@@ -156,6 +173,15 @@ async fn writes_follow_the_primary_name_and_old_servers_close() {
         app_servers(old_primary)
     );
     assert!(app_servers(promoted) >= 1);
+    // The primary probe followed the name.
+    assert!(
+        common::eventually(Duration::from_secs(5), || probes(old_primary) == 0
+            && probes(promoted) == 1)
+        .await,
+        "probes: old {} new {}",
+        probes(old_primary),
+        probes(promoted)
+    );
     assert_eq!(
         late_errors.load(Ordering::Relaxed),
         0,

@@ -232,7 +232,12 @@ impl PoolRegistry {
             .unwrap()
             .entry(spec.name.clone())
             .or_insert_with(|| {
-                monitor::primary_monitor(&spec.connect, &r.health, self.shutdown.clone())
+                monitor::primary_monitor(
+                    &spec.connect,
+                    self.primary_address(spec),
+                    &r.health,
+                    self.shutdown.clone(),
+                )
             })
             .subscribe();
         let created = Arc::new(GroupMonitor::new(

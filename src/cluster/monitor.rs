@@ -13,8 +13,10 @@ use tracing::info;
 
 use super::balance::{Ewma, InFlight};
 use super::discovery::{Discovery, EndpointSet};
-use super::health::{self, HealthMonitor, HealthSnapshot, Lsn, MonitorConfig, PgProber};
-use super::HealthSettings;
+use super::health::{
+    self, HealthMonitor, HealthSnapshot, Lsn, MonitorConfig, PgProber, ProbeResult, Prober,
+};
+use super::{HealthSettings, PrimaryAddress};
 use crate::backend::ConnectOptions;
 use crate::shutdown::ShutdownSignal;
 
@@ -205,18 +207,58 @@ impl GroupMonitor {
     }
 }
 
-/// Starts probing a database's primary for its WAL position.
+/// Starts probing a database's primary for its WAL position; with
+/// `address` (a DNS-named primary), wherever the name points now.
 pub fn primary_monitor(
     opts: &ConnectOptions,
+    address: Option<PrimaryAddress>,
     health: &HealthSettings,
     shutdown: ShutdownSignal,
 ) -> HealthMonitor {
     health::spawn_monitor(
         monitor_config(opts, health::Role::Primary, health),
-        PgProber::new(opts.clone()),
+        PrimaryProber {
+            opts: opts.clone(),
+            address,
+            probing: None,
+            inner: PgProber::new(opts.clone()),
+        },
         None,
         shutdown,
     )
+}
+
+/// Probes the primary, moving its kept connection when the primary's DNS
+/// name moves (a probe of the old primary would measure lag against it).
+struct PrimaryProber {
+    opts: ConnectOptions,
+    address: Option<PrimaryAddress>,
+    /// The address `inner` connects to; `None` while by name.
+    probing: Option<SocketAddr>,
+    inner: PgProber,
+}
+
+impl Prober for PrimaryProber {
+    async fn probe(&mut self, primary_lsn: Option<Lsn>) -> ProbeResult {
+        if let Some(address) = &self.address {
+            let now = address.addrs(Duration::ZERO).await.first().copied();
+            if now.is_some() && now != self.probing {
+                self.inner.close().await;
+                let mut opts = self.opts.clone();
+                if let Some(addr) = now {
+                    opts.host = addr.ip().to_string();
+                    opts.port = addr.port();
+                }
+                self.inner = PgProber::new(opts);
+                self.probing = now;
+            }
+        }
+        self.inner.probe(primary_lsn).await
+    }
+
+    async fn close(&mut self) {
+        self.inner.close().await;
+    }
 }
 
 fn monitor_config(opts: &ConnectOptions, role: health::Role, s: &HealthSettings) -> MonitorConfig {
