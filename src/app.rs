@@ -9,7 +9,7 @@ use std::time::Duration;
 use rand::Rng;
 use thiserror::Error;
 use tokio::net::TcpListener;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::admin::Privilege;
 use crate::auth::{AuthError, ScramSecret, Secret, Userlist};
@@ -81,9 +81,12 @@ impl Snapshot {
         };
         let frontend = Arc::new(frontend_settings(&config));
         for (name, db) in &config.databases {
+            let ns = db.nameserver.as_deref();
             if let Some(r) = &db.replicas {
-                replica_spec(name, db.port, r)?;
+                replica_spec(name, db.port, ns, r)?;
             }
+            group_specs(name, db.port, ns, &db.replica_groups)?;
+            primary_discovery(name, &db.host, db.port, ns, db.replicas.as_ref())?;
         }
         let rule_files = config.routing.rule_files_or_default(|p| p.exists());
         let rules = if rule_files.is_empty() {
@@ -91,6 +94,13 @@ impl Snapshot {
         } else {
             RuleSet::load(&rule_files)?
         };
+        for group in undefined_groups(&rules, &config) {
+            warn!(
+                group,
+                "routing rules target replica group {group:?}, which no database defines; \
+                 its reads go to each database's default replicas"
+            );
+        }
         let classifier = Arc::new(Classifier::new(rules, CLASSIFIER_CACHE));
         Ok(Snapshot {
             config,
@@ -106,8 +116,101 @@ impl Snapshot {
 /// Statement texts whose classification is cached (per process).
 const CLASSIFIER_CACHE: usize = 10_000;
 
-/// The replica topology of one database entry, validated.
-fn replica_spec(database: &str, db_port: u16, r: &ReplicasConfig) -> Result<ReplicaSpec, AppError> {
+/// The named replica groups of one database entry, validated, in name order.
+fn group_specs(
+    database: &str,
+    db_port: u16,
+    nameserver: Option<&str>,
+    groups: &std::collections::BTreeMap<String, ReplicasConfig>,
+) -> Result<Vec<(Arc<str>, ReplicaSpec)>, AppError> {
+    groups
+        .iter()
+        .map(|(name, r)| {
+            // The spelling rule files accept after `group:`.
+            let valid = !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+            if !valid {
+                return Err(AppError::Replicas {
+                    database: database.to_string(),
+                    reason: format!("invalid replica group name {name:?}"),
+                });
+            }
+            let spec = replica_spec(database, db_port, nameserver, r)?;
+            Ok((Arc::from(name.as_str()), spec))
+        })
+        .collect()
+}
+
+/// Group names the rules target that no database entry defines (rules are
+/// global, groups per database), sorted.
+fn undefined_groups(rules: &RuleSet, config: &Config) -> Vec<String> {
+    let mut missing: Vec<String> = rules
+        .rules()
+        .iter()
+        .filter_map(|rule| match &rule.target {
+            crate::router::Target::Group(name) => Some(name.to_string()),
+            _ => None,
+        })
+        .filter(|name| {
+            !config
+                .databases
+                .values()
+                .any(|db| db.replica_groups.contains_key(name))
+        })
+        .collect();
+    missing.sort();
+    missing.dedup();
+    missing
+}
+
+/// How a database's primary host is re-resolved: `None` for an IP literal.
+/// Timings follow the default replica group's, if any.
+fn primary_discovery(
+    database: &str,
+    host: &str,
+    port: u16,
+    nameserver: Option<&str>,
+    replicas: Option<&ReplicasConfig>,
+) -> Result<Option<DiscoveryConfig>, AppError> {
+    if host.parse::<std::net::IpAddr>().is_ok() {
+        return Ok(None);
+    }
+    let mut config = DiscoveryConfig::new(DiscoverySource::DnsA {
+        name: host.to_string(),
+        port,
+    });
+    if let Some(r) = replicas {
+        config.min_ttl = r.min_ttl;
+        config.max_ttl = r.max_ttl;
+    }
+    config.nameserver = parse_nameserver(database, nameserver)?;
+    Ok(Some(config))
+}
+
+fn parse_nameserver(
+    database: &str,
+    nameserver: Option<&str>,
+) -> Result<Option<SocketAddr>, AppError> {
+    nameserver
+        .map(|ns| {
+            ns.parse().map_err(|_| AppError::Replicas {
+                database: database.to_string(),
+                reason: format!("nameserver {ns:?} is not host:port"),
+            })
+        })
+        .transpose()
+}
+
+/// The replica topology of one database entry, validated; `db_nameserver`
+/// is the database's, used when the group names none.
+fn replica_spec(
+    database: &str,
+    db_port: u16,
+    db_nameserver: Option<&str>,
+    r: &ReplicasConfig,
+) -> Result<ReplicaSpec, AppError> {
     let fail = |reason: String| AppError::Replicas {
         database: database.to_string(),
         reason,
@@ -144,13 +247,7 @@ fn replica_spec(database: &str, db_port: u16, r: &ReplicasConfig) -> Result<Repl
     let mut discovery = DiscoveryConfig::new(source);
     discovery.min_ttl = r.min_ttl;
     discovery.max_ttl = r.max_ttl;
-    discovery.nameserver = match &r.nameserver {
-        Some(ns) => Some(
-            ns.parse()
-                .map_err(|_| fail(format!("nameserver {ns:?} is not host:port")))?,
-        ),
-        None => None,
-    };
+    discovery.nameserver = parse_nameserver(database, r.nameserver.as_deref().or(db_nameserver))?;
     let strategy = r
         .balance
         .parse::<Strategy>()
@@ -270,6 +367,8 @@ impl Directory for App {
         let c = &snap.config;
         let db = c.database(name)?;
         let server_user = db.forced_user.clone().unwrap_or_else(|| user.to_string());
+        // Validated when the snapshot was built.
+        let ns = db.nameserver.as_deref();
         let secret = Self::server_secret(
             &snap,
             db.password.as_ref().map(|p| p.expose()),
@@ -301,11 +400,20 @@ impl Directory for App {
             pool_mode: db.pool.pool_mode,
             max_db_connections: db.pool.max_db_connections as usize,
             max_user_connections: c.limits.max_user_connections as usize,
-            // Validated when the snapshot was built.
             replicas: db
                 .replicas
                 .as_ref()
-                .and_then(|r| replica_spec(&db.name, db.port, r).ok()),
+                .and_then(|r| replica_spec(&db.name, db.port, ns, r).ok()),
+            groups: group_specs(&db.name, db.port, ns, &db.replica_groups).unwrap_or_default(),
+            primary_discovery: primary_discovery(
+                &db.name,
+                &db.host,
+                db.port,
+                ns,
+                db.replicas.as_ref(),
+            )
+            .ok()
+            .flatten(),
         })
     }
 
@@ -489,4 +597,41 @@ fn client_acceptor(config: &Config) -> Result<Option<tokio_rustls::TlsAcceptor>,
         key_file: PathBuf::from(key),
         ca_file: c.ca_file.clone(),
     })?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_the_rules_name_but_no_database_defines_are_reported() {
+        let rules = RuleSet::builtin_with(&[(
+            "rules:\n  - match: {tables: [a]}\n    target: group:reports\n  \
+             - match: {tables: [b]}\n    target: group:olap\n  \
+             - match: {tables: [c]}\n    target: group:olap\n",
+            "test.yaml",
+        )])
+        .unwrap();
+        let mut config = Config::default();
+        let db = config.databases.entry("app".into()).or_default();
+        db.replica_groups
+            .insert("reports".into(), ReplicasConfig::default());
+        assert_eq!(undefined_groups(&rules, &config), ["olap"]);
+    }
+
+    #[test]
+    fn group_names_are_checked_like_rule_targets() {
+        let hosts = ReplicasConfig {
+            hosts: vec!["127.0.0.2".into()],
+            ..ReplicasConfig::default()
+        };
+        let mut groups = std::collections::BTreeMap::new();
+        groups.insert("b".to_string(), hosts.clone());
+        groups.insert("a-1.x".to_string(), hosts.clone());
+        let specs = group_specs("app", 5432, None, &groups).unwrap();
+        let names: Vec<&str> = specs.iter().map(|(n, _)| &**n).collect();
+        assert_eq!(names, ["a-1.x", "b"]);
+        groups.insert("no spaces".to_string(), hosts);
+        assert!(group_specs("app", 5432, None, &groups).is_err());
+    }
 }

@@ -187,6 +187,7 @@ impl AdminView for Stub {
     fn replicas(&self) -> Vec<ReplicaRow> {
         vec![ReplicaRow {
             database: "app".into(),
+            group: "reports".into(),
             host: "127.0.0.3".into(),
             port: 5432,
             state: HealthState::Healthy,
@@ -329,6 +330,7 @@ fn show_version_and_lists() {
 #[test]
 fn show_replicas_shows_state_lag_and_balancing() {
     let d = show(AdminCommand::ShowReplicas);
+    assert_eq!(d.column(0, "group"), Some("reports"));
     assert_eq!(d.column(0, "state"), Some("healthy"));
     assert_eq!(d.column(0, "lag_bytes"), Some("128"));
     assert_eq!(d.column(0, "lag_ms"), None);
@@ -374,7 +376,7 @@ fn empty_views_still_describe_their_columns() {
     let mut out = BytesMut::new();
     render(&AdminCommand::ShowReplicas, &Empty, &mut out).unwrap();
     let d = decode(&out);
-    assert_eq!(d.columns.len(), 10);
+    assert_eq!(d.columns.len(), 11);
     assert!(d.rows.is_empty());
     assert_eq!(d.complete.as_deref(), Some("SHOW"));
 }

@@ -255,10 +255,15 @@ pub struct ListsRow {
     pub dns_pending: u64,
 }
 
+/// The group column of endpoints of a database's `replicas:` set.
+pub const DEFAULT_GROUP: &str = "default";
+
 /// One replica endpoint: pgrelay's `SHOW REPLICAS`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReplicaRow {
     pub database: String,
+    /// The replica group: [`DEFAULT_GROUP`] or a `replica_groups:` name.
+    pub group: String,
     /// Host name or address as discovered.
     pub host: String,
     pub port: u16,

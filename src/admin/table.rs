@@ -379,6 +379,7 @@ impl ListsRow {
 impl Table for ReplicaRow {
     const COLUMNS: &'static [&'static str] = &[
         "database",
+        "group",
         "host",
         "port",
         "state",
@@ -393,6 +394,7 @@ impl Table for ReplicaRow {
     fn cells(&self) -> Vec<Cell> {
         vec![
             text(&self.database),
+            text(&self.group),
             text(&self.host),
             num(self.port),
             text(self.state.name()),

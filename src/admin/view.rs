@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use super::rows::{
     AdminView, ClientRow, ConfigRow, DatabaseRow, PoolRow, ReplicaRow, ServerRow, StatsRow,
+    DEFAULT_GROUP,
 };
 use crate::cluster::PoolRegistry;
 use crate::config::Config;
@@ -142,22 +143,24 @@ impl AdminView for LiveView {
     fn replicas(&self) -> Vec<ReplicaRow> {
         let mut rows = Vec::new();
         for p in self.pools.all() {
-            let Some(set) = &p.replicas else { continue };
-            for e in set.endpoints().iter() {
-                let health = e.health();
-                let facts = health.facts();
-                rows.push(ReplicaRow {
-                    database: p.spec.name.clone(),
-                    host: e.addr.ip().to_string(),
-                    port: e.addr.port(),
-                    state: health.state,
-                    lag_bytes: facts.and_then(|f| f.lag_bytes),
-                    lag: facts.and_then(|f| f.lag),
-                    weight: e.weight() as u32,
-                    outstanding: u64::from(e.outstanding()),
-                    latency: Some(e.latency()),
-                    servers: e.pool.stats().live as u64,
-                });
+            for (group, set) in p.replica_sets() {
+                for e in set.endpoints().iter() {
+                    let health = e.health();
+                    let facts = health.facts();
+                    rows.push(ReplicaRow {
+                        database: p.spec.name.clone(),
+                        group: group.unwrap_or(DEFAULT_GROUP).to_string(),
+                        host: e.addr.ip().to_string(),
+                        port: e.addr.port(),
+                        state: health.state,
+                        lag_bytes: facts.and_then(|f| f.lag_bytes),
+                        lag: facts.and_then(|f| f.lag),
+                        weight: e.weight() as u32,
+                        outstanding: u64::from(e.outstanding()),
+                        latency: Some(e.latency()),
+                        servers: e.pool.stats().live as u64,
+                    });
+                }
             }
         }
         rows

@@ -5,7 +5,10 @@
 
 pub mod balance;
 pub mod discovery;
+mod groups;
 pub mod health;
+mod monitor;
+mod primary;
 mod replicas;
 
 use std::collections::HashMap;
@@ -18,23 +21,69 @@ use crate::config::PoolMode;
 use crate::pool::{ConnLimit, Connector, Pool, PoolSettings};
 use crate::shutdown::ShutdownSignal;
 
+pub use groups::{GroupId, NamedGroup, ReplicaGroups};
+pub use monitor::{EndpointState, GroupMonitor};
+pub use primary::{PrimaryAddress, PrimaryWatch};
 pub use replicas::{HealthSettings, ReadFallback, ReadYourWrites, ReplicaEndpoint, ReplicaSet};
 
 /// Opens logged-in server connections for a pool.
 #[derive(Debug, Clone)]
 pub struct ServerConnector {
     pub opts: Arc<ConnectOptions>,
+    /// For a primary named by DNS: where the name points now.
+    pub primary: Option<PrimaryAddress>,
+}
+
+impl ServerConnector {
+    pub fn new(opts: ConnectOptions) -> Self {
+        ServerConnector {
+            opts: Arc::new(opts),
+            primary: None,
+        }
+    }
+
+    /// Connects to the primary's current addresses in turn (as libpq tries
+    /// each address of a name), or by name before the first lookup answers.
+    async fn connect_primary(&self, primary: &PrimaryAddress) -> Result<ServerConn, BackendError> {
+        let addrs = primary.addrs(self.opts.connect_timeout).await;
+        let mut last = None;
+        for addr in addrs {
+            let mut opts = ConnectOptions::clone(&self.opts);
+            opts.host = addr.ip().to_string();
+            opts.port = addr.port();
+            match ServerConn::connect(&opts).await {
+                Err(e @ (BackendError::Connect { .. } | BackendError::ConnectTimeout(_))) => {
+                    last = Some(e)
+                }
+                other => return other,
+            }
+        }
+        match last {
+            Some(e) => Err(e),
+            None => ServerConn::connect(&self.opts).await,
+        }
+    }
 }
 
 impl Connector for ServerConnector {
     type Conn = ServerConn;
     type Error = BackendError;
     async fn connect(&self) -> Result<ServerConn, BackendError> {
-        ServerConn::connect(&self.opts).await
+        match &self.primary {
+            Some(primary) => self.connect_primary(primary).await,
+            None => ServerConn::connect(&self.opts).await,
+        }
     }
 
     fn is_alive(&self, conn: &ServerConn) -> bool {
-        conn.is_idle_and_open()
+        conn.is_idle_and_open() && self.may_reuse(conn)
+    }
+
+    /// A server of a primary whose DNS name moved is not pooled again.
+    fn may_reuse(&self, conn: &ServerConn) -> bool {
+        self.primary
+            .as_ref()
+            .is_none_or(|p| p.is_current(conn.cancel_key().addr))
     }
 }
 
@@ -52,8 +101,12 @@ pub struct DatabaseSpec {
     /// 0 = unlimited.
     pub max_db_connections: usize,
     pub max_user_connections: usize,
-    /// Replicas for reads, if the database has any.
+    /// Replicas for reads, if the database has any: the default group.
     pub replicas: Option<ReplicaSpec>,
+    /// Named replica groups, sorted by name.
+    pub groups: Vec<(Arc<str>, ReplicaSpec)>,
+    /// Re-resolving the primary's host, when it is a DNS name.
+    pub primary_discovery: Option<discovery::DiscoveryConfig>,
 }
 
 /// Where a database's replicas come from and how reads are spread.
@@ -74,12 +127,42 @@ pub struct DatabasePools {
     pub spec: DatabaseSpec,
     pub metrics: crate::metrics::PoolMetrics,
     pub primary: ServerPool,
+    /// The default replica group.
     pub replicas: Option<ReplicaSet>,
+    /// Named replica groups.
+    pub groups: ReplicaGroups,
     /// ParameterStatus values of the first server logged in, sent to clients at login.
     server_params: Mutex<Option<ServerParams>>,
 }
 
 impl DatabasePools {
+    /// True when reads have somewhere to go besides the primary.
+    pub fn has_replicas(&self) -> bool {
+        self.replicas.is_some() || !self.groups.is_empty()
+    }
+
+    /// The group a rule's `group:<name>` means for this database.
+    pub fn group_id(&self, name: &str) -> GroupId {
+        self.groups.id_of(name, &self.spec.name)
+    }
+
+    /// The replica set of group `id`, if the database has it.
+    pub fn replica_set(&self, id: GroupId) -> Option<&ReplicaSet> {
+        if id == GroupId::DEFAULT {
+            self.replicas.as_ref()
+        } else {
+            self.groups.get(id)
+        }
+    }
+
+    /// Every replica set with its group name (`None` for the default group).
+    pub fn replica_sets(&self) -> impl Iterator<Item = (Option<&str>, &ReplicaSet)> {
+        self.replicas
+            .iter()
+            .map(|set| (None, set))
+            .chain(self.groups.iter().map(|g| (Some(&*g.name), &g.set)))
+    }
+
     pub fn server_params(&self) -> Option<ServerParams> {
         self.server_params.lock().unwrap().clone()
     }
@@ -97,8 +180,13 @@ pub struct PoolRegistry {
     pools: Mutex<HashMap<(String, String), Arc<DatabasePools>>>,
     db_limits: Mutex<HashMap<String, Arc<ConnLimit>>>,
     user_limits: Mutex<HashMap<String, Arc<ConnLimit>>>,
-    /// One discovery task per database, shared by its users' replica sets.
-    discoveries: Mutex<HashMap<String, discovery::Discovery>>,
+    /// Discovery and health of each (database, group; "" = default), shared
+    /// by its users' replica sets.
+    monitors: Mutex<HashMap<(String, String), Arc<GroupMonitor>>>,
+    /// One WAL-position probe of each database's primary, for replica lag.
+    primary_probes: Mutex<HashMap<String, health::HealthMonitor>>,
+    /// One address watch per database whose primary is a DNS name.
+    primaries: Mutex<HashMap<String, PrimaryWatch>>,
     shutdown: ShutdownSignal,
     metrics: Arc<crate::metrics::Metrics>,
 }
@@ -110,32 +198,84 @@ impl PoolRegistry {
             pools: Mutex::default(),
             db_limits: Mutex::default(),
             user_limits: Mutex::default(),
-            discoveries: Mutex::default(),
+            monitors: Mutex::default(),
+            primary_probes: Mutex::default(),
+            primaries: Mutex::default(),
             shutdown,
         }
     }
 
-    /// The discovered replica endpoints of `database`, starting discovery on first use.
-    fn replica_source(
+    /// The shared monitor of `spec`'s replica `group` ("" = default),
+    /// started on first use; its probes log in as this first user.
+    fn group_monitor(
         &self,
-        database: &str,
-        spec: &ReplicaSpec,
-    ) -> Option<tokio::sync::watch::Receiver<Arc<discovery::EndpointSet>>> {
-        let mut discoveries = self.discoveries.lock().unwrap();
-        if let Some(d) = discoveries.get(database) {
-            return Some(d.subscribe());
+        spec: &DatabaseSpec,
+        group: &str,
+        r: &ReplicaSpec,
+    ) -> Option<Arc<GroupMonitor>> {
+        let mut monitors = self.monitors.lock().unwrap();
+        let key = (spec.name.clone(), group.to_string());
+        if let Some(m) = monitors.get(&key) {
+            return Some(m.clone());
         }
-        let resolver = match discovery::HickoryResolve::new(spec.discovery.nameserver) {
-            Ok(r) => r,
+        let resolver = match discovery::HickoryResolve::new(r.discovery.nameserver) {
+            Ok(resolver) => resolver,
             Err(e) => {
-                warn!(database, error = %e, "cannot resolve replicas; reads go to the primary");
+                warn!(database = spec.name, group, error = %e, "cannot resolve replicas; reads go to the primary");
                 return None;
             }
         };
-        let d = discovery::spawn(spec.discovery.clone(), resolver, self.shutdown.clone());
-        let rx = d.subscribe();
-        discoveries.insert(database.to_string(), d);
-        Some(rx)
+        let found = discovery::spawn(r.discovery.clone(), resolver, self.shutdown.clone());
+        let primary = self
+            .primary_probes
+            .lock()
+            .unwrap()
+            .entry(spec.name.clone())
+            .or_insert_with(|| {
+                monitor::primary_monitor(
+                    &spec.connect,
+                    self.primary_address(spec),
+                    &r.health,
+                    self.shutdown.clone(),
+                )
+            })
+            .subscribe();
+        let created = Arc::new(GroupMonitor::new(
+            found,
+            spec.connect.clone(),
+            r.health.clone(),
+            primary,
+            self.shutdown.clone(),
+        ));
+        monitors.insert(key, created.clone());
+        Some(created)
+    }
+
+    /// Where `spec`'s primary is now, when its host is a DNS name; starts
+    /// watching it on first use.
+    fn primary_address(&self, spec: &DatabaseSpec) -> Option<PrimaryAddress> {
+        let config = spec.primary_discovery.as_ref()?;
+        let mut primaries = self.primaries.lock().unwrap();
+        if let Some(watch) = primaries.get(&spec.name) {
+            return Some(watch.address());
+        }
+        let resolver = match discovery::HickoryResolve::new(config.nameserver) {
+            Ok(r) => r,
+            Err(e) => {
+                warn!(database = spec.name, error = %e, "cannot re-resolve the primary; connecting by name");
+                return None;
+            }
+        };
+        let watch = PrimaryWatch::spawn(
+            &spec.name,
+            config.clone(),
+            resolver,
+            self.metrics.topology_counter(&spec.name, "primary_moved"),
+            self.shutdown.clone(),
+        );
+        let address = watch.address();
+        primaries.insert(spec.name.clone(), watch);
+        Some(address)
     }
 
     /// The pools for `spec` as `client_user` sees them: an existing set if the
@@ -160,20 +300,39 @@ impl PoolRegistry {
                 spec.max_user_connections,
             ));
         }
-        let replicas = spec.replicas.as_ref().and_then(|r| {
-            let source = self.replica_source(&spec.name, r)?;
+        let replica_set = |group: GroupId, name: &str, r: &ReplicaSpec| {
+            let monitor = self.group_monitor(&spec, name, r)?;
             Some(ReplicaSet::new(
+                group,
                 spec.connect.clone(),
                 spec.pool.clone(),
                 limits.clone(),
-                source,
+                monitor,
                 r,
-                self.shutdown.clone(),
             ))
-        });
+        };
+        let replicas = spec
+            .replicas
+            .as_ref()
+            .and_then(|r| replica_set(GroupId::DEFAULT, "", r));
+        let mut named: Vec<NamedGroup> = Vec::with_capacity(spec.groups.len());
+        for (name, r) in &spec.groups {
+            // Ids are positions among the groups that could start.
+            if let Some(set) = replica_set(GroupId::named(named.len()), name, r) {
+                named.push(NamedGroup {
+                    name: name.clone(),
+                    set,
+                });
+            }
+        }
+        let groups = ReplicaGroups::new(
+            named,
+            self.metrics.topology_counter(&spec.name, "unknown_group"),
+        );
         let primary = Pool::new(
             ServerConnector {
                 opts: Arc::new(spec.connect.clone()),
+                primary: self.primary_address(&spec),
             },
             spec.pool.clone(),
             limits,
@@ -183,6 +342,7 @@ impl PoolRegistry {
             spec,
             primary,
             replicas,
+            groups,
             server_params: Mutex::new(None),
         });
         self.pools
@@ -207,8 +367,8 @@ impl PoolRegistry {
                 stats.idle,
             );
             pools.primary.maintain().await;
-            if let Some(r) = &pools.replicas {
-                r.maintain().await;
+            for (_, set) in pools.replica_sets() {
+                set.maintain().await;
             }
         }
     }
@@ -216,11 +376,13 @@ impl PoolRegistry {
     pub fn close_all(&self) {
         for pools in self.all() {
             pools.primary.close();
-            if let Some(r) = &pools.replicas {
-                r.close();
+            for (_, set) in pools.replica_sets() {
+                set.close();
             }
         }
-        self.discoveries.lock().unwrap().clear();
+        self.monitors.lock().unwrap().clear();
+        self.primary_probes.lock().unwrap().clear();
+        self.primaries.lock().unwrap().clear();
     }
 }
 

@@ -1,26 +1,24 @@
-//! The replica pools of one (database, user) pair: one pool per replica
-//! endpoint, kept in step with discovery, chosen per read by the balancer.
+//! The replica pools of one (database, user) pair: one pool per endpoint of
+//! the group's shared [`GroupMonitor`], kept in step with it, chosen per read
+//! by the balancer over the shared health, bans and latency.
 //!
-//! The endpoint list is an immutable snapshot swapped whole when discovery
-//! publishes a new set; a pick reads the snapshot without holding a lock
-//! across anything slow. Removed endpoints are drained: their pool refuses new
+//! The endpoint list is an immutable snapshot swapped whole when the group's
+//! endpoints change; a pick reads the snapshot without holding a lock across
+//! anything slow. Removed endpoints are drained: their pool refuses new
 //! checkouts and closes idle servers, and servers in use close at release.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use tokio::sync::watch;
-use tracing::info;
-
-use super::balance::{Balancer, Candidate, Ewma, InFlight};
-use super::discovery::EndpointSet;
-use super::health::{self, HealthMonitor, HealthPolicy, Lsn, MonitorConfig, PgProber};
+use super::balance::{Balancer, Candidate, InFlight};
+use super::groups::GroupId;
+use super::health::{self, HealthPolicy, Lsn};
+use super::monitor::{EndpointState, GroupMonitor};
 use super::{ReplicaSpec, ServerConnector, ServerPool};
 use crate::backend::ConnectOptions;
 use crate::pool::{ConnLimit, Pool, PoolSettings};
-use crate::shutdown::ShutdownSignal;
 
 /// How replicas are probed and judged.
 #[derive(Debug, Clone)]
@@ -46,139 +44,94 @@ pub enum ReadYourWrites {
     Lsn,
 }
 
-/// How long a replica that failed a connection is skipped, at first.
-const FIRST_BAN: Duration = Duration::from_secs(2);
-const MAX_BAN: Duration = Duration::from_secs(60);
-
-/// One replica and its pool.
+/// One replica: this user's pool to it and the group's shared view of it.
 pub struct ReplicaEndpoint {
     pub addr: SocketAddr,
+    /// The group whose reads this endpoint serves.
+    pub group: GroupId,
     pub pool: ServerPool,
-    weight: f64,
-    outstanding: Arc<AtomicU32>,
-    latency: Ewma,
-    ban: Mutex<Ban>,
-    /// Probes reachability, recovery state and replay lag.
-    health: HealthMonitor,
-    /// The furthest replay position seen by an on-demand check.
-    checked_replay: AtomicU64,
-}
-
-#[derive(Default)]
-struct Ban {
-    until: Option<Instant>,
-    strikes: u32,
+    shared: Arc<EndpointState>,
 }
 
 impl ReplicaEndpoint {
     /// Counts a request in flight here until the guard drops.
     pub fn enter(&self) -> InFlight {
-        InFlight::enter(&self.outstanding)
+        self.shared.enter()
     }
 
     pub fn observe_latency(&self, sample: Duration) {
-        self.latency.observe(sample);
+        self.shared.observe_latency(sample);
     }
 
     /// A connection to this replica failed: skip it for a growing while.
     pub fn report_failure(&self) {
-        self.health.report_connection_failure();
-        let mut ban = self.ban.lock().unwrap();
-        ban.strikes = ban.strikes.saturating_add(1);
-        let backoff = FIRST_BAN
-            .saturating_mul(1 << ban.strikes.min(6).saturating_sub(1))
-            .min(MAX_BAN);
-        ban.until = Some(Instant::now() + backoff);
+        self.shared.report_failure();
     }
 
     pub fn report_success(&self) {
-        let mut ban = self.ban.lock().unwrap();
-        ban.strikes = 0;
-        ban.until = None;
-    }
-
-    fn is_banned(&self, now: Instant) -> bool {
-        self.ban.lock().unwrap().until.is_some_and(|u| now < u)
+        self.shared.report_success();
     }
 
     /// How far this replica has certainly replayed: the later of the last
     /// probe and the last on-demand check.
     pub fn replayed(&self) -> Lsn {
-        let probed = self
-            .health
-            .current()
-            .facts()
-            .and_then(|f| f.replay_lsn)
-            .map_or(0, |l| l.0);
-        Lsn(probed.max(self.checked_replay.load(Ordering::Relaxed)))
+        self.shared.replayed()
     }
 
     pub fn note_replayed(&self, lsn: Lsn) {
-        self.checked_replay.fetch_max(lsn.0, Ordering::Relaxed);
+        self.shared.note_replayed(lsn);
     }
 
     pub fn health(&self) -> Arc<health::HealthSnapshot> {
-        self.health.current()
+        self.shared.health()
     }
 
     pub fn weight(&self) -> f64 {
-        self.weight
+        self.shared.weight()
     }
 
     pub fn outstanding(&self) -> u32 {
-        self.outstanding.load(Ordering::Relaxed)
+        self.shared.outstanding()
     }
 
     pub fn latency(&self) -> Duration {
-        self.latency.faded(Instant::now())
+        self.shared.latency_at(Instant::now())
     }
 
     /// Probed healthy: reachable, in recovery, within the lag limits.
     pub fn is_healthy(&self) -> bool {
-        self.health.current().is_usable()
+        self.shared.is_healthy()
     }
 }
 
 pub struct ReplicaSet {
+    pub group: GroupId,
     template: ConnectOptions,
     pool_settings: PoolSettings,
     limits: Vec<Arc<ConnLimit>>,
-    source: Mutex<watch::Receiver<Arc<EndpointSet>>>,
+    monitor: Arc<GroupMonitor>,
     applied_version: AtomicU64,
     endpoints: RwLock<Arc<Vec<Arc<ReplicaEndpoint>>>>,
     balancer: Balancer,
     pub fallback: ReadFallback,
     pub read_your_writes: ReadYourWrites,
-    health: HealthSettings,
-    /// Probes the primary for its WAL position, to measure replicas' lag in bytes.
-    primary_health: HealthMonitor,
-    shutdown: ShutdownSignal,
 }
 
 impl ReplicaSet {
     pub fn new(
+        group: GroupId,
         template: ConnectOptions,
         pool_settings: PoolSettings,
         limits: Vec<Arc<ConnLimit>>,
-        source: watch::Receiver<Arc<EndpointSet>>,
+        monitor: Arc<GroupMonitor>,
         spec: &ReplicaSpec,
-        shutdown: ShutdownSignal,
     ) -> Self {
-        let health = spec.health.clone();
-        let primary_health = health::spawn_monitor(
-            monitor_config(&template, health::Role::Primary, &health),
-            PgProber::new(template.clone()),
-            None,
-            shutdown.clone(),
-        );
         let set = ReplicaSet {
-            health,
-            primary_health,
-            shutdown,
+            group,
             template,
             pool_settings,
             limits,
-            source: Mutex::new(source),
+            monitor,
             applied_version: AtomicU64::new(u64::MAX),
             endpoints: RwLock::new(Arc::new(Vec::new())),
             balancer: Balancer::new(spec.strategy),
@@ -194,59 +147,44 @@ impl ReplicaSet {
         self.endpoints.read().unwrap().clone()
     }
 
-    /// Applies the latest discovered set if it changed since the last call.
+    /// Follows the group's endpoints if they changed since the last call.
     fn sync(&self) {
-        let latest = self.source.lock().unwrap().borrow().clone();
-        let version = latest.version();
+        let (version, shared) = self.monitor.current();
         if self.applied_version.swap(version, Ordering::AcqRel) == version {
             return;
         }
         let current = self.endpoints.read().unwrap().clone();
-        let mut next = Vec::with_capacity(latest.len());
-        for endpoint in latest.endpoints() {
-            match current.iter().find(|e| e.addr == endpoint.addr) {
-                Some(kept) => next.push(kept.clone()),
-                None => {
-                    info!(addr = %endpoint.addr, "replica joined");
-                    next.push(Arc::new(self.new_endpoint(endpoint.addr, endpoint.weight)));
-                }
-            }
-        }
+        let next: Vec<Arc<ReplicaEndpoint>> = shared
+            .iter()
+            .map(
+                |state| match current.iter().find(|e| e.addr == state.addr) {
+                    Some(kept) => kept.clone(),
+                    None => Arc::new(self.new_endpoint(state.clone())),
+                },
+            )
+            .collect();
         for gone in current
             .iter()
             .filter(|e| !next.iter().any(|n| n.addr == e.addr))
         {
-            info!(addr = %gone.addr, "replica left; draining");
             gone.pool.close();
         }
         *self.endpoints.write().unwrap() = Arc::new(next);
     }
 
-    fn new_endpoint(&self, addr: SocketAddr, weight: u32) -> ReplicaEndpoint {
+    fn new_endpoint(&self, shared: Arc<EndpointState>) -> ReplicaEndpoint {
         let mut opts = self.template.clone();
-        opts.host = addr.ip().to_string();
-        opts.port = addr.port();
-        let health = health::spawn_monitor(
-            monitor_config(&opts, health::Role::Replica, &self.health),
-            PgProber::new(opts.clone()),
-            Some(self.primary_health.subscribe()),
-            self.shutdown.clone(),
-        );
+        opts.host = shared.addr.ip().to_string();
+        opts.port = shared.addr.port();
         ReplicaEndpoint {
-            health,
-            checked_replay: AtomicU64::new(0),
-            addr,
+            addr: shared.addr,
+            group: self.group,
             pool: Pool::new(
-                ServerConnector {
-                    opts: Arc::new(opts),
-                },
+                ServerConnector::new(opts),
                 self.pool_settings.clone(),
                 self.limits.clone(),
             ),
-            weight: f64::from(weight.max(1)),
-            outstanding: Arc::new(AtomicU32::new(0)),
-            latency: Ewma::new(Duration::from_secs(2)),
-            ban: Mutex::new(Ban::default()),
+            shared,
         }
     }
 
@@ -257,15 +195,17 @@ impl ReplicaSet {
         let now = Instant::now();
         let usable: Vec<&Arc<ReplicaEndpoint>> = endpoints
             .iter()
-            .filter(|e| Some(e.addr) != exclude && !e.is_banned(now) && e.is_healthy())
+            .filter(|e| {
+                Some(e.addr) != exclude && !e.shared.is_banned(now) && e.shared.is_healthy()
+            })
             .collect();
         let candidates: Vec<Candidate> = usable
             .iter()
             .map(|e| {
                 Candidate::new(
-                    e.weight,
-                    e.outstanding.load(Ordering::Relaxed),
-                    e.latency.faded(now),
+                    e.shared.weight(),
+                    e.shared.outstanding(),
+                    e.shared.latency_at(now),
                 )
             })
             .collect();
@@ -283,15 +223,5 @@ impl ReplicaSet {
         for endpoint in self.endpoints.read().unwrap().iter() {
             endpoint.pool.close();
         }
-    }
-}
-
-fn monitor_config(opts: &ConnectOptions, role: health::Role, s: &HealthSettings) -> MonitorConfig {
-    MonitorConfig {
-        label: format!("{}:{}", opts.host, opts.port),
-        role,
-        interval: s.interval,
-        timeout: s.interval.max(Duration::from_secs(1)) * 2,
-        policy: s.policy.clone(),
     }
 }

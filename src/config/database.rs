@@ -42,8 +42,16 @@ pub struct DatabaseConfig {
     pub pool_mode: Option<PoolMode>,
     #[serde(deserialize_with = "optional_setting")]
     pub max_db_connections: Option<u32>,
+    /// DNS server `host:port` for `host` (re-resolved to follow a failover)
+    /// and the default for replica groups; default: the system resolver.
+    #[serde(deserialize_with = "optional_setting")]
+    pub nameserver: Option<String>,
     /// Replicas for reads; without them every statement goes to `host`.
+    /// Also the default group: reads no rule sends to a named group go here.
     pub replicas: Option<ReplicasConfig>,
+    /// Named replica groups (`group:<name>` targets in rule files), each with
+    /// its own discovery, health checks and balancer.
+    pub replica_groups: BTreeMap<String, ReplicasConfig>,
 }
 
 /// Where a database's replicas are and how reads are spread over them.
@@ -128,7 +136,9 @@ impl Default for DatabaseConfig {
             reserve_pool_size: None,
             pool_mode: None,
             max_db_connections: None,
+            nameserver: None,
             replicas: None,
+            replica_groups: BTreeMap::new(),
         }
     }
 }
@@ -223,6 +233,10 @@ impl DatabaseConfig {
                 parts.push(format!("replicas_srv={s}"));
             }
         }
+        if !self.replica_groups.is_empty() {
+            let names: Vec<&str> = self.replica_groups.keys().map(String::as_str).collect();
+            parts.push(format!("replica_groups={}", names.join(",")));
+        }
         parts.join(" ")
     }
 }
@@ -264,7 +278,9 @@ pub struct ResolvedDatabase {
     pub pool: EffectivePool,
     /// Served by the `*` entry rather than an entry of its own.
     pub via_fallback: bool,
+    pub nameserver: Option<String>,
     pub replicas: Option<ReplicasConfig>,
+    pub replica_groups: BTreeMap<String, ReplicasConfig>,
 }
 
 /// Look up `requested`, falling back to the `*` entry.
@@ -286,7 +302,9 @@ pub fn resolve(
         password: db.password.clone(),
         pool: EffectivePool::for_database(db, defaults),
         via_fallback,
+        nameserver: db.nameserver.clone(),
         replicas: db.replicas.clone(),
+        replica_groups: db.replica_groups.clone(),
     })
 }
 

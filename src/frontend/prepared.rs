@@ -92,7 +92,7 @@ mod tests {
     fn same_statement_shares_a_server_name_and_different_ones_do_not() {
         let mut a = ClientStatements::default();
         let mut b = ClientStatements::default();
-        let d = Destination::Replica;
+        let d = Destination::READ;
         let s1 = a.define(&parse("s0", "select $1", &[0, 1, 0, 0, 0, 23]), d);
         let s2 = b.define(&parse("q", "select $1", &[0, 1, 0, 0, 0, 23]), d);
         let s3 = b.define(&parse("r", "select $1", &[0, 1, 0, 0, 0, 25]), d);

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 
-use crate::cluster::ReplicaEndpoint;
+use crate::cluster::{DatabasePools, GroupId, ReplicaEndpoint};
 use crate::protocol::backend::{self as be, Severity, TxStatus};
 use crate::router::{Decision, Effect, PinReason, RouteCommand, RouteOverride, Target};
 
@@ -14,16 +14,26 @@ use crate::router::{Decision, Effect, PinReason, RouteCommand, RouteOverride, Ta
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Destination {
     Primary,
-    Replica,
+    /// A replica of this group of the client's database.
+    Replica(GroupId),
 }
 
 impl Destination {
-    pub fn of(target: &Target) -> Self {
+    /// A read of the default replica group.
+    pub const READ: Destination = Destination::Replica(GroupId::DEFAULT);
+
+    /// Where `target` points in the database `pools` serve; a group the
+    /// database lacks means its default replicas.
+    pub fn of(target: &Target, pools: &DatabasePools) -> Self {
         match target {
             Target::Primary => Destination::Primary,
-            // Named groups are served by the database's replica set for now.
-            Target::Replicas | Target::Group(_) => Destination::Replica,
+            Target::Replicas => Destination::READ,
+            Target::Group(name) => Destination::Replica(pools.group_id(name)),
         }
+    }
+
+    pub fn is_read(self) -> bool {
+        matches!(self, Destination::Replica(_))
     }
 }
 
@@ -35,12 +45,13 @@ pub(crate) enum ServerRole {
 }
 
 impl ServerRole {
-    /// The primary serves everything; a replica serves reads only.
+    /// The primary serves everything; a replica serves reads of its own group only.
     pub fn serves(&self, dest: Destination) -> bool {
-        matches!(
-            (self, dest),
-            (ServerRole::Primary, _) | (ServerRole::Replica(_), Destination::Replica)
-        )
+        match (self, dest) {
+            (ServerRole::Primary, _) => true,
+            (ServerRole::Replica(endpoint), Destination::Replica(group)) => endpoint.group == group,
+            (ServerRole::Replica(_), Destination::Primary) => false,
+        }
     }
 
     pub fn is_replica(&self) -> bool {
@@ -64,9 +75,9 @@ impl Routed {
         }
     }
 
-    pub fn from_decision(decision: Decision) -> Self {
+    pub fn from_decision(decision: Decision, pools: &DatabasePools) -> Self {
         let mut routed = Routed {
-            dest: Destination::of(&decision.route.target),
+            dest: Destination::of(&decision.route.target, pools),
             pin: None,
             intercept: None,
         };
@@ -161,8 +172,10 @@ mod tests {
     }
 
     #[test]
-    fn replicas_serve_only_reads() {
-        assert!(ServerRole::Primary.serves(Destination::Replica));
+    fn the_primary_serves_every_destination() {
+        assert!(ServerRole::Primary.serves(Destination::READ));
+        assert!(ServerRole::Primary.serves(Destination::Replica(GroupId::named(0))));
         assert!(ServerRole::Primary.serves(Destination::Primary));
+        assert!(Destination::READ.is_read() && !Destination::Primary.is_read());
     }
 }

@@ -55,6 +55,7 @@ pub struct Metrics {
     /// The routes the query loop records on every checkout, each looked up on
     /// first use (a series appears only once used): [role][reason].
     common_routes: [[std::sync::OnceLock<IntCounter>; COMMON_ROUTE_REASONS.len()]; Role::ALL.len()],
+    topology: IntCounterVec,
     pools: PoolFamilies,
     replicas: ReplicaFamilies,
     process: ProcessMetrics,
@@ -102,7 +103,16 @@ impl Metrics {
             "Statements routed, by target (primary, replica) and the router's reason.",
             &["target", "reason"],
         )?;
+        let topology = counter_vec(
+            &r,
+            "pgrelay_topology_events_total",
+            "Topology events by database: unknown_group (a rule named a replica group the \
+             database lacks; its default replicas served it), primary_moved (the primary's \
+             DNS name now resolves elsewhere).",
+            &["database", "event"],
+        )?;
         Ok(Metrics {
+            topology,
             clients: Arc::new(ClientGauges::resolve(&client_family)),
             logins: LoginResult::ALL
                 .iter()
@@ -187,6 +197,12 @@ impl Metrics {
             Some(counter) => counter.clone(),
             None => self.routes.with_label_values(&[target.label(), reason]),
         }
+    }
+
+    /// The counter of one topology `event` (a fixed name, see the metric's
+    /// help) of `database`, for callers to keep next to what they count.
+    pub fn topology_counter(&self, database: &str, event: &'static str) -> IntCounter {
+        self.topology.with_label_values(&[database, event])
     }
 
     /// Health gauges for one replica endpoint (e.g. `"10.0.0.7:5432"`).

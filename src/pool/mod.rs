@@ -33,6 +33,10 @@ pub trait Connector: Send + Sync + 'static {
     fn is_alive(&self, _conn: &Self::Conn) -> bool {
         true
     }
+    /// Whether a released connection may be pooled again (false closes it).
+    fn may_reuse(&self, _conn: &Self::Conn) -> bool {
+        true
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -292,7 +296,10 @@ impl<C: Connector> Inner<C> {
 
     fn push_idle(&self, conn: Entry<C::Conn>) {
         let now = Instant::now();
-        if self.main.is_closed() || self.is_past_lifetime(&conn, now) {
+        if self.main.is_closed()
+            || self.is_past_lifetime(&conn, now)
+            || !self.connector.may_reuse(&conn.conn)
+        {
             return;
         }
         self.idle.lock().unwrap().push(Idle { conn, since: now });

@@ -14,7 +14,7 @@ impl Session<'_> {
         let idle = attached.relay.is_idle(attached.conn.rbuf.len()) && self.to_server.is_empty();
         let serves = attached.role.serves(dest);
         // An idle primary holding a read gives way so the read can be balanced.
-        let rebalance = dest == Destination::Replica && !attached.role.is_replica();
+        let rebalance = dest.is_read() && !attached.role.is_replica();
         if idle && self.pinned.is_none() && (!serves || rebalance) {
             self.detach(false).await;
             return true;
@@ -36,8 +36,12 @@ impl Session<'_> {
             freshness::Freshness::PrimaryOnly => Destination::Primary,
             _ => dest,
         };
-        let (conn, role) = match (dest, &self.pools.replicas) {
-            (Destination::Replica, Some(replicas)) if self.pinned.is_none() => {
+        let group = match dest {
+            Destination::Replica(group) if self.pinned.is_none() => self.pools.replica_set(group),
+            _ => None,
+        };
+        let (conn, role) = match group {
+            Some(replicas) => {
                 let mut tried = None;
                 let mut found = None;
                 let mut behind_own_write = false;
@@ -81,7 +85,7 @@ impl Session<'_> {
                     (None, ReadFallback::Error) => return Err(FrontendError::NoReplica),
                 }
             }
-            _ => (self.pools.primary.get().await?, ServerRole::Primary),
+            None => (self.pools.primary.get().await?, ServerRole::Primary),
         };
         let label = metric_role(&role);
         self.pools.metrics.checkout_waited(label, waiting.elapsed());
@@ -89,8 +93,8 @@ impl Session<'_> {
             label,
             match (dest, &role) {
                 (Destination::Primary, _) => "primary",
-                (Destination::Replica, ServerRole::Replica(_)) => "read",
-                (Destination::Replica, ServerRole::Primary) => "read_fallback",
+                (Destination::Replica(_), ServerRole::Replica(_)) => "read",
+                (Destination::Replica(_), ServerRole::Primary) => "read_fallback",
             },
         );
         self.set_client_state(ClientState::Active);
@@ -138,15 +142,15 @@ impl Session<'_> {
         }
         warn!(addr = %endpoint.addr, %error, "replica failed before answering; retrying the read");
         endpoint.report_failure();
+        let read = Destination::Replica(endpoint.group);
         drop(attached);
-        self.attach(Destination::Replica).await?;
+        self.attach(read).await?;
         self.replay = None; // one retry per read
         let mut rest = replay.freeze();
         while !rest.is_empty() {
             let len = framing::check(&rest, usize::MAX)?.expect("replayed messages are whole");
             let msg = rest.split_to(len);
-            self.handle_client_message(&msg, Some(Destination::Replica), client)
-                .await?;
+            self.handle_client_message(&msg, Some(read), client).await?;
         }
         if let Some(attached) = self.server.as_mut() {
             attached.conn.write_all(&self.to_server).await?;

@@ -131,7 +131,7 @@ impl<'a> Session<'a> {
     /// Reads go to replicas only in transaction and statement pooling, and only
     /// for databases that have replicas; a session-pooled client keeps its primary.
     fn routes_reads(&self) -> bool {
-        releases_at_idle(self.mode) && self.pools.replicas.is_some()
+        releases_at_idle(self.mode) && self.pools.has_replicas()
     }
 
     fn tx_state(&self) -> TxState {
@@ -158,7 +158,7 @@ impl<'a> Session<'a> {
             tx: self.tx_state(),
             session_pinned: self.pinned.is_some(),
         };
-        let mut routed = Routed::from_decision(self.classifier.classify(sql, &ctx));
+        let mut routed = Routed::from_decision(self.classifier.classify(sql, &ctx), &self.pools);
         if !self.routes_reads() {
             routed.dest = Destination::Primary;
         }

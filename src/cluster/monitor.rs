@@ -1,0 +1,272 @@
+//! What is known about the endpoints of one replica group of one database,
+//! shared by every user's pools of that database: discovery, health probes,
+//! bans, replay positions, reads in flight and the latency EWMA. Probes
+//! therefore scale with endpoints, not with endpoints × users.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use tracing::info;
+
+use super::balance::{Ewma, InFlight};
+use super::discovery::{Discovery, EndpointSet};
+use super::health::{
+    self, HealthMonitor, HealthSnapshot, Lsn, MonitorConfig, PgProber, ProbeResult, Prober,
+};
+use super::{HealthSettings, PrimaryAddress};
+use crate::backend::ConnectOptions;
+use crate::shutdown::ShutdownSignal;
+
+/// How long a replica that failed a connection is skipped, at first.
+const FIRST_BAN: Duration = Duration::from_secs(2);
+const MAX_BAN: Duration = Duration::from_secs(60);
+
+#[derive(Default)]
+struct Ban {
+    until: Option<Instant>,
+    strikes: u32,
+}
+
+/// The shared state of one replica endpoint.
+pub struct EndpointState {
+    pub addr: SocketAddr,
+    weight: f64,
+    outstanding: Arc<AtomicU32>,
+    latency: Ewma,
+    ban: Mutex<Ban>,
+    /// Probes reachability, recovery state and replay lag.
+    health: HealthMonitor,
+    /// The furthest replay position seen by an on-demand check.
+    checked_replay: AtomicU64,
+}
+
+impl EndpointState {
+    pub fn enter(&self) -> InFlight {
+        InFlight::enter(&self.outstanding)
+    }
+
+    pub fn observe_latency(&self, sample: Duration) {
+        self.latency.observe(sample);
+    }
+
+    /// A connection failed: skip this endpoint for a growing while.
+    pub fn report_failure(&self) {
+        self.health.report_connection_failure();
+        let mut ban = self.ban.lock().unwrap();
+        ban.strikes = ban.strikes.saturating_add(1);
+        let backoff = FIRST_BAN
+            .saturating_mul(1 << ban.strikes.min(6).saturating_sub(1))
+            .min(MAX_BAN);
+        ban.until = Some(Instant::now() + backoff);
+    }
+
+    pub fn report_success(&self) {
+        let mut ban = self.ban.lock().unwrap();
+        ban.strikes = 0;
+        ban.until = None;
+    }
+
+    pub fn is_banned(&self, now: Instant) -> bool {
+        self.ban.lock().unwrap().until.is_some_and(|u| now < u)
+    }
+
+    /// The later of the last probe's replay position and the last on-demand check.
+    pub fn replayed(&self) -> Lsn {
+        let probed = self
+            .health
+            .current()
+            .facts()
+            .and_then(|f| f.replay_lsn)
+            .map_or(0, |l| l.0);
+        Lsn(probed.max(self.checked_replay.load(Ordering::Relaxed)))
+    }
+
+    pub fn note_replayed(&self, lsn: Lsn) {
+        self.checked_replay.fetch_max(lsn.0, Ordering::Relaxed);
+    }
+
+    pub fn health(&self) -> Arc<HealthSnapshot> {
+        self.health.current()
+    }
+
+    pub fn weight(&self) -> f64 {
+        self.weight
+    }
+
+    pub fn outstanding(&self) -> u32 {
+        self.outstanding.load(Ordering::Relaxed)
+    }
+
+    pub fn latency_at(&self, now: Instant) -> Duration {
+        self.latency.faded(now)
+    }
+
+    pub fn is_healthy(&self) -> bool {
+        self.health.current().is_usable()
+    }
+}
+
+/// The endpoints of one (database, group), kept in step with discovery.
+pub struct GroupMonitor {
+    source: Mutex<watch::Receiver<Arc<EndpointSet>>>,
+    applied_version: AtomicU64,
+    endpoints: RwLock<Arc<Vec<Arc<EndpointState>>>>,
+    /// Probes log in with the connect options of the first user of the group.
+    probe_template: ConnectOptions,
+    health: HealthSettings,
+    /// The primary's snapshots, for replicas' lag in bytes.
+    primary: watch::Receiver<Arc<HealthSnapshot>>,
+    shutdown: ShutdownSignal,
+    /// Keeps the discovery task running as long as the group is in use.
+    _discovery: Discovery,
+}
+
+impl GroupMonitor {
+    pub fn new(
+        discovery: Discovery,
+        probe_template: ConnectOptions,
+        health: HealthSettings,
+        primary: watch::Receiver<Arc<HealthSnapshot>>,
+        shutdown: ShutdownSignal,
+    ) -> Self {
+        GroupMonitor {
+            source: Mutex::new(discovery.subscribe()),
+            applied_version: AtomicU64::new(u64::MAX),
+            endpoints: RwLock::new(Arc::new(Vec::new())),
+            probe_template,
+            health,
+            primary,
+            shutdown,
+            _discovery: discovery,
+        }
+    }
+
+    /// The current endpoints and the discovery version they reflect.
+    pub fn current(&self) -> (u64, Arc<Vec<Arc<EndpointState>>>) {
+        self.sync();
+        (
+            self.applied_version.load(Ordering::Acquire),
+            self.endpoints.read().unwrap().clone(),
+        )
+    }
+
+    /// Applies the latest discovered set if it changed since the last call.
+    fn sync(&self) {
+        let latest = self.source.lock().unwrap().borrow().clone();
+        let version = latest.version();
+        if self.applied_version.load(Ordering::Acquire) == version {
+            return;
+        }
+        // One writer at a time, so two callers do not both start monitors.
+        let mut slot = self.endpoints.write().unwrap();
+        if self.applied_version.load(Ordering::Acquire) == version {
+            return;
+        }
+        let next: Vec<Arc<EndpointState>> = latest
+            .endpoints()
+            .iter()
+            .map(|e| match slot.iter().find(|kept| kept.addr == e.addr) {
+                Some(kept) => kept.clone(),
+                None => {
+                    info!(addr = %e.addr, "replica joined");
+                    Arc::new(self.new_endpoint(e.addr, e.weight))
+                }
+            })
+            .collect();
+        for gone in slot
+            .iter()
+            .filter(|e| !next.iter().any(|n| n.addr == e.addr))
+        {
+            info!(addr = %gone.addr, "replica left; draining");
+        }
+        *slot = Arc::new(next);
+        self.applied_version.store(version, Ordering::Release);
+    }
+
+    fn new_endpoint(&self, addr: SocketAddr, weight: u32) -> EndpointState {
+        let mut opts = self.probe_template.clone();
+        opts.host = addr.ip().to_string();
+        opts.port = addr.port();
+        EndpointState {
+            addr,
+            weight: f64::from(weight.max(1)),
+            outstanding: Arc::new(AtomicU32::new(0)),
+            latency: Ewma::new(Duration::from_secs(2)),
+            ban: Mutex::new(Ban::default()),
+            health: health::spawn_monitor(
+                monitor_config(&opts, health::Role::Replica, &self.health),
+                PgProber::new(opts),
+                Some(self.primary.clone()),
+                self.shutdown.clone(),
+            ),
+            checked_replay: AtomicU64::new(0),
+        }
+    }
+}
+
+/// Starts probing a database's primary for its WAL position; with
+/// `address` (a DNS-named primary), wherever the name points now.
+pub fn primary_monitor(
+    opts: &ConnectOptions,
+    address: Option<PrimaryAddress>,
+    health: &HealthSettings,
+    shutdown: ShutdownSignal,
+) -> HealthMonitor {
+    health::spawn_monitor(
+        monitor_config(opts, health::Role::Primary, health),
+        PrimaryProber {
+            opts: opts.clone(),
+            address,
+            probing: None,
+            inner: PgProber::new(opts.clone()),
+        },
+        None,
+        shutdown,
+    )
+}
+
+/// Probes the primary, moving its kept connection when the primary's DNS
+/// name moves (a probe of the old primary would measure lag against it).
+struct PrimaryProber {
+    opts: ConnectOptions,
+    address: Option<PrimaryAddress>,
+    /// The address `inner` connects to; `None` while by name.
+    probing: Option<SocketAddr>,
+    inner: PgProber,
+}
+
+impl Prober for PrimaryProber {
+    async fn probe(&mut self, primary_lsn: Option<Lsn>) -> ProbeResult {
+        if let Some(address) = &self.address {
+            let now = address.addrs(Duration::ZERO).await.first().copied();
+            if now.is_some() && now != self.probing {
+                self.inner.close().await;
+                let mut opts = self.opts.clone();
+                if let Some(addr) = now {
+                    opts.host = addr.ip().to_string();
+                    opts.port = addr.port();
+                }
+                self.inner = PgProber::new(opts);
+                self.probing = now;
+            }
+        }
+        self.inner.probe(primary_lsn).await
+    }
+
+    async fn close(&mut self) {
+        self.inner.close().await;
+    }
+}
+
+fn monitor_config(opts: &ConnectOptions, role: health::Role, s: &HealthSettings) -> MonitorConfig {
+    MonitorConfig {
+        label: format!("{}:{}", opts.host, opts.port),
+        role,
+        interval: s.interval,
+        timeout: s.interval.max(Duration::from_secs(1)) * 2,
+        policy: s.policy.clone(),
+    }
+}
