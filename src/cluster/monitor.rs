@@ -41,6 +41,39 @@ pub struct EndpointState {
     health: HealthMonitor,
     /// The furthest replay position seen by an on-demand check.
     checked_replay: AtomicU64,
+    /// The lag at which a replica stops taking reads (`Duration::ZERO`: none).
+    max_lag: Duration,
+}
+
+/// What the balancer reads of one endpoint for one pick.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Reading {
+    /// Healthy and not banned.
+    pub usable: bool,
+    pub configured_weight: f64,
+    pub outstanding: u32,
+    pub latency: Duration,
+    /// Connection failures on real traffic since the last success.
+    pub strikes: u32,
+    pub lag: Duration,
+    pub max_lag: Duration,
+}
+
+impl Reading {
+    pub const NONE: Reading = Reading {
+        usable: false,
+        configured_weight: 0.0,
+        outstanding: 0,
+        latency: Duration::ZERO,
+        strikes: 0,
+        lag: Duration::ZERO,
+        max_lag: Duration::ZERO,
+    };
+
+    /// Each failure since the last success halves the error factor's share.
+    pub fn error_rate(&self) -> f64 {
+        1.0 - 0.5f64.powi(self.strikes.min(16) as i32)
+    }
 }
 
 impl EndpointState {
@@ -106,6 +139,24 @@ impl EndpointState {
 
     pub fn is_healthy(&self) -> bool {
         self.health.current().is_usable()
+    }
+
+    /// Everything a pick needs, read once (one lock, one snapshot).
+    pub fn reading(&self, now: Instant) -> Reading {
+        let (banned, strikes) = {
+            let ban = self.ban.lock().unwrap();
+            (ban.until.is_some_and(|u| now < u), ban.strikes)
+        };
+        let health = self.health.current();
+        Reading {
+            usable: !banned && health.is_usable(),
+            configured_weight: self.weight,
+            outstanding: self.outstanding(),
+            latency: self.latency_at(now),
+            strikes,
+            lag: health.facts().and_then(|f| f.lag).unwrap_or_default(),
+            max_lag: self.max_lag,
+        }
     }
 }
 
@@ -203,6 +254,7 @@ impl GroupMonitor {
                 self.shutdown.clone(),
             ),
             checked_replay: AtomicU64::new(0),
+            max_lag: self.health.policy.max_lag.unwrap_or_default(),
         }
     }
 }

@@ -12,10 +12,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use super::balance::{Balancer, Candidate, InFlight};
+use super::balance::{effective_weight, Balancer, Candidate, InFlight, LoadSignals, Strategy};
 use super::groups::GroupId;
 use super::health::{self, HealthPolicy, Lsn};
-use super::monitor::{EndpointState, GroupMonitor};
+use super::monitor::{EndpointState, GroupMonitor, Reading};
 use super::{ReplicaSpec, ServerConnector, ServerPool};
 use crate::backend::ConnectOptions;
 use crate::pool::{ConnLimit, Pool, PoolSettings};
@@ -26,6 +26,13 @@ pub struct HealthSettings {
     pub interval: Duration,
     pub policy: HealthPolicy,
 }
+
+/// A replica up to this many times slower than the group's fastest is not
+/// penalised by latency.
+const LATENCY_TOLERANCE: u32 = 2;
+
+/// Groups up to this size are picked from without allocating.
+const INLINE_CANDIDATES: usize = 16;
 
 /// What to do with a read when no replica can take it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -189,28 +196,79 @@ impl ReplicaSet {
     }
 
     /// Picks a replica for the next read, skipping `exclude` (a replica that
-    /// just failed this read) and banned ones.
+    /// just failed this read), banned and unhealthy ones. Each candidate's
+    /// weight is its configured weight scaled by measured health (latency
+    /// against the group's fastest, recent failures, replication lag).
     pub fn pick(&self, exclude: Option<SocketAddr>) -> Option<Arc<ReplicaEndpoint>> {
         let endpoints = self.endpoints();
+        let n = endpoints.len();
+        // The common group is small: no allocation per read.
+        if n <= INLINE_CANDIDATES {
+            let mut readings = [(0, Reading::NONE); INLINE_CANDIDATES];
+            let mut candidates = [Candidate::new(0.0, 0, Duration::ZERO); INLINE_CANDIDATES];
+            self.pick_with(
+                &endpoints,
+                exclude,
+                &mut readings[..n],
+                &mut candidates[..n],
+            )
+        } else {
+            let mut readings = vec![(0, Reading::NONE); n];
+            let mut candidates = vec![Candidate::new(0.0, 0, Duration::ZERO); n];
+            self.pick_with(&endpoints, exclude, &mut readings, &mut candidates)
+        }
+    }
+
+    fn pick_with(
+        &self,
+        endpoints: &[Arc<ReplicaEndpoint>],
+        exclude: Option<SocketAddr>,
+        readings: &mut [(usize, Reading)],
+        candidates: &mut [Candidate],
+    ) -> Option<Arc<ReplicaEndpoint>> {
         let now = Instant::now();
-        let usable: Vec<&Arc<ReplicaEndpoint>> = endpoints
-            .iter()
-            .filter(|e| {
-                Some(e.addr) != exclude && !e.shared.is_banned(now) && e.shared.is_healthy()
-            })
-            .collect();
-        let candidates: Vec<Candidate> = usable
-            .iter()
-            .map(|e| {
-                Candidate::new(
-                    e.shared.weight(),
-                    e.shared.outstanding(),
-                    e.shared.latency_at(now),
-                )
-            })
-            .collect();
-        let index = self.balancer.pick(&candidates, &mut rand::rng())?;
-        Some(usable[index].clone())
+        let mut usable = 0;
+        for (i, endpoint) in endpoints.iter().enumerate() {
+            if Some(endpoint.addr) == exclude {
+                continue;
+            }
+            let reading = endpoint.shared.reading(now);
+            if reading.usable {
+                readings[usable] = (i, reading);
+                usable += 1;
+            }
+        }
+        let readings = &readings[..usable];
+        // p2c_ewma prices latency itself; the others see it through the weight,
+        // with up to twice the fastest replica's latency counted as normal so
+        // noise between equal replicas does not move the split.
+        let reference_latency = match self.balancer.strategy() {
+            Strategy::P2cEwma => Duration::ZERO,
+            _ => readings
+                .iter()
+                .map(|(_, r)| r.latency)
+                .min()
+                .unwrap_or_default()
+                .saturating_mul(LATENCY_TOLERANCE),
+        };
+        for (candidate, (_, r)) in candidates.iter_mut().zip(readings) {
+            let signals = LoadSignals {
+                latency: r.latency,
+                reference_latency,
+                error_rate: r.error_rate(),
+                lag: r.lag,
+                max_lag: r.max_lag,
+            };
+            *candidate = Candidate::new(
+                effective_weight(r.configured_weight, &signals),
+                r.outstanding,
+                r.latency,
+            );
+        }
+        let index = self
+            .balancer
+            .pick(&candidates[..usable], &mut rand::rng())?;
+        Some(endpoints[readings[index].0].clone())
     }
 
     pub async fn maintain(&self) {
