@@ -132,6 +132,9 @@ pub struct CancelKey {
 }
 
 /// A logged-in server connection.
+/// How much [`ServerConn::write_or_fill`] reads at once.
+const READ_CHUNK: usize = 8192;
+
 /// What [`ServerConn::write_or_fill`] managed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Progress {
@@ -307,23 +310,25 @@ impl ServerConn {
     /// so a proxy that only wrote would wait on it forever.
     pub async fn write_or_fill(&mut self, bytes: &[u8]) -> Result<Progress, BackendError> {
         use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-        // Only reached while the server's input is full: a bounce buffer is fine.
-        let mut chunk = [0u8; 8192];
         let progress = std::future::poll_fn(|cx| {
             if let Poll::Ready(written) = Pin::new(&mut self.stream).poll_write(cx, bytes) {
                 return Poll::Ready(written.map(Progress::Wrote));
             }
-            let mut buf = ReadBuf::new(&mut chunk);
-            match Pin::new(&mut self.stream).poll_read(cx, &mut buf) {
-                Poll::Ready(Ok(())) => Poll::Ready(Ok(Progress::Read(buf.filled().len()))),
+            // Only reached while the server's input is full. Reading straight
+            // into rbuf keeps a bounce buffer out of every session's future.
+            let start = self.rbuf.len();
+            self.rbuf.resize(start + READ_CHUNK, 0);
+            let mut buf = ReadBuf::new(&mut self.rbuf[start..]);
+            let polled = Pin::new(&mut self.stream).poll_read(cx, &mut buf);
+            let n = buf.filled().len();
+            self.rbuf.truncate(start + n);
+            match polled {
+                Poll::Ready(Ok(())) => Poll::Ready(Ok(Progress::Read(n))),
                 Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
                 Poll::Pending => Poll::Pending,
             }
         })
         .await?;
-        if let Progress::Read(n) = progress {
-            self.rbuf.extend_from_slice(&chunk[..n]);
-        }
         match progress {
             Progress::Wrote(0) | Progress::Read(0) => Err(BackendError::Closed),
             progress => Ok(progress),
