@@ -30,9 +30,15 @@ pub(crate) async fn run_connection(
 ) {
     let settings = shared.directory.settings();
     let login_timeout = settings.client_login_timeout;
+    // The handshake, login and console futures are boxed: kept inline, their
+    // (TLS, SCRAM) state would size every idle client's task.
     let first = with_timeout(
         login_timeout,
-        handshake(tcp, settings.client_tls_mode, shared.tls_acceptor.as_ref()),
+        Box::pin(handshake(
+            tcp,
+            settings.client_tls_mode,
+            shared.tls_acceptor.as_ref(),
+        )),
     )
     .await;
     let (mut client, minor, params) = match first {
@@ -77,14 +83,20 @@ pub(crate) async fn run_connection(
     let registration = shared.cancels.register();
     let login = with_timeout(
         login_timeout,
-        login(&mut client, &params, &shared, &settings, &registration),
+        Box::pin(login(
+            &mut client,
+            &params,
+            &shared,
+            &settings,
+            &registration,
+        )),
     )
     .await;
     let mut session = match login {
         Ok(Login::Pooled(s)) => s,
         Ok(Login::Admin(privilege)) => {
             metrics.login(LoginResult::Ok);
-            if let Err(e) = serve_admin(&mut client, privilege, &shared).await {
+            if let Err(e) = Box::pin(serve_admin(&mut client, privilege, &shared)).await {
                 debug!(error = %e, "admin console session ended");
                 client.fatal(&e).await;
             }
@@ -113,7 +125,7 @@ pub(crate) async fn run_connection(
         report(&metrics, e);
         client.fatal(e).await;
     }
-    session.finish().await;
+    Box::pin(session.finish()).await;
 }
 
 /// Counts an error pgrelay itself sends a client.

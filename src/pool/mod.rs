@@ -199,7 +199,7 @@ impl<C: Connector> Pool<C> {
             Ok(slot) => slot,
             Err(_) => {
                 inner.waiting.fetch_add(1, Ordering::Relaxed);
-                let slot = self.acquire_slot(deadline).await;
+                let slot = Box::pin(self.acquire_slot(deadline)).await;
                 inner.waiting.fetch_sub(1, Ordering::Relaxed);
                 slot?
             }
@@ -207,7 +207,9 @@ impl<C: Connector> Pool<C> {
         if let Some(entry) = inner.pop_idle() {
             return Ok(Pooled::new(entry, slot, inner.clone()));
         }
-        let entry = inner.open(deadline).await?;
+        // Boxed: connecting (TLS, SCRAM) is rare next to checkouts, and its
+        // state would otherwise be carried by every waiting caller's future.
+        let entry = Box::pin(inner.open(deadline)).await?;
         Ok(Pooled::new(entry, slot, inner.clone()))
     }
 

@@ -53,7 +53,10 @@ impl Session<'_> {
                         Ok(mut conn) => {
                             endpoint.report_success();
                             if let freshness::Freshness::AtLeast(lsn) = fresh {
-                                if !freshness::replica_has_replayed(&endpoint, &mut conn, lsn).await
+                                if !Box::pin(freshness::replica_has_replayed(
+                                    &endpoint, &mut conn, lsn,
+                                ))
+                                .await
                                 {
                                     // Behind the client's own write: read from the primary.
                                     conn.release();

@@ -265,7 +265,7 @@ impl<'a> Session<'a> {
                                 return Err(FrontendError::TransactionInStatementMode);
                             }
                         }
-                        Event::Server(Err(e)) => self.retry_read(e, client).await?,
+                        Event::Server(Err(e)) => Box::pin(self.retry_read(e, client)).await?,
                         Event::Idle if in_tx => return Err(FrontendError::IdleInTransaction),
                         Event::Idle => return Err(FrontendError::IdleTimeout),
                         Event::Stop => return Err(FrontendError::ShuttingDown),
@@ -324,7 +324,7 @@ impl<'a> Session<'a> {
             let written = self.write_to_server(client).await?;
             self.to_server.clear();
             if let Err(e) = written {
-                self.retry_read(e, client).await?;
+                Box::pin(self.retry_read(e, client)).await?;
             }
         }
         if let Some(attached) = &mut self.server {
@@ -460,9 +460,11 @@ impl<'a> Session<'a> {
             (false, false) => None,
         };
         if let Some(query) = query {
-            let ran =
-                tokio::time::timeout(Duration::from_secs(5), attached.conn.run_discarding(query))
-                    .await;
+            let ran = Box::pin(tokio::time::timeout(
+                Duration::from_secs(5),
+                attached.conn.run_discarding(query),
+            ))
+            .await;
             if !matches!(ran, Ok(Ok(TxStatus::Idle))) {
                 return;
             }
