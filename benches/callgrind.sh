@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Instructions per transaction of the pgrelay release binary, counted by
+# valgrind's callgrind: repeatable whatever else the machine is doing, so
+# they compare across commits (BENCHMARKS.md, "Optimisations, measured").
+#
+#   benches/callgrind.sh [simple|extended|prepared] [transactions]
+#
+# Starts a throw-away PostgreSQL on 127.0.0.1 (as the postgres user when run
+# as root), runs pgrelay under callgrind in front of it (transaction pooling,
+# pool size 50), warms up, zeroes the counters, runs `pgbench -S -c 1 -t N`,
+# and prints the total divided by N. Everything it starts is stopped on exit.
+set -euo pipefail
+
+mode=${1:-extended}
+transactions=${2:-2000}
+root=$(cd "$(dirname "$0")/.." && pwd)
+pgbin=${PG_BIN:-/usr/lib/postgresql/15/bin}
+for tool in valgrind callgrind_control callgrind_annotate pgbench pg_isready; do
+    command -v "$tool" >/dev/null || { echo "callgrind.sh: $tool is missing" >&2; exit 1; }
+done
+
+work=$(mktemp -d /tmp/pgrelay-callgrind-XXXXXX)
+chmod 755 "$work"
+as_pg() { if [ "$(id -u)" = 0 ]; then su postgres -s /bin/bash -c "$*"; else bash -c "$*"; fi; }
+cleanup() {
+    [ -n "${relay_pid:-}" ] && kill "$relay_pid" 2>/dev/null || true
+    as_pg "$pgbin/pg_ctl -D $work/data stop -m immediate" >/dev/null 2>&1 || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+pg_port=$(free_port)
+relay_port=$(free_port)
+
+[ "$(id -u)" = 0 ] && chown postgres "$work"
+as_pg "$pgbin/initdb -D $work/data -A trust -U postgres" >/dev/null
+as_pg "$pgbin/pg_ctl -D $work/data -l $work/pg.log -w start \
+    -o '-p $pg_port -k $work -c listen_addresses=127.0.0.1 -c fsync=off'" >/dev/null
+pgbench -h 127.0.0.1 -p "$pg_port" -U postgres -i -s 1 -q postgres >/dev/null 2>&1
+
+echo '"postgres" ""' >"$work/userlist.txt"
+cat >"$work/pgrelay.yaml" <<EOF
+listen_addr: 127.0.0.1
+listen_port: $relay_port
+metrics_addr: off
+auth_type: trust
+auth_file: $work/userlist.txt
+server_tls_sslmode: disable
+pool_mode: transaction
+default_pool_size: 50
+log_connections: 0
+log_disconnections: 0
+databases:
+  postgres:
+    host: 127.0.0.1
+    port: $pg_port
+EOF
+
+(cd "$root" && cargo build --release --quiet)
+valgrind --tool=callgrind --callgrind-out-file="$work/cg.out" \
+    "$root/target/release/pgrelay" run -c "$work/pgrelay.yaml" >"$work/relay.log" 2>&1 &
+relay_pid=$!
+for _ in $(seq 1 60); do
+    pg_isready -q -h 127.0.0.1 -p "$relay_port" && break
+    sleep 0.5
+done
+
+load() { pgbench -h 127.0.0.1 -p "$relay_port" -U postgres -n -S -M "$mode" -c 1 -t "$1" postgres; }
+load 50 >/dev/null 2>&1 # pools warm, statements cached
+callgrind_control --zero "$relay_pid" >/dev/null
+load "$transactions" | grep -E '^tps|failed' >&2
+callgrind_control --dump "$relay_pid" >/dev/null
+sleep 1
+total=$(callgrind_annotate "$work/cg.out.1" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
+echo "pgbench -S -M $mode -c 1 -t $transactions: $total instructions, $((total / transactions)) per transaction"
