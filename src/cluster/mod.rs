@@ -132,7 +132,8 @@ pub struct DatabasePools {
     /// Named replica groups.
     pub groups: ReplicaGroups,
     /// ParameterStatus values of the first server logged in, sent to clients at login.
-    server_params: Mutex<Option<ServerParams>>,
+    /// Set once; read without a lock on every checkout.
+    server_params: std::sync::OnceLock<ServerParams>,
 }
 
 impl DatabasePools {
@@ -164,13 +165,12 @@ impl DatabasePools {
     }
 
     pub fn server_params(&self) -> Option<ServerParams> {
-        self.server_params.lock().unwrap().clone()
+        self.server_params.get().cloned()
     }
 
     pub fn remember_server_params(&self, params: &[(String, String)]) {
-        let mut slot = self.server_params.lock().unwrap();
-        if slot.is_none() {
-            *slot = Some(Arc::new(params.to_vec()));
+        if self.server_params.get().is_none() {
+            let _ = self.server_params.set(Arc::new(params.to_vec()));
         }
     }
 }
@@ -343,7 +343,7 @@ impl PoolRegistry {
             primary,
             replicas,
             groups,
-            server_params: Mutex::new(None),
+            server_params: std::sync::OnceLock::new(),
         });
         self.pools
             .lock()

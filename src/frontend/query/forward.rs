@@ -92,23 +92,24 @@ impl Session<'_> {
                 out.extend_from_slice(msg);
             }
             tag::COPY_DATA | tag::COPY_DONE | tag::COPY_FAIL => out.extend_from_slice(msg),
+            // An empty statement name is a lone NUL: unnamed statements (and every
+            // Parse outside transaction pooling) pass through without a second parse.
+            tag::PARSE if !renames || frame.body.first() == Some(&0) => {
+                relay.owe(Owed::Parse { prepared: None });
+                out.extend_from_slice(msg);
+            }
             tag::PARSE => {
                 let parse = fe::parse(frame.body)?;
-                if !renames || parse.statement.is_empty() {
-                    relay.owe(Owed::Parse { prepared: None });
-                    out.extend_from_slice(msg);
+                let destination = dest.unwrap_or(Destination::Primary);
+                let statement = self.statements.define(&parse, destination);
+                if conn.has_prepared(&statement.server_name) {
+                    relay.owe(Owed::AnswerParseComplete);
                 } else {
-                    let destination = dest.unwrap_or(Destination::Primary);
-                    let statement = self.statements.define(&parse, destination);
-                    if conn.has_prepared(&statement.server_name) {
-                        relay.owe(Owed::AnswerParseComplete);
-                    } else {
-                        conn.mark_prepared(statement.server_name.clone());
-                        relay.owe(Owed::Parse {
-                            prepared: Some(statement.server_name.clone()),
-                        });
-                        out.extend_from_slice(&statement.parse);
-                    }
+                    conn.mark_prepared(statement.server_name.clone());
+                    relay.owe(Owed::Parse {
+                        prepared: Some(statement.server_name.clone()),
+                    });
+                    out.extend_from_slice(&statement.parse);
                 }
             }
             tag::BIND => {
