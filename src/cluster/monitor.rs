@@ -102,10 +102,6 @@ impl EndpointState {
         ban.until = None;
     }
 
-    pub fn is_banned(&self, now: Instant) -> bool {
-        self.ban.lock().unwrap().until.is_some_and(|u| now < u)
-    }
-
     /// The later of the last probe's replay position and the last on-demand check.
     pub fn replayed(&self) -> Lsn {
         let probed = self
@@ -135,10 +131,6 @@ impl EndpointState {
 
     pub fn latency_at(&self, now: Instant) -> Duration {
         self.latency.faded(now)
-    }
-
-    pub fn is_healthy(&self) -> bool {
-        self.health.current().is_usable()
     }
 
     /// Everything a pick needs, read once (one lock, one snapshot).

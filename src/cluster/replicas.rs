@@ -104,11 +104,6 @@ impl ReplicaEndpoint {
     pub fn latency(&self) -> Duration {
         self.shared.latency_at(Instant::now())
     }
-
-    /// Probed healthy: reachable, in recovery, within the lag limits.
-    pub fn is_healthy(&self) -> bool {
-        self.shared.is_healthy()
-    }
 }
 
 pub struct ReplicaSet {

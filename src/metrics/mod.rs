@@ -40,8 +40,9 @@ pub enum MetricsError {
     Encode(prometheus::Error),
 }
 
-/// Route reasons recorded for every checkout, resolved at start-up so the hot
-/// path skips the label lookup (a hash and a lock in the prometheus crate).
+/// Route reasons recorded on every checkout: their counters are looked up once
+/// (on first use) so the hot path skips the prometheus crate's label lookup
+/// (a hash and a lock).
 const COMMON_ROUTE_REASONS: [&str; 3] = ["primary", "read", "read_fallback"];
 
 /// All of pgrelay's metrics. Create one at start-up and pass `Arc<Metrics>` to
@@ -176,10 +177,7 @@ impl Metrics {
     pub fn route(&self, target: Role, reason: &'static str) {
         match self.common_route(target, reason) {
             Some(counter) => counter.inc(),
-            None => self
-                .routes
-                .with_label_values(&[target.label(), reason])
-                .inc(),
+            None => self.route_counter(target, reason).inc(),
         }
     }
 
@@ -193,10 +191,9 @@ impl Metrics {
 
     /// The counter behind [`Metrics::route`], for callers that pre-resolve it.
     pub fn route_counter(&self, target: Role, reason: &'static str) -> IntCounter {
-        match self.common_route(target, reason) {
-            Some(counter) => counter.clone(),
-            None => self.routes.with_label_values(&[target.label(), reason]),
-        }
+        self.common_route(target, reason)
+            .cloned()
+            .unwrap_or_else(|| self.routes.with_label_values(&[target.label(), reason]))
     }
 
     /// The counter of one topology `event` (a fixed name, see the metric's

@@ -247,24 +247,7 @@ impl<'a> Session<'a> {
                         Event::Client(r) => {
                             r?;
                         }
-                        Event::Server(Ok(_)) => {
-                            let attached = self.server.as_mut().expect("attached");
-                            let answered = relay_server_data(
-                                attached,
-                                &mut self.params,
-                                &mut self.to_client,
-                                client,
-                            )
-                            .await?;
-                            let tx_left_open =
-                                attached.relay.is_quiet() && attached.relay.tx != TxStatus::Idle;
-                            if answered {
-                                self.end_replay();
-                            }
-                            if self.mode == PoolMode::Statement && tx_left_open {
-                                return Err(FrontendError::TransactionInStatementMode);
-                            }
-                        }
+                        Event::Server(Ok(_)) => self.relay_from_server(client).await?,
                         Event::Server(Err(e)) => Box::pin(self.retry_read(e, client)).await?,
                         Event::Idle if in_tx => return Err(FrontendError::IdleInTransaction),
                         Event::Idle => return Err(FrontendError::IdleTimeout),
@@ -354,17 +337,27 @@ impl<'a> Session<'a> {
             match attached.conn.write_or_fill(&self.to_server[sent..]).await {
                 Err(e) => return Ok(Err(e)),
                 Ok(Progress::Wrote(n)) => sent += n,
-                Ok(Progress::Read(_)) => {
-                    let answered =
-                        relay_server_data(attached, &mut self.params, &mut self.to_client, client)
-                            .await?;
-                    if answered {
-                        self.end_replay();
-                    }
-                }
+                Ok(Progress::Read(_)) => self.relay_from_server(client).await?,
             }
         }
         Ok(Ok(()))
+    }
+
+    /// Relays what the attached server sent. Once a reply reached the client
+    /// the read can no longer be retried; in statement pooling a transaction
+    /// left open ends the session.
+    async fn relay_from_server(&mut self, client: &mut ClientConn) -> Result<(), FrontendError> {
+        let attached = self.server.as_mut().expect("attached");
+        let answered =
+            relay_server_data(attached, &mut self.params, &mut self.to_client, client).await?;
+        let tx_left_open = attached.relay.is_quiet() && attached.relay.tx != TxStatus::Idle;
+        if answered {
+            self.end_replay();
+        }
+        if self.mode == PoolMode::Statement && tx_left_open {
+            return Err(FrontendError::TransactionInStatementMode);
+        }
+        Ok(())
     }
 
     /// The read was answered (or the server released): nothing to replay.
