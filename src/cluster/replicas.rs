@@ -31,6 +31,10 @@ pub struct HealthSettings {
 /// penalised by latency.
 const LATENCY_TOLERANCE: u32 = 2;
 
+/// Nor is one less than this much slower: at sub-millisecond latencies, twice
+/// the fastest is within scheduling noise on a busy host.
+const LATENCY_SLACK: Duration = Duration::from_millis(1);
+
 /// Groups up to this size are picked from without allocating.
 const INLINE_CANDIDATES: usize = 16;
 
@@ -235,16 +239,24 @@ impl ReplicaSet {
         }
         let readings = &readings[..usable];
         // p2c_ewma prices latency itself; the others see it through the weight,
-        // with up to twice the fastest replica's latency counted as normal so
-        // noise between equal replicas does not move the split.
+        // with up to twice the fastest replica's latency (and at least 1 ms more)
+        // counted as normal so noise between equal replicas does not move the split.
         let reference_latency = match self.balancer.strategy() {
             Strategy::P2cEwma => Duration::ZERO,
-            _ => readings
-                .iter()
-                .map(|(_, r)| r.latency)
-                .min()
-                .unwrap_or_default()
-                .saturating_mul(LATENCY_TOLERANCE),
+            _ => {
+                let fastest = readings
+                    .iter()
+                    .map(|(_, r)| r.latency)
+                    .min()
+                    .unwrap_or_default();
+                if fastest.is_zero() {
+                    Duration::ZERO
+                } else {
+                    fastest
+                        .saturating_mul(LATENCY_TOLERANCE)
+                        .max(fastest + LATENCY_SLACK)
+                }
+            }
         };
         for (candidate, (_, r)) in candidates.iter_mut().zip(readings) {
             let signals = LoadSignals {
