@@ -268,10 +268,17 @@ impl ServerConn {
 
     /// Whether this server's tracked parameters are known to equal `values`
     /// (a client's, as last recorded by [`ServerConn::mark_params_synced`]).
-    pub fn params_synced_to(&self, values: &Arc<Vec<(String, String)>>) -> bool {
-        self.synced_to
-            .as_ref()
-            .is_some_and(|s| Arc::ptr_eq(s, values) || s == values)
+    /// An equal snapshot of another client is adopted, so that the next
+    /// checkout by the same client compares one pointer, not every value.
+    pub fn params_synced_to(&mut self, values: &Arc<Vec<(String, String)>>) -> bool {
+        match &self.synced_to {
+            Some(s) if Arc::ptr_eq(s, values) => true,
+            Some(s) if s == values => {
+                self.synced_to = Some(values.clone());
+                true
+            }
+            _ => false,
+        }
     }
 
     pub fn mark_params_synced(&mut self, values: Arc<Vec<(String, String)>>) {

@@ -101,15 +101,14 @@ pub struct PoolStats {
     pub waiting: usize,
 }
 
-struct Idle<T> {
-    conn: Entry<T>,
-    since: Instant,
-}
-
 /// A live connection with the permits and counters that its existence holds.
+/// Always boxed: it moves between the idle list and checkouts on every
+/// transaction, and a pointer moves for free where the struct would be copied.
 struct Entry<T> {
     conn: T,
     created: Instant,
+    /// When it was last put back (idle timeout).
+    idle_since: Instant,
     _limits: Vec<OwnedSemaphorePermit>,
     _live: LiveToken,
 }
@@ -134,7 +133,7 @@ struct Inner<C: Connector> {
     settings: PoolSettings,
     main: Arc<Semaphore>,
     reserve: Arc<Semaphore>,
-    idle: Mutex<Vec<Idle<C::Conn>>>,
+    idle: Mutex<Vec<Box<Entry<C::Conn>>>>,
     live: Arc<AtomicUsize>,
     waiting: AtomicUsize,
     limits: Vec<Arc<ConnLimit>>,
@@ -192,25 +191,34 @@ impl<C: Connector> Pool<C> {
     /// Checks out a connection: an idle one (most recently used first), else a new one.
     pub async fn get(&self) -> Result<Pooled<C>, PoolError<C::Error>> {
         let inner = &self.inner;
+        // One clock read serves the lifetime check, the wait limit and the
+        // checkout time when a slot and an idle connection are at hand.
         let started = Instant::now();
-        let deadline = inner.settings.wait_timeout.map(|t| started + t);
+        let deadline = || inner.settings.wait_timeout.map(|t| started + t);
         // The common case, a free slot, needs no timers.
-        let slot = match inner.main.clone().try_acquire_owned() {
-            Ok(slot) => slot,
+        let (slot, waited) = match inner.main.clone().try_acquire_owned() {
+            Ok(slot) => (slot, false),
             Err(_) => {
                 inner.waiting.fetch_add(1, Ordering::Relaxed);
-                let slot = Box::pin(self.acquire_slot(deadline)).await;
+                let slot = Box::pin(self.acquire_slot(deadline())).await;
                 inner.waiting.fetch_sub(1, Ordering::Relaxed);
-                slot?
+                (slot?, true)
             }
         };
-        if let Some(entry) = inner.pop_idle() {
-            return Ok(Pooled::new(entry, slot, inner.clone()));
+        let now = if waited { Instant::now() } else { started };
+        if let Some(entry) = inner.pop_idle(now) {
+            return Ok(Pooled::new(entry, slot, inner.clone(), started, now));
         }
         // Boxed: connecting (TLS, SCRAM) is rare next to checkouts, and its
         // state would otherwise be carried by every waiting caller's future.
-        let entry = Box::pin(inner.open(deadline)).await?;
-        Ok(Pooled::new(entry, slot, inner.clone()))
+        let entry = Box::pin(inner.open(deadline())).await?;
+        Ok(Pooled::new(
+            entry,
+            slot,
+            inner.clone(),
+            started,
+            Instant::now(),
+        ))
     }
 
     async fn acquire_slot(
@@ -249,14 +257,14 @@ impl<C: Connector> Pool<C> {
     pub async fn maintain(&self) {
         let inner = &self.inner;
         let now = Instant::now();
-        let expired: Vec<Idle<C::Conn>> = {
+        let expired: Vec<Box<Entry<C::Conn>>> = {
             let mut idle = inner.idle.lock().unwrap();
-            let (keep, expired) = std::mem::take(&mut *idle).into_iter().partition(|i| {
-                !inner.is_past_lifetime(&i.conn, now)
+            let (keep, expired) = std::mem::take(&mut *idle).into_iter().partition(|e| {
+                !inner.is_past_lifetime(e, now)
                     && inner
                         .settings
                         .idle_timeout
-                        .is_none_or(|t| now.duration_since(i.since) < t)
+                        .is_none_or(|t| now.duration_since(e.idle_since) < t)
             });
             *idle = keep;
             expired
@@ -267,7 +275,7 @@ impl<C: Connector> Pool<C> {
                 break;
             };
             match inner.open(Some(Instant::now())).await {
-                Ok(entry) => inner.push_idle(entry),
+                Ok(entry) => inner.push_idle(entry, Instant::now()),
                 Err(_) => break,
             }
             drop(slot);
@@ -283,28 +291,25 @@ impl<C: Connector> Pool<C> {
 }
 
 impl<C: Connector> Inner<C> {
-    fn pop_idle(&self) -> Option<Entry<C::Conn>> {
-        // Reading the clock is only needed when connections have a lifetime.
-        let now = self.settings.lifetime.map(|_| Instant::now());
+    fn pop_idle(&self, now: Instant) -> Option<Box<Entry<C::Conn>>> {
         let mut idle = self.idle.lock().unwrap();
-        while let Some(i) = idle.pop() {
-            let expired = now.is_some_and(|now| self.is_past_lifetime(&i.conn, now));
-            if !expired && self.connector.is_alive(&i.conn.conn) {
-                return Some(i.conn);
+        while let Some(entry) = idle.pop() {
+            if !self.is_past_lifetime(&entry, now) && self.connector.is_alive(&entry.conn) {
+                return Some(entry);
             }
         }
         None
     }
 
-    fn push_idle(&self, conn: Entry<C::Conn>) {
-        let now = Instant::now();
+    fn push_idle(&self, mut entry: Box<Entry<C::Conn>>, now: Instant) {
         if self.main.is_closed()
-            || self.is_past_lifetime(&conn, now)
-            || !self.connector.may_reuse(&conn.conn)
+            || self.is_past_lifetime(&entry, now)
+            || !self.connector.may_reuse(&entry.conn)
         {
             return;
         }
-        self.idle.lock().unwrap().push(Idle { conn, since: now });
+        entry.idle_since = now;
+        self.idle.lock().unwrap().push(entry);
     }
 
     fn is_past_lifetime(&self, conn: &Entry<C::Conn>, now: Instant) -> bool {
@@ -313,7 +318,10 @@ impl<C: Connector> Inner<C> {
             .is_some_and(|l| now.duration_since(conn.created) >= l)
     }
 
-    async fn open(&self, deadline: Option<Instant>) -> Result<Entry<C::Conn>, PoolError<C::Error>> {
+    async fn open(
+        &self,
+        deadline: Option<Instant>,
+    ) -> Result<Box<Entry<C::Conn>>, PoolError<C::Error>> {
         if let Some((at, reason)) = &*self.last_failure.lock().unwrap() {
             if at.elapsed() < self.settings.login_retry {
                 return Err(PoolError::RecentFailure(reason.clone()));
@@ -331,12 +339,14 @@ impl<C: Connector> Inner<C> {
         match self.connector.connect().await {
             Ok(conn) => {
                 *self.last_failure.lock().unwrap() = None;
-                Ok(Entry {
+                let now = Instant::now();
+                Ok(Box::new(Entry {
                     conn,
-                    created: Instant::now(),
+                    created: now,
+                    idle_since: now,
                     _limits: limits,
                     _live: LiveToken::new(&self.live),
-                })
+                }))
             }
             Err(e) => {
                 *self.last_failure.lock().unwrap() = Some((Instant::now(), e.to_string()));
@@ -361,17 +371,27 @@ impl<C: Connector> limit::EvictIdle for Inner<C> {
 /// A checked-out connection. Dropping it closes the connection; call
 /// [`Pooled::release`] to return a clean one.
 pub struct Pooled<C: Connector> {
-    entry: Option<Entry<C::Conn>>,
+    entry: Option<Box<Entry<C::Conn>>>,
     _slot: OwnedSemaphorePermit,
     pool: Arc<Inner<C>>,
+    requested: Instant,
+    checked_out: Instant,
 }
 
 impl<C: Connector> Pooled<C> {
-    fn new(entry: Entry<C::Conn>, slot: OwnedSemaphorePermit, pool: Arc<Inner<C>>) -> Self {
+    fn new(
+        entry: Box<Entry<C::Conn>>,
+        slot: OwnedSemaphorePermit,
+        pool: Arc<Inner<C>>,
+        requested: Instant,
+        checked_out: Instant,
+    ) -> Self {
         Pooled {
             entry: Some(entry),
             _slot: slot,
             pool,
+            requested,
+            checked_out,
         }
     }
 
@@ -382,10 +402,25 @@ impl<C: Connector> Pooled<C> {
             .created
     }
 
+    /// When [`Pool::get`] handed this connection out.
+    pub fn checked_out(&self) -> Instant {
+        self.checked_out
+    }
+
+    /// How long [`Pool::get`] took: waiting for a slot and opening a connection.
+    pub fn waited(&self) -> Duration {
+        self.checked_out.duration_since(self.requested)
+    }
+
     /// Returns a clean connection to the pool (closed instead if past its lifetime).
-    pub fn release(mut self) {
+    pub fn release(self) {
+        self.release_at(Instant::now());
+    }
+
+    /// [`Pooled::release`] for a caller that has just read the clock.
+    pub fn release_at(mut self, now: Instant) {
         if let Some(entry) = self.entry.take() {
-            self.pool.push_idle(entry);
+            self.pool.push_idle(entry, now);
         }
     }
 

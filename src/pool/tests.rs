@@ -179,3 +179,28 @@ async fn maintain_warms_min_size_and_evicts_idle_and_old() {
     conn.release();
     assert_eq!(pool.stats().live, 0, "past its lifetime: closed at release");
 }
+
+#[tokio::test]
+async fn a_checkout_reports_how_long_it_waited() {
+    let (pool, _) = counting_pool(settings(1));
+    pool.get().await.unwrap().release();
+    let held = pool.get().await.unwrap();
+    assert_eq!(
+        held.waited(),
+        Duration::ZERO,
+        "a free slot and an idle connection are no wait"
+    );
+    let waiter = {
+        let pool = pool.clone();
+        tokio::spawn(async move { pool.get().await.unwrap() })
+    };
+    // Real time (the pool reads std's clock); only a lower bound is asserted.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    held.release();
+    let second = waiter.await.unwrap();
+    assert!(
+        second.waited() >= Duration::from_millis(50),
+        "{:?}",
+        second.waited()
+    );
+}

@@ -30,7 +30,6 @@ impl Session<'_> {
     /// (or fails, if the database says so).
     pub async fn attach(&mut self, dest: Destination) -> Result<(), FrontendError> {
         self.set_client_state(ClientState::Waiting);
-        let waiting = Instant::now();
         let fresh = self.freshness();
         let dest = match fresh {
             freshness::Freshness::PrimaryOnly => Destination::Primary,
@@ -91,7 +90,9 @@ impl Session<'_> {
             None => (self.pools.primary.get().await?, ServerRole::Primary),
         };
         let label = metric_role(&role);
-        self.pools.metrics.checkout_waited(label, waiting.elapsed());
+        // The last checkout's wait: a replica that failed to connect counts
+        // under the fallback's metrics only through its own failure counters.
+        self.pools.metrics.checkout_waited(label, conn.waited());
         self.metrics.route(
             label,
             match (dest, &role) {
@@ -110,11 +111,12 @@ impl Session<'_> {
         self.replay = role
             .is_replica()
             .then(|| std::mem::take(&mut self.spare_replay));
+        let since = conn.checked_out();
         self.server = Some(Attached {
             conn,
-            relay: RelayState::default(),
+            relay: std::mem::replace(&mut self.spare_relay, RelayState::empty()),
             role,
-            since: Instant::now(),
+            since,
             _in_flight: in_flight,
             wrote: false,
         });
@@ -153,7 +155,8 @@ impl Session<'_> {
         while !rest.is_empty() {
             let len = framing::check(&rest, usize::MAX)?.expect("replayed messages are whole");
             let msg = rest.split_to(len);
-            self.handle_client_message(&msg, Some(read), client).await?;
+            self.handle_client_message(&msg, Some(read), &mut client.wbuf)
+                .await?;
         }
         if let Some(attached) = self.server.as_mut() {
             attached.conn.write_all(&self.to_server).await?;

@@ -8,7 +8,7 @@ impl Session<'_> {
         &mut self,
         msg: &[u8],
         dest: Option<Destination>,
-        client: &mut ClientConn,
+        to_client: &mut BytesMut,
     ) -> Result<(), FrontendError> {
         let frame = Frame::new(msg);
         tracing::trace!(tag = %(frame.tag as char), len = msg.len(), attached = self.server.is_some(), "client message");
@@ -17,7 +17,7 @@ impl Session<'_> {
         if self.server.is_none() && self.to_server.is_empty() {
             match frame.tag {
                 tag::SYNC => {
-                    be::write_ready_for_query(TxStatus::Idle, &mut client.wbuf);
+                    be::write_ready_for_query(TxStatus::Idle, to_client);
                     return Ok(());
                 }
                 tag::COPY_DATA | tag::COPY_DONE | tag::COPY_FAIL => {
@@ -27,9 +27,7 @@ impl Session<'_> {
                 tag::CLOSE if renames => {
                     if let (Target::Statement, name) = fe::target_and_name(frame.body, "Close")? {
                         self.statements.remove(name);
-                        client
-                            .wbuf
-                            .extend_from_slice(&[be::tag::CLOSE_COMPLETE, 0, 0, 0, 4]);
+                        to_client.extend_from_slice(&[be::tag::CLOSE_COMPLETE, 0, 0, 0, 4]);
                         return Ok(());
                     }
                 }

@@ -76,6 +76,9 @@ pub(crate) struct Session<'a> {
     replay: Option<BytesMut>,
     /// The replay buffer of the last read, kept for the next (small ones only).
     spare_replay: BytesMut,
+    /// The relay state of the last server, emptied, so that a checkout does not
+    /// allocate its reply queue anew (empty until the first server is released).
+    spare_relay: RelayState,
     /// The client's latest write, for read-your-writes.
     write_mark: Option<freshness::WriteMark>,
 }
@@ -109,6 +112,7 @@ impl<'a> Session<'a> {
             tracker: None,
             replay: None,
             spare_replay: BytesMut::new(),
+            spare_relay: RelayState::empty(),
             write_mark: None,
             classifier,
             database: database.to_string(),
@@ -170,6 +174,11 @@ impl<'a> Session<'a> {
     fn route_message(&self, msg: &[u8]) -> Result<Option<Routed>, FrontendError> {
         let frame = Frame::new(msg);
         Ok(match frame.tag {
+            // Without replicas only `pgrelay.*` commands are looked at: a byte
+            // search spares decoding the message (a false hit only costs that).
+            tag::QUERY | tag::PARSE if !self.routes_reads() && !mentions_pgrelay(frame.body) => {
+                Some(Routed::primary())
+            }
             tag::QUERY => Some(self.route_sql(fe::query(frame.body)?)),
             tag::PARSE => Some(self.route_sql(fe::parse(frame.body)?.query)),
             tag::BIND if self.server.is_none() => {
@@ -232,14 +241,18 @@ impl<'a> Session<'a> {
             let stoppable = quiet && !in_tx;
             match &mut self.server {
                 None => tokio::select! {
+                    biased;
                     r = client.fill() => { r?; }
                     _ = idle_timer => return Err(FrontendError::IdleTimeout),
                     _ = &mut stop, if stoppable => return Err(FrontendError::ShuttingDown),
                 },
                 Some(attached) => {
+                    // Biased, server first: no random start per wait, and
+                    // replies are relayed before the client may add more.
                     let event = tokio::select! {
-                        r = client.fill() => Event::Client(r),
+                        biased;
                         r = attached.conn.fill() => Event::Server(r),
+                        r = client.fill() => Event::Client(r),
                         _ = idle_timer => Event::Idle,
                         _ = &mut stop, if stoppable => Event::Stop,
                     };
@@ -266,18 +279,23 @@ impl<'a> Session<'a> {
     ) -> Result<Flow, FrontendError> {
         let max = self.settings.max_message;
         let mut flow = Flow::Continue;
-        while let Some(len) = framing::check(&client.rbuf, max)? {
-            if client.rbuf[0] == tag::TERMINATE {
-                client.rbuf.advance(len);
+        // Messages are read in place and the buffer advanced once at the end
+        // (an error ends the session): splitting each message off would make
+        // the buffer shared and cost an allocation.
+        let mut done = 0;
+        while let Some(len) = framing::check(&client.rbuf[done..], max)? {
+            let msg = &client.rbuf[done..done + len];
+            if msg[0] == tag::TERMINATE {
+                done += len;
                 flow = Flow::Quit;
                 break;
             }
-            let routed = self.route_message(&client.rbuf[..len])?;
+            let routed = self.route_message(msg)?;
             let mut dest = None;
             if let Some(routed) = routed {
                 if let Some(cmd) = &routed.intercept {
                     if self.server.as_ref().is_none_or(|a| a.relay.is_quiet()) {
-                        client.rbuf.advance(len);
+                        done += len;
                         let tx = self.server.as_ref().map_or(TxStatus::Idle, |a| a.relay.tx);
                         answer_route_command(cmd, &mut self.route_override, tx, &mut client.wbuf);
                         continue;
@@ -294,14 +312,17 @@ impl<'a> Session<'a> {
                 }
                 dest = Some(routed.dest);
             }
-            let msg = client.rbuf.split_to(len);
-            self.handle_client_message(&msg, dest, client).await?;
+            let msg = &client.rbuf[done..done + len];
+            self.handle_client_message(msg, dest, &mut client.wbuf)
+                .await?;
+            done += len;
             if dest == Some(Destination::Primary) {
                 if let Some(attached) = &mut self.server {
                     attached.wrote |= !attached.role.is_replica();
                 }
             }
         }
+        client.rbuf.advance(done);
         if !self.to_server.is_empty() {
             client.flush().await?;
             let written = self.write_to_server(client).await?;
@@ -431,7 +452,8 @@ impl<'a> Session<'a> {
         self.end_replay();
         self.cancel.slot.detach();
         self.set_client_state(ClientState::Idle);
-        let held = attached.since.elapsed();
+        let now = Instant::now();
+        let held = now.duration_since(attached.since);
         self.pools
             .metrics
             .transaction_done(metric_role(&attached.role), held);
@@ -465,7 +487,8 @@ impl<'a> Session<'a> {
                 attached.conn.forget_all_prepared();
             }
         }
-        attached.conn.release();
+        self.spare_relay = attached.relay.emptied();
+        attached.conn.release_at(now);
     }
 
     /// The client is gone: the server is reset and pooled, or closed.
@@ -473,6 +496,12 @@ impl<'a> Session<'a> {
         let reset = self.mode == PoolMode::Session || self.settings.server_reset_query_always;
         self.detach(reset).await;
     }
+}
+
+/// Whether `bytes` contain "pgrelay". Short messages make a memmem searcher's
+/// set-up cost more than the search; SQL holds few 'p's.
+fn mentions_pgrelay(bytes: &[u8]) -> bool {
+    memchr::memchr_iter(b'p', bytes).any(|at| bytes[at..].starts_with(b"pgrelay"))
 }
 
 fn metric_role(role: &ServerRole) -> MetricRole {
@@ -483,19 +512,16 @@ fn metric_role(role: &ServerRole) -> MetricRole {
 }
 
 /// Whether SQL pgrelay forwards drops every prepared statement on the server.
+/// Runs on every simple query, so it looks at two words without allocating.
 fn resets_prepared_statements(sql: &str) -> bool {
-    let words: Vec<String> = sql
-        .split_whitespace()
-        .take(2)
-        .map(|w| w.trim_end_matches(';').to_ascii_lowercase())
-        .collect();
-    matches!(
-        (
-            words.first().map(String::as_str),
-            words.get(1).map(String::as_str)
-        ),
-        (Some("discard"), Some("all")) | (Some("deallocate"), Some("all"))
-    )
+    let mut words = sql
+        .split_ascii_whitespace()
+        .map(|w| w.trim_end_matches(';'));
+    let (Some(first), Some(second)) = (words.next(), words.next()) else {
+        return false;
+    };
+    (first.eq_ignore_ascii_case("discard") || first.eq_ignore_ascii_case("deallocate"))
+        && second.eq_ignore_ascii_case("all")
 }
 
 /// Forwards what the server sent, tracking replies owed and parameter changes.

@@ -87,6 +87,32 @@ impl Default for RelayState {
 }
 
 impl RelayState {
+    /// A state with no room reserved, for a session that has had no server yet.
+    pub fn empty() -> Self {
+        RelayState {
+            owed: VecDeque::new(),
+            unsynced: false,
+            tx: TxStatus::Idle,
+            skip: 0,
+            not_prepared: Vec::new(),
+        }
+    }
+
+    /// This state reset for the next server, keeping its queue's allocation
+    /// (a fresh one if this one has none yet).
+    pub fn emptied(mut self) -> Self {
+        if self.owed.capacity() == 0 {
+            return RelayState::default();
+        }
+        self.owed.clear();
+        self.not_prepared.clear();
+        RelayState {
+            owed: self.owed,
+            not_prepared: self.not_prepared,
+            ..RelayState::empty()
+        }
+    }
+
     /// Records the reply owed for a message about to be forwarded or answered.
     pub fn owe(&mut self, owed: Owed) {
         match owed {

@@ -195,3 +195,21 @@ fn a_reply_that_matches_no_request_is_a_protocol_error() {
     let mut out = Vec::new();
     assert!(r.scan(&msg(b'1', b""), &mut out, |_, _| {}).is_err());
 }
+
+#[test]
+fn an_emptied_state_is_fresh_but_keeps_its_queue() {
+    let mut r = RelayState::default();
+    for _ in 0..20 {
+        r.owe(Owed::Execute);
+    }
+    r.tx = TxStatus::InTransaction;
+    r.not_prepared.push("pgrelay_x".into());
+    let room = r.owed.capacity();
+    let r = r.emptied();
+    assert!(r.is_idle(0));
+    assert!(r.is_synced());
+    assert!(r.not_prepared.is_empty());
+    assert_eq!(r.owed.capacity(), room, "the allocation is reused");
+    let fresh = RelayState::empty().emptied();
+    assert!(fresh.owed.capacity() >= 8, "a first release reserves room");
+}
