@@ -10,6 +10,7 @@ pub mod health;
 mod monitor;
 mod primary;
 mod replicas;
+pub mod snapshots;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -134,6 +135,8 @@ pub struct DatabasePools {
     /// ParameterStatus values of the first server logged in, sent to clients at login.
     /// Set once; read without a lock on every checkout.
     server_params: std::sync::OnceLock<ServerParams>,
+    /// Client parameter values shared by like clients of these pools.
+    pub param_snapshots: snapshots::ParamSnapshots,
 }
 
 impl DatabasePools {
@@ -344,6 +347,7 @@ impl PoolRegistry {
             replicas,
             groups,
             server_params: std::sync::OnceLock::new(),
+            param_snapshots: Default::default(),
         });
         self.pools
             .lock()

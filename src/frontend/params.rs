@@ -178,6 +178,11 @@ impl ClientParams {
         &self.values
     }
 
+    /// Swaps the snapshot for an equal one other clients share, if any.
+    pub fn share_snapshot(&mut self, snapshots: &crate::cluster::snapshots::ParamSnapshots) {
+        self.values = snapshots.intern(self.values.clone());
+    }
+
     /// SQL that makes a server's tracked parameters match this client's, if any differ.
     pub fn sync_sql<'a>(&self, server_value: impl Fn(&str) -> Option<&'a str>) -> Option<String> {
         let mut sql = String::new();

@@ -211,6 +211,7 @@ async fn login<'a>(
             _ => return Err(FrontendError::UnsupportedParameter(name.clone())),
         }
     }
+    client_params.share_snapshot(&session.pools.param_snapshots);
     session.params = client_params;
     if let Some(sql) = session.sync_sql() {
         session.run_on_server(&sql).await?;

@@ -200,7 +200,7 @@ impl<C: Connector> Pool<C> {
             Ok(slot) => (slot, false),
             Err(_) => {
                 inner.waiting.fetch_add(1, Ordering::Relaxed);
-                let slot = Box::pin(self.acquire_slot(deadline())).await;
+                let slot = self.acquire_slot(deadline()).await;
                 inner.waiting.fetch_sub(1, Ordering::Relaxed);
                 (slot?, true)
             }
@@ -221,7 +221,31 @@ impl<C: Connector> Pool<C> {
         ))
     }
 
+    /// Waits for a slot. Without a reserve this is one semaphore wait under one
+    /// timer, small enough to live in the caller's future: with hundreds of
+    /// clients queued, a boxed wait per checkout costs more than the wait's
+    /// own bookkeeping (allocator bins run out of cached blocks).
     async fn acquire_slot(
+        &self,
+        deadline: Option<Instant>,
+    ) -> Result<OwnedSemaphorePermit, PoolError<C::Error>> {
+        let inner = &self.inner;
+        if inner.settings.reserve_size > 0 {
+            return Box::pin(self.acquire_slot_or_reserve(deadline)).await;
+        }
+        let main = inner.main.clone().acquire_owned();
+        let permit = match deadline {
+            Some(d) => tokio::time::timeout_at(d.into(), main)
+                .await
+                .map_err(|_| PoolError::WaitTimeout)?,
+            None => main.await,
+        };
+        permit.map_err(|_| PoolError::Closed)
+    }
+
+    /// Waits for a slot; after `reserve_timeout`, takes a reserve slot if one
+    /// frees first.
+    async fn acquire_slot_or_reserve(
         &self,
         deadline: Option<Instant>,
     ) -> Result<OwnedSemaphorePermit, PoolError<C::Error>> {
@@ -229,7 +253,6 @@ impl<C: Connector> Pool<C> {
         let main = inner.main.clone().acquire_owned();
         tokio::pin!(main);
         let reserve_at = tokio::time::Instant::now() + inner.settings.reserve_timeout;
-        let use_reserve = inner.settings.reserve_size > 0;
         let until_deadline = async {
             match deadline {
                 Some(d) => tokio::time::sleep_until(d.into()).await,
@@ -240,7 +263,7 @@ impl<C: Connector> Pool<C> {
         tokio::select! {
             biased;
             permit = &mut main => return permit.map_err(|_| PoolError::Closed),
-            _ = tokio::time::sleep_until(reserve_at), if use_reserve => {}
+            _ = tokio::time::sleep_until(reserve_at) => {}
             _ = &mut until_deadline => return Err(PoolError::WaitTimeout),
         }
         let reserve = inner.reserve.clone().acquire_owned();
