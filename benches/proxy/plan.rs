@@ -12,6 +12,9 @@ pub enum TargetKind {
     PgBouncer,
     /// pgrelay with read/write routing over a primary and two replicas.
     PgrelayRouting,
+    /// pgrelay routing every read to one replica: as many busy PostgreSQL
+    /// servers as without routing, so the difference is routing's own cost.
+    PgrelayRoutingOneReplica,
 }
 
 impl TargetKind {
@@ -19,6 +22,7 @@ impl TargetKind {
     pub fn replicas_needed(self) -> usize {
         match self {
             TargetKind::PgrelayRouting => 2,
+            TargetKind::PgrelayRoutingOneReplica => 1,
             _ => 0,
         }
     }
@@ -56,6 +60,11 @@ pub const TARGETS: &[TargetSpec] = &[
     TargetSpec {
         kind: TargetKind::PgrelayRouting,
         label: "pgrelay routing (primary + 2 replicas)",
+        left_out: None,
+    },
+    TargetSpec {
+        kind: TargetKind::PgrelayRoutingOneReplica,
+        label: "pgrelay routing (reads to 1 replica)",
         left_out: None,
     },
 ];

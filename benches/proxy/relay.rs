@@ -27,6 +27,15 @@ pub fn start_routing(upstream: &Upstream, settings: PoolerSettings) -> Result<Ru
     start_with_replicas(upstream, settings, &replicas, DEFAULT_BALANCE)
 }
 
+/// pgrelay routing every read to the harness's first replica (127.0.0.2).
+pub fn start_routing_one_replica(
+    upstream: &Upstream,
+    settings: PoolerSettings,
+) -> Result<RunningPooler> {
+    let replica = SocketAddr::from(([127, 0, 0, 2], upstream.port));
+    start_with_replicas(upstream, settings, &[replica], DEFAULT_BALANCE)
+}
+
 /// pgrelay's default read balancing strategy.
 pub const DEFAULT_BALANCE: &str = "p2c_ewma";
 

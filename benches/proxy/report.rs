@@ -142,6 +142,21 @@ fn targets_section(md: &mut String, r: &Report) {
                 .map(|(o, x)| format!("{x:.2} ×, {} errors", o.errors)),
             ours.zip(vs_bouncer).map(|(o, x)| x >= 1.0 && o.errors == 0),
         );
+        // Routing's own cost: reads go to one replica, so as many PostgreSQL
+        // servers are busy as without routing.
+        let row = find(r.results, Workload::SelectOnly, 50, mode);
+        let routed = row.and_then(|row| {
+            Some(
+                measured(row, TargetKind::PgrelayRoutingOneReplica)?.tps
+                    / measured(row, TargetKind::Pgrelay)?.tps,
+            )
+        });
+        target_line(
+            md,
+            &format!("-S c=50 -M {m}: routing on (reads to 1 replica) TPS ≥ 0.9 × routing off"),
+            routed.map(|x| format!("{x:.2} ×")),
+            routed.map(|x| x >= 0.9),
+        );
     }
     let largest = r.idle_counts.last().copied().unwrap_or(0);
     let ours = r
@@ -206,7 +221,12 @@ fn throughput_table(md: &mut String, results: &[ScenarioResult]) {
                     String::new(),
                 ),
             };
-            let is_ours = matches!(spec.kind, TargetKind::Pgrelay | TargetKind::PgrelayRouting);
+            let is_ours = matches!(
+                spec.kind,
+                TargetKind::Pgrelay
+                    | TargetKind::PgrelayRouting
+                    | TargetKind::PgrelayRoutingOneReplica
+            );
             let ratio_to = |kind| {
                 is_ours
                     .then(|| ratio_of(row, spec.kind, kind))

@@ -112,6 +112,10 @@ fn start_targets(
                 let pooler = relay::start_routing(upstream, settings)?;
                 live(upstream.endpoint_via(pooler.port), Some(pooler))
             }
+            (None, TargetKind::PgrelayRoutingOneReplica) => {
+                let pooler = relay::start_routing_one_replica(upstream, settings)?;
+                live(upstream.endpoint_via(pooler.port), Some(pooler))
+            }
         };
         targets.push(Target { spec, state });
     }
