@@ -238,6 +238,12 @@ impl ReplicaSet {
             }
         }
         let readings = &readings[..usable];
+        // One usable replica: nothing to weigh (a weight of 0 still drains it,
+        // as `effective_weight` and the balancer would).
+        if let [(only, reading)] = readings {
+            let weight = reading.configured_weight;
+            return (weight.is_finite() && weight > 0.0).then(|| endpoints[*only].clone());
+        }
         // p2c_ewma prices latency itself; the others see it through the weight,
         // with up to twice the fastest replica's latency (and at least 1 ms more)
         // counted as normal so noise between equal replicas does not move the split.

@@ -26,11 +26,12 @@ pub fn literal_free_key(sql: &str) -> Option<String> {
         return None;
     }
     // Allocated at the first literal: most prepared-statement texts have none.
+    // Bytes outside literals are copied in runs, up to the next literal.
     let mut key: Option<Vec<u8>> = None;
+    let mut copied = 0;
     let mut i = 0;
     while i < bytes.len() {
-        let b = bytes[i];
-        let (end, masked) = match b {
+        let (end, masked) = match bytes[i] {
             b'\'' => (quoted_end(bytes, i, b'\'')?, true),
             b'"' => (quoted_end(bytes, i, b'"')?, false),
             b'-' if bytes.get(i + 1) == Some(&b'-') => (
@@ -54,26 +55,48 @@ pub fn literal_free_key(sql: &str) -> Option<String> {
                 (i + 1 + digits_from(bytes, i + 1), false)
             }
             b'0'..=b'9' if !follows_identifier(bytes, i) => (i + digits_from(bytes, i), true),
-            _ => (i + 1, false),
+            b'0'..=b'9' => (i + 1, false),
+            _ => (i + 1 + plain_run(&bytes[i + 1..]), false),
         };
         if masked {
-            let key = key.get_or_insert_with(|| {
-                let mut k = Vec::with_capacity(bytes.len());
-                k.extend_from_slice(&bytes[..i]);
-                k
-            });
+            let key = key.get_or_insert_with(|| Vec::with_capacity(bytes.len()));
+            key.extend_from_slice(&bytes[copied..i]);
             mask_literal(&bytes[i..end], key);
-        } else if let Some(key) = &mut key {
-            key.extend_from_slice(&bytes[i..end]);
+            copied = end;
         }
         i = end;
     }
-    let key = key?;
+    let mut key = key?;
+    key.extend_from_slice(&bytes[copied..]);
     if !is_single_statement(&key) {
         return None;
     }
     // Only ASCII bytes were substituted for whole literals or digits: still UTF-8.
     String::from_utf8(key).ok()
+}
+
+/// Bytes that may start a literal, a quoted name, a comment or a parameter.
+const SPECIAL: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = b'0';
+    while b <= b'9' {
+        table[b as usize] = true;
+        b += 1;
+    }
+    table[b'\'' as usize] = true;
+    table[b'"' as usize] = true;
+    table[b'-' as usize] = true;
+    table[b'/' as usize] = true;
+    table[b'$' as usize] = true;
+    table
+};
+
+/// How many leading bytes of `bytes` the scanner may skip over.
+fn plain_run(bytes: &[u8]) -> usize {
+    bytes
+        .iter()
+        .position(|&b| SPECIAL[b as usize])
+        .unwrap_or(bytes.len())
 }
 
 /// Digits become `0`; inside a string every byte but the quotes becomes `x`
