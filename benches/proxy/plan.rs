@@ -12,9 +12,12 @@ pub enum TargetKind {
     PgBouncer,
     /// pgrelay with read/write routing over a primary and two replicas.
     PgrelayRouting,
-    /// pgrelay routing every read to one replica: as many busy PostgreSQL
-    /// servers as without routing, so the difference is routing's own cost.
+    /// pgrelay routing every read to one replica.
     PgrelayRoutingOneReplica,
+    /// pgrelay without routing, its database on that same replica: with the
+    /// row above, the same server does the reads, so the difference is
+    /// routing's own cost (a standby serves reads more slowly than a primary).
+    PgrelayOnReplica,
 }
 
 impl TargetKind {
@@ -22,7 +25,7 @@ impl TargetKind {
     pub fn replicas_needed(self) -> usize {
         match self {
             TargetKind::PgrelayRouting => 2,
-            TargetKind::PgrelayRoutingOneReplica => 1,
+            TargetKind::PgrelayRoutingOneReplica | TargetKind::PgrelayOnReplica => 1,
             _ => 0,
         }
     }
@@ -67,6 +70,11 @@ pub const TARGETS: &[TargetSpec] = &[
         label: "pgrelay routing (reads to 1 replica)",
         left_out: None,
     },
+    TargetSpec {
+        kind: TargetKind::PgrelayOnReplica,
+        label: "pgrelay without routing, on that replica",
+        left_out: None,
+    },
 ];
 
 /// Server connections per pool, the same for every pooler.
@@ -103,8 +111,15 @@ impl Scenario {
 
     /// Why `target` cannot run this scenario, if it cannot.
     pub fn not_runnable_on(&self, target: TargetKind) -> Option<&'static str> {
-        (target == TargetKind::Direct && self.load.clients > DIRECT_CLIENT_LIMIT)
-            .then_some("over max_connections")
+        match target {
+            TargetKind::Direct if self.load.clients > DIRECT_CLIENT_LIMIT => {
+                Some("over max_connections")
+            }
+            TargetKind::PgrelayOnReplica if self.load.workload == Workload::TpcB => {
+                Some("writes; a standby is read-only")
+            }
+            _ => None,
+        }
     }
 }
 

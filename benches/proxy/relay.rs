@@ -14,8 +14,16 @@ use crate::process::{free_port, ChildGuard};
 pub const BINARY: &str = env!("CARGO_BIN_EXE_pgrelay");
 
 pub fn start(upstream: &Upstream, settings: PoolerSettings) -> Result<RunningPooler> {
-    start_with(upstream, settings, "")
+    start_with(upstream, settings, PRIMARY, "")
 }
+
+/// pgrelay without routing, its database on the harness's first replica.
+pub fn start_on_replica(upstream: &Upstream, settings: PoolerSettings) -> Result<RunningPooler> {
+    start_with(upstream, settings, FIRST_REPLICA, "")
+}
+
+const PRIMARY: [u8; 4] = [127, 0, 0, 1];
+const FIRST_REPLICA: [u8; 4] = [127, 0, 0, 2];
 
 /// pgrelay routing reads to the harness's two replicas (127.0.0.2 and
 /// 127.0.0.3 on the primary's port), with the default balancer.
@@ -32,7 +40,7 @@ pub fn start_routing_one_replica(
     upstream: &Upstream,
     settings: PoolerSettings,
 ) -> Result<RunningPooler> {
-    let replica = SocketAddr::from(([127, 0, 0, 2], upstream.port));
+    let replica = SocketAddr::from((FIRST_REPLICA, upstream.port));
     start_with_replicas(upstream, settings, &[replica], DEFAULT_BALANCE)
 }
 
@@ -56,18 +64,20 @@ pub fn start_with_replicas(
         hosts = hosts.join(", "),
         interval = HEALTH_CHECK_INTERVAL.as_millis(),
     );
-    start_with(upstream, settings, &yaml)
+    start_with(upstream, settings, PRIMARY, &yaml)
 }
 
 fn start_with(
     upstream: &Upstream,
     settings: PoolerSettings,
+    host: [u8; 4],
     db_extra: &str,
 ) -> Result<RunningPooler> {
     let dir = temp_dir("pgrelay-bench-")?;
     let userlist = upstream.write_userlist(dir.path())?;
     let port = free_port()?;
-    let yaml = config_yaml(upstream, settings, port, &userlist) + db_extra;
+    let host = std::net::Ipv4Addr::from(host);
+    let yaml = config_yaml(upstream, settings, port, &userlist, host) + db_extra;
     let config = dir.path().join("pgrelay.yaml");
     std::fs::write(&config, yaml).map_err(|e| BenchError::io("writing pgrelay.yaml", e))?;
     let mut cmd = Command::new(BINARY);
@@ -79,7 +89,13 @@ fn start_with(
     Ok(RunningPooler::new(port, process, dir))
 }
 
-fn config_yaml(upstream: &Upstream, s: PoolerSettings, port: u16, userlist: &Path) -> String {
+fn config_yaml(
+    upstream: &Upstream,
+    s: PoolerSettings,
+    port: u16,
+    userlist: &Path,
+    host: std::net::Ipv4Addr,
+) -> String {
     format!(
         "listen_addr: 127.0.0.1\n\
          listen_port: {port}\n\
@@ -92,7 +108,7 @@ fn config_yaml(upstream: &Upstream, s: PoolerSettings, port: u16, userlist: &Pat
          max_client_conn: {max_clients}\n\
          log_connections: 0\n\
          log_disconnections: 0\n\
-         databases:\n  {db}:\n    host: 127.0.0.1\n    port: {upstream_port}\n",
+         databases:\n  {db}:\n    host: {host}\n    port: {upstream_port}\n",
         auth = s.auth.setting(),
         userlist = userlist.display(),
         pool = s.pool_size,

@@ -116,6 +116,10 @@ fn start_targets(
                 let pooler = relay::start_routing_one_replica(upstream, settings)?;
                 live(upstream.endpoint_via(pooler.port), Some(pooler))
             }
+            (None, TargetKind::PgrelayOnReplica) => {
+                let pooler = relay::start_on_replica(upstream, settings)?;
+                live(upstream.endpoint_via(pooler.port), Some(pooler))
+            }
         };
         targets.push(Target { spec, state });
     }
