@@ -321,6 +321,13 @@ fn method(md: &mut String, e: &Environment) {
            clients always use SCRAM (the cluster's pg_hba).\n\
          - Direct runs above {limit} clients are skipped: PostgreSQL's max_connections is 300 \
            and the poolers' pools hold server connections too.\n\
+         - Routing rows: *primary + 2 replicas* spreads reads over two streaming replicas \
+           (three PostgreSQL servers on the same 2 cores, so it costs the machine more per \
+           transaction whatever the pooler does); *reads to 1 replica* routes every read to \
+           one replica; *without routing, on that replica* is plain pgrelay whose database \
+           is that replica (not run for TPC-B: a standby is read-only). The routing target \
+           compares the last two, so the same server does the reads and the ratio is \
+           routing's own cost (classification, replica pick, replay buffer).\n\
          - `-C` opens a new connection per transaction: it measures connection set-up (TCP \
            accept, startup, password check) rather than query relaying. It runs once with \
            md5 and once with `auth_type = scram-sha-256` at the poolers (freshly started for \
