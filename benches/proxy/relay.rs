@@ -24,13 +24,14 @@ pub fn start_on_replica(upstream: &Upstream, settings: PoolerSettings) -> Result
 
 const PRIMARY: [u8; 4] = [127, 0, 0, 1];
 const FIRST_REPLICA: [u8; 4] = [127, 0, 0, 2];
+const SECOND_REPLICA: [u8; 4] = [127, 0, 0, 3];
 
 /// pgrelay routing reads to the harness's two replicas (127.0.0.2 and
 /// 127.0.0.3 on the primary's port), with the default balancer.
 pub fn start_routing(upstream: &Upstream, settings: PoolerSettings) -> Result<RunningPooler> {
     let replicas = [
-        SocketAddr::from(([127, 0, 0, 2], upstream.port)),
-        SocketAddr::from(([127, 0, 0, 3], upstream.port)),
+        SocketAddr::from((FIRST_REPLICA, upstream.port)),
+        SocketAddr::from((SECOND_REPLICA, upstream.port)),
     ];
     start_with_replicas(upstream, settings, &replicas, DEFAULT_BALANCE)
 }

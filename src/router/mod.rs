@@ -79,6 +79,7 @@ pub use explain::explain;
 pub use functions::{FunctionCatalog, FunctionClass};
 pub use kind::StatementKind;
 pub use lexer::Hint;
+pub use normalize::mentions_pgrelay;
 pub use route::{Overruled, PrimaryCause, Reason, Route, Target};
 pub use rule::Rule;
 pub use ruleset::{RuleSet, UnknownFunctions, DEFAULT_RULES_YAML};

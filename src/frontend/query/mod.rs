@@ -29,7 +29,9 @@ use crate::protocol::backend::{self as be, TxStatus};
 use crate::protocol::framing::{self, Frame};
 use crate::protocol::frontend::{self as fe, tag, Target};
 use crate::protocol::ProtocolError;
-use crate::router::{Classifier, PinReason, RouteOverride, SessionContext, TxState};
+use crate::router::{
+    mentions_pgrelay, Classifier, PinReason, RouteOverride, SessionContext, TxState,
+};
 use crate::shutdown::ShutdownSignal;
 
 /// Largest replay buffer a session keeps between reads.
@@ -148,12 +150,9 @@ impl<'a> Session<'a> {
         }
     }
 
-    /// Classifies the SQL of a Query or Parse. Without replicas only
-    /// `pgrelay.*` commands need the classifier.
+    /// Classifies the SQL of a Query or Parse (without replicas, only texts
+    /// that mention pgrelay get here: see `route_message`).
     fn route_sql(&self, sql: &str) -> Routed {
-        if !self.routes_reads() && !sql.contains("pgrelay") {
-            return Routed::primary();
-        }
         let ctx = SessionContext {
             database: &self.database,
             user: &self.user,
@@ -174,8 +173,8 @@ impl<'a> Session<'a> {
     fn route_message(&self, msg: &[u8]) -> Result<Option<Routed>, FrontendError> {
         let frame = Frame::new(msg);
         Ok(match frame.tag {
-            // Without replicas only `pgrelay.*` commands are looked at: a byte
-            // search spares decoding the message (a false hit only costs that).
+            // Without replicas only `pgrelay.*` commands need the classifier: a
+            // byte search spares decoding the message (a false hit only costs that).
             tag::QUERY | tag::PARSE if !self.routes_reads() && !mentions_pgrelay(frame.body) => {
                 Some(Routed::primary())
             }
@@ -496,12 +495,6 @@ impl<'a> Session<'a> {
         let reset = self.mode == PoolMode::Session || self.settings.server_reset_query_always;
         self.detach(reset).await;
     }
-}
-
-/// Whether `bytes` contain "pgrelay". Short messages make a memmem searcher's
-/// set-up cost more than the search; SQL holds few 'p's.
-fn mentions_pgrelay(bytes: &[u8]) -> bool {
-    memchr::memchr_iter(b'p', bytes).any(|at| bytes[at..].starts_with(b"pgrelay"))
 }
 
 fn metric_role(role: &ServerRole) -> MetricRole {

@@ -78,10 +78,7 @@ impl Default for RelayState {
         RelayState {
             // Room for a pipelined extended-protocol batch without regrowing.
             owed: VecDeque::with_capacity(8),
-            unsynced: false,
-            tx: TxStatus::Idle,
-            skip: 0,
-            not_prepared: Vec::new(),
+            ..RelayState::empty()
         }
     }
 }
