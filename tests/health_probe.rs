@@ -10,6 +10,7 @@ use pgrelay::cluster::health::{
     ProbeResult, Role, ServerFacts,
 };
 use pgrelay::shutdown::Shutdown;
+use pgrelay::timer::Timers;
 use pgrelay_testcontainers::{Cluster, Node};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -26,6 +27,7 @@ fn connect_options(cluster: &Cluster, node: &Node) -> ConnectOptions {
         tls: ServerTlsPolicy::disabled(),
         connect_timeout: Duration::from_secs(2),
         max_message: 1 << 20,
+        timers: Timers::current(),
     }
 }
 
@@ -57,6 +59,7 @@ fn monitor(
         prober,
         primary.map(|m| m.subscribe()),
         shutdown.signal(),
+        Timers::current(),
     )
 }
 

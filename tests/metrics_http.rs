@@ -7,6 +7,7 @@ use std::time::Duration;
 use pgrelay::metrics::{
     serve, LoginResult, Metrics, MetricsServer, MAX_REQUEST_HEAD, REQUEST_TIMEOUT,
 };
+use pgrelay::timer::Timers;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
@@ -19,6 +20,7 @@ async fn start() -> (Arc<Metrics>, MetricsServer, oneshot::Sender<()>) {
     let server = serve(
         SocketAddr::from(([127, 0, 0, 1], 0)),
         metrics.clone(),
+        Timers::current(),
         async move {
             let _ = stopped.await;
         },

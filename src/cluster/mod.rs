@@ -46,7 +46,9 @@ impl ServerConnector {
     /// Connects to the primary's current addresses in turn (as libpq tries
     /// each address of a name), or by name before the first lookup answers.
     async fn connect_primary(&self, primary: &PrimaryAddress) -> Result<ServerConn, BackendError> {
-        let addrs = primary.addrs(self.opts.connect_timeout).await;
+        let addrs = primary
+            .addrs(self.opts.connect_timeout, &self.opts.timers)
+            .await;
         let mut last = None;
         for addr in addrs {
             let mut opts = ConnectOptions::clone(&self.opts);
@@ -228,7 +230,12 @@ impl PoolRegistry {
                 return None;
             }
         };
-        let found = discovery::spawn(r.discovery.clone(), resolver, self.shutdown.clone());
+        let found = discovery::spawn(
+            r.discovery.clone(),
+            resolver,
+            self.shutdown.clone(),
+            &spec.connect.timers,
+        );
         let primary = self
             .primary_probes
             .lock()
@@ -275,6 +282,7 @@ impl PoolRegistry {
             resolver,
             self.metrics.topology_counter(&spec.name, "primary_moved"),
             self.shutdown.clone(),
+            &spec.connect.timers,
         );
         let address = watch.address();
         primaries.insert(spec.name.clone(), watch);

@@ -22,6 +22,8 @@ use std::time::{Duration, Instant};
 use thiserror::Error;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::timer::Timers;
+
 pub use limit::ConnLimit;
 
 /// Opens connections for a pool.
@@ -52,12 +54,14 @@ pub struct PoolSettings {
     pub lifetime: Option<Duration>,
     /// After a failed connect, new checkouts fail at once for this long.
     pub login_retry: Duration,
+    /// Where wait limits run.
+    pub timers: Timers,
 }
 
 impl PoolSettings {
     /// `size` connections and nothing else: no minimum, no reserve, no
     /// eviction, a 5 s wait limit and a 1 s login retry.
-    pub fn with_size(size: usize) -> Self {
+    pub fn with_size(size: usize, timers: Timers) -> Self {
         PoolSettings {
             size,
             min_size: 0,
@@ -67,6 +71,7 @@ impl PoolSettings {
             idle_timeout: None,
             lifetime: None,
             login_retry: Duration::from_secs(1),
+            timers,
         }
     }
 }
@@ -235,7 +240,10 @@ impl<C: Connector> Pool<C> {
         }
         let main = inner.main.clone().acquire_owned();
         let permit = match deadline {
-            Some(d) => tokio::time::timeout_at(d.into(), main)
+            Some(d) => inner
+                .settings
+                .timers
+                .timeout_at(d, main)
                 .await
                 .map_err(|_| PoolError::WaitTimeout)?,
             None => main.await,
@@ -252,10 +260,11 @@ impl<C: Connector> Pool<C> {
         let inner = &self.inner;
         let main = inner.main.clone().acquire_owned();
         tokio::pin!(main);
-        let reserve_at = tokio::time::Instant::now() + inner.settings.reserve_timeout;
+        let timers = &inner.settings.timers;
+        let reserve_at = Instant::now() + inner.settings.reserve_timeout;
         let until_deadline = async {
             match deadline {
-                Some(d) => tokio::time::sleep_until(d.into()).await,
+                Some(d) => timers.sleep_until(d).await,
                 None => std::future::pending().await,
             }
         };
@@ -263,7 +272,7 @@ impl<C: Connector> Pool<C> {
         tokio::select! {
             biased;
             permit = &mut main => return permit.map_err(|_| PoolError::Closed),
-            _ = tokio::time::sleep_until(reserve_at) => {}
+            _ = timers.sleep_until(reserve_at) => {}
             _ = &mut until_deadline => return Err(PoolError::WaitTimeout),
         }
         let reserve = inner.reserve.clone().acquire_owned();
@@ -354,7 +363,7 @@ impl<C: Connector> Inner<C> {
         for limit in &self.limits {
             limits.push(
                 limit
-                    .acquire(deadline)
+                    .acquire(deadline, &self.settings.timers)
                     .await
                     .ok_or(PoolError::WaitTimeout)?,
             );

@@ -33,6 +33,7 @@ use crate::router::{
     mentions_pgrelay, Classifier, PinReason, RouteOverride, SessionContext, TxState,
 };
 use crate::shutdown::ShutdownSignal;
+use crate::timer::Timers;
 
 /// Largest replay buffer a session keeps between reads.
 const MAX_SPARE_REPLAY: usize = 4096;
@@ -99,6 +100,11 @@ enum Event {
 }
 
 impl<'a> Session<'a> {
+    /// Where this session's time limits run.
+    fn timers(&self) -> &Timers {
+        &self.pools.spec.connect.timers
+    }
+
     pub fn new(
         metrics: Arc<Metrics>,
         settings: Arc<FrontendSettings>,
@@ -231,9 +237,12 @@ impl<'a> Session<'a> {
                 (true, false) if self.server.is_none() => self.settings.client_idle_timeout,
                 _ => None,
             };
-            let idle_timer = async {
+            // Captures the limit, not a Sleep: the future is rebuilt every
+            // turn, and a Sleep would be copied each time.
+            let timers = &self.pools.spec.connect.timers;
+            let idle_timer = async move {
                 match idle_limit {
-                    Some(d) => tokio::time::sleep(d).await,
+                    Some(d) => timers.sleep(d).await,
                     None => std::future::pending().await,
                 }
             };
@@ -474,10 +483,10 @@ impl<'a> Session<'a> {
             (false, false) => None,
         };
         if let Some(query) = query {
-            let ran = Box::pin(tokio::time::timeout(
-                Duration::from_secs(5),
-                attached.conn.run_discarding(query),
-            ))
+            let timers = &self.pools.spec.connect.timers;
+            let ran = Box::pin(
+                timers.timeout(Duration::from_secs(5), attached.conn.run_discarding(query)),
+            )
             .await;
             if !matches!(ran, Ok(Ok(TxStatus::Idle))) {
                 return;
