@@ -188,11 +188,22 @@ pub fn pgrelay_config(cluster: &Cluster, port: u16) -> Result<crate::config::Con
     let userlist = cluster.base_dir().join("pgrelay-userlist.txt");
     std::fs::write(&userlist, format!("\"{app_user}\" \"{app_password}\"\n"))
         .map_err(|e| DemoError::Front(Box::new(e)))?;
+    // Reads go to the replicas the demo's DNS server names, as they would
+    // behind a Kubernetes headless Service.
+    let replicas = match cluster.dns() {
+        Some(dns) if !cluster.replicas().is_empty() => format!(
+            "    replicas:\n      dns: {}\n      nameserver: {}\n",
+            dns.fqdn("replicas")
+                .map_err(|e| DemoError::Front(Box::new(e)))?,
+            dns.addr(),
+        ),
+        _ => String::new(),
+    };
     let yaml = format!(
         "listen_addr: 127.0.0.1\nlisten_port: {port}\nmetrics_addr: 127.0.0.1:0\n\
          auth_type: scram-sha-256\nauth_file: {}\npool_mode: transaction\n\
          default_pool_size: 10\nserver_tls_sslmode: prefer\n\
-         databases:\n  {db}:\n    host: {host}\n    port: {db_port}\n",
+         databases:\n  {db}:\n    host: {host}\n    port: {db_port}\n{replicas}",
         userlist.display(),
         db = cluster.database(),
         host = cluster.primary().host(),

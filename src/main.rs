@@ -214,6 +214,10 @@ async fn demo(port: u16, timers: Timers) -> Result<(), Box<dyn std::error::Error
         running.addrs[0].port(),
         cluster.cluster().database()
     );
+    println!(
+        "Reads go to the replicas DNS names once their health checks pass (a few seconds); \
+         until then, to the primary."
+    );
     println!("Press Ctrl-C to stop pgrelay and the cluster and delete its files.");
     tokio::signal::ctrl_c().await?;
     running.shutdown().await;
