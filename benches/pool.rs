@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use pgrelay::pool::{Connector, Pool, PoolSettings};
-use pgrelay::timer::Timers;
 
 #[derive(Debug, thiserror::Error)]
 #[error("stand-in connector never fails")]
@@ -28,9 +27,8 @@ impl Connector for StandIn {
     }
 }
 
-fn settings(rt: &tokio::runtime::Runtime, size: usize) -> PoolSettings {
-    let _in_runtime = rt.enter();
-    PoolSettings::with_size(size, Timers::current())
+fn settings(size: usize) -> PoolSettings {
+    PoolSettings::with_size(size)
 }
 
 async fn checkout_checkin(pool: &Pool<StandIn>, iters: u64) {
@@ -49,7 +47,7 @@ fn run_concurrent(
     iters: u64,
 ) -> Duration {
     let connector = StandIn::default();
-    let pool = Pool::new(connector.clone(), settings(rt, pool_size), vec![]);
+    let pool = Pool::new(connector.clone(), settings(pool_size), vec![]);
     let elapsed = rt.block_on(async {
         let start = Instant::now();
         let mut handles = Vec::new();
@@ -82,7 +80,7 @@ fn pool_benches(c: &mut Criterion) {
         .expect("tokio runtime");
     let mut group = c.benchmark_group("pool/checkout_checkin");
     group.bench_function("uncontended", |b| {
-        let pool = Pool::new(StandIn::default(), settings(&rt, 4), vec![]);
+        let pool = Pool::new(StandIn::default(), settings(4), vec![]);
         b.iter_custom(|iters| {
             rt.block_on(async {
                 let start = Instant::now();

@@ -26,7 +26,6 @@ use crate::metrics::Metrics;
 use crate::pool::PoolSettings;
 use crate::router::{Classifier, RuleSet};
 use crate::shutdown::Shutdown;
-use crate::timer::Timers;
 use crate::tls::{self, ClientTlsSettings, ServerTlsSettings, TlsError};
 
 #[derive(Debug, Error)]
@@ -319,21 +318,14 @@ pub struct App {
     mock_key: [u8; 32],
     /// The YAML file the configuration was loaded from, for RELOAD.
     source: Option<PathBuf>,
-    /// Handed to every pool and server connection.
-    timers: Timers,
 }
 
 impl App {
-    pub fn new(
-        config: Config,
-        source: Option<PathBuf>,
-        timers: Timers,
-    ) -> Result<Arc<App>, AppError> {
+    pub fn new(config: Config, source: Option<PathBuf>) -> Result<Arc<App>, AppError> {
         Ok(Arc::new(App {
             snapshot: RwLock::new(Arc::new(Snapshot::build(config)?)),
             mock_key: rand::rng().random(),
             source,
-            timers,
         }))
     }
 
@@ -394,7 +386,6 @@ impl Directory for App {
                 connect_timeout: nonzero(c.timeouts.server_connect_timeout)
                     .unwrap_or(Duration::from_secs(15)),
                 max_message: c.limits.max_packet_size as usize,
-                timers: self.timers.clone(),
             },
             pool: PoolSettings {
                 size: db.pool.pool_size as usize,
@@ -405,7 +396,6 @@ impl Directory for App {
                 idle_timeout: nonzero(c.timeouts.server_idle_timeout),
                 lifetime: nonzero(c.timeouts.server_lifetime),
                 login_retry: c.timeouts.server_login_retry,
-                timers: self.timers.clone(),
             },
             pool_mode: db.pool.pool_mode,
             max_db_connections: db.pool.max_db_connections as usize,
@@ -502,23 +492,13 @@ impl Running {
     }
 }
 
-/// Binds the listeners and starts serving, with timers on the current runtime.
+/// Binds the listeners and starts serving.
 pub async fn start(config: Config) -> Result<Running, AppError> {
     start_from(config, None).await
 }
 
 /// Like [`start`], remembering the YAML file so RELOAD can re-read it.
 pub async fn start_from(config: Config, source: Option<PathBuf>) -> Result<Running, AppError> {
-    start_with(config, source, Timers::current()).await
-}
-
-/// Like [`start_from`], with every timer on `timers` (in `pgrelay run`, a
-/// thread of its own: see [`crate::timer`]).
-pub async fn start_with(
-    config: Config,
-    source: Option<PathBuf>,
-    timers: Timers,
-) -> Result<Running, AppError> {
     let client_tls = client_acceptor(&config)?;
     let drain = config.timeouts.shutdown_timeout;
     let listen: Vec<String> = config
@@ -529,7 +509,7 @@ pub async fn start_with(
         .collect();
     let max_clients = config.limits.max_client_conn as usize;
     let metrics_addr = config.metrics.addr;
-    let app = App::new(config, source, timers.clone())?;
+    let app = App::new(config, source)?;
     let shutdown = Shutdown::new();
     let metrics = Arc::new(Metrics::new()?);
     let pools = Arc::new(PoolRegistry::new(shutdown.signal(), metrics.clone()));
@@ -540,7 +520,6 @@ pub async fn start_with(
         tls_acceptor: client_tls,
         client_slots: Arc::new(tokio::sync::Semaphore::new(max_clients)),
         metrics: metrics.clone(),
-        timers: timers.clone(),
     });
     let mut listeners = Vec::new();
     let mut addrs = Vec::new();
@@ -561,7 +540,7 @@ pub async fn start_with(
     let (metrics_stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let metrics_server = match metrics_addr {
         Some(addr) => {
-            let server = crate::metrics::serve(addr, metrics.clone(), timers.clone(), async move {
+            let server = crate::metrics::serve(addr, metrics.clone(), async move {
                 let _ = stopped.await;
             })
             .await
@@ -577,7 +556,7 @@ pub async fn start_with(
     let upkeep = tokio::spawn({
         let pools = pools.clone();
         async move {
-            let mut tick = timers.interval(Duration::from_secs(1));
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
             loop {
                 tick.tick().await;
                 pools.maintain().await;

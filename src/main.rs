@@ -6,7 +6,6 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use pgrelay::config::{Config, LogFormat};
-use pgrelay::timer::{Runtimes, Timers};
 use tracing::{error, info, warn};
 
 #[derive(Parser)]
@@ -116,15 +115,11 @@ fn main() -> ExitCode {
         }
         Command::Demo { port } => {
             init_logging(LogFormat::Text);
-            // The runtimes `pgrelay run` uses by default.
-            let runtimes = match Runtimes::build(1) {
-                Ok(runtimes) => runtimes,
-                Err(e) => {
-                    eprintln!("pgrelay demo: cannot start the runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            match runtimes.block_on(|timers| demo(port, timers)) {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
+            match runtime.block_on(demo(port)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("pgrelay demo: {e}");
@@ -144,14 +139,14 @@ fn main() -> ExitCode {
             for w in cfg.warnings() {
                 warn!("{w}");
             }
-            let runtimes = match Runtimes::build(cfg.runtime.worker_threads) {
-                Ok(runtimes) => runtimes,
+            let runtime = match build_runtime(cfg.runtime.worker_threads) {
+                Ok(runtime) => runtime,
                 Err(e) => {
                     eprintln!("pgrelay: cannot start the runtime: {e}");
                     return ExitCode::FAILURE;
                 }
             };
-            match runtimes.block_on(|timers| run(cfg, cli.config, timers)) {
+            match runtime.block_on(run(cfg, cli.config)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     error!("{e}");
@@ -162,13 +157,26 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(
-    cfg: Config,
-    config_path: Option<PathBuf>,
-    timers: Timers,
-) -> Result<(), pgrelay::app::AppError> {
+/// One thread runs everything on a current-thread runtime; more use tokio's
+/// work-stealing scheduler (0 = one thread per core).
+fn build_runtime(worker_threads: u32) -> std::io::Result<tokio::runtime::Runtime> {
+    match worker_threads {
+        1 => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        n => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            if n > 1 {
+                builder.worker_threads(n as usize);
+            }
+            builder.enable_all().build()
+        }
+    }
+}
+
+async fn run(cfg: Config, config_path: Option<PathBuf>) -> Result<(), pgrelay::app::AppError> {
     use tokio::signal::unix::{signal, SignalKind};
-    let running = pgrelay::app::start_with(cfg, config_path.clone(), timers).await?;
+    let running = pgrelay::app::start_from(cfg, config_path.clone()).await?;
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
     let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
     let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
@@ -188,18 +196,17 @@ async fn run(
 }
 
 /// The demo: a real cluster, pgrelay in front of it, torn down on Ctrl-C.
-async fn demo(port: u16, timers: Timers) -> Result<(), Box<dyn std::error::Error>> {
+async fn demo(port: u16) -> Result<(), Box<dyn std::error::Error>> {
     use pgrelay::demo::{DemoCluster, DemoOptions};
     println!("starting PostgreSQL primary + 2 streaming replicas + DNS server ...");
     let cluster =
         tokio::task::spawn_blocking(|| DemoCluster::start(&DemoOptions::default())).await??;
     let config = pgrelay::demo::pgrelay_config(cluster.cluster(), port)?;
-    let running = match pgrelay::app::start_with(config.clone(), None, timers.clone()).await {
+    let running = match pgrelay::app::start(config.clone()).await {
         Ok(r) => r,
         // 6432 may belong to a real PgBouncer: fall back to any free port.
         Err(pgrelay::app::AppError::Bind { .. }) if port != 0 => {
-            let config = pgrelay::demo::pgrelay_config(cluster.cluster(), 0)?;
-            pgrelay::app::start_with(config, None, timers).await?
+            pgrelay::app::start(pgrelay::demo::pgrelay_config(cluster.cluster(), 0)?).await?
         }
         Err(e) => return Err(e.into()),
     };

@@ -10,7 +10,6 @@ use pgrelay::cluster::discovery::{
     Resolve,
 };
 use pgrelay::shutdown::Shutdown;
-use pgrelay::timer::{Runtimes, Timers};
 use pgrelay_testcontainers::DnsServer;
 
 const TTL: u32 = 1;
@@ -25,15 +24,6 @@ fn sock(last: u8, port: u16) -> SocketAddr {
 }
 
 fn start_discovery(dns: &DnsServer, source: DiscoverySource, shutdown: &Shutdown) -> Discovery {
-    start_discovery_on(dns, source, shutdown, &Timers::current())
-}
-
-fn start_discovery_on(
-    dns: &DnsServer,
-    source: DiscoverySource,
-    shutdown: &Shutdown,
-    timers: &Timers,
-) -> Discovery {
     let config = DiscoveryConfig {
         nameserver: Some(dns.addr()),
         min_ttl: Duration::from_millis(200),
@@ -43,7 +33,7 @@ fn start_discovery_on(
         ..DiscoveryConfig::new(source)
     };
     let resolver = HickoryResolve::new(config.nameserver).expect("resolver");
-    spawn(config, resolver, shutdown.signal(), timers)
+    spawn(config, resolver, shutdown.signal())
 }
 
 /// The first resolved set, waited for (bounded).
@@ -70,32 +60,6 @@ async fn wait_for_set(
             discovery.current()
         ),
     }
-}
-
-/// As `pgrelay run` resolves: hickory's lookups (which make tokio timers of
-/// their own) on the timer thread, started from a serving runtime that has
-/// no time driver.
-#[test]
-fn discovery_works_from_a_runtime_without_a_time_driver() {
-    let dns = DnsServer::start("runtime.test").unwrap();
-    dns.set_a("replicas", &[ip(2), ip(3)], TTL).unwrap();
-    let shutdown = Shutdown::new();
-    let source = DiscoverySource::DnsA {
-        name: "replicas.runtime.test.".into(),
-        port: 6543,
-    };
-    let runtimes = Runtimes::build(1).unwrap();
-    let first = runtimes.block_on(|timers| async move {
-        let discovery = start_discovery_on(&dns, source, &shutdown, &timers);
-        let first = timers
-            .timeout(WAIT, discovery.ready())
-            .await
-            .expect("ready in time")
-            .expect("first lookup succeeds");
-        shutdown.trigger();
-        first
-    });
-    assert_eq!(first.addrs(), vec![sock(2, 6543), sock(3, 6543)]);
 }
 
 #[tokio::test]
@@ -276,7 +240,6 @@ async fn a_silent_nameserver_counts_failures_and_never_reports_ready() {
         config.clone(),
         HickoryResolve::new(config.nameserver).unwrap(),
         shutdown.signal(),
-        &Timers::current(),
     );
     let outcome = tokio::time::timeout(Duration::from_secs(2), discovery.ready()).await;
     assert!(outcome.is_err(), "no answer, so never ready");

@@ -10,7 +10,6 @@ use pgrelay::cluster::health::{
     ProbeResult, Role, ServerFacts,
 };
 use pgrelay::shutdown::Shutdown;
-use pgrelay::timer::Timers;
 use pgrelay_testcontainers::{Cluster, Node};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -27,7 +26,6 @@ fn connect_options(cluster: &Cluster, node: &Node) -> ConnectOptions {
         tls: ServerTlsPolicy::disabled(),
         connect_timeout: Duration::from_secs(2),
         max_message: 1 << 20,
-        timers: Timers::current(),
     }
 }
 
@@ -59,7 +57,6 @@ fn monitor(
         prober,
         primary.map(|m| m.subscribe()),
         shutdown.signal(),
-        Timers::current(),
     )
 }
 

@@ -7,7 +7,6 @@ use std::time::Duration;
 use pgrelay::metrics::{
     serve, LoginResult, Metrics, MetricsServer, MAX_REQUEST_HEAD, REQUEST_TIMEOUT,
 };
-use pgrelay::timer::Timers;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
@@ -20,7 +19,6 @@ async fn start() -> (Arc<Metrics>, MetricsServer, oneshot::Sender<()>) {
     let server = serve(
         SocketAddr::from(([127, 0, 0, 1], 0)),
         metrics.clone(),
-        Timers::current(),
         async move {
             let _ = stopped.await;
         },

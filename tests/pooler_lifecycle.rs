@@ -4,49 +4,21 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{
-    cluster, connect, scalar, sqlstate, start_relay, start_relay_on, try_connect, try_scalar, Relay,
-};
-use pgrelay::timer::{Runtimes, Timers};
-use pgrelay_testcontainers::Cluster;
-
-const TIMEOUTS: &str = "pool_mode: transaction\ndefault_pool_size: 1\n\
-    idle_transaction_timeout: 1500ms\nquery_wait_timeout: 500ms\nclient_idle_timeout: 4s";
+use common::{cluster, connect, scalar, sqlstate, start_relay, try_connect, try_scalar};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_transaction_and_wait_timeouts_end_cleanly() {
     let cluster = cluster(0, false).await;
-    let relay = start_relay(&cluster, TIMEOUTS).await;
-    wait_and_idle_limits_fire(&cluster, &relay, &Timers::current()).await;
-    relay.stop().await;
-}
-
-/// `pgrelay run`'s own runtimes: clients served on a runtime without a time
-/// driver, every timer on the timer thread. The same limits fire, and a
-/// client idle past `client_idle_timeout` is let go.
-#[test]
-fn timeouts_fire_on_the_runtimes_pgrelay_run_uses() {
-    let runtimes = Runtimes::build(1).unwrap();
-    runtimes.block_on(|timers| async move {
-        let cluster = cluster(0, false).await;
-        let relay = start_relay_on(&cluster, TIMEOUTS, timers.clone()).await;
-        wait_and_idle_limits_fire(&cluster, &relay, &timers).await;
-        let idle = relay.connect(&cluster).await;
-        assert_eq!(scalar(&idle, "SELECT 'before'").await, "before");
-        timers.sleep(Duration::from_millis(4500)).await;
-        let err = try_scalar(&idle, "SELECT 1")
-            .await
-            .expect_err("idle client let go");
-        assert!(idle.is_closed(), "{err}");
-        relay.stop().await;
-    });
-}
-
-async fn wait_and_idle_limits_fire(cluster: &Cluster, relay: &Relay, timers: &Timers) {
-    let holder = relay.connect(cluster).await;
+    let relay = start_relay(
+        &cluster,
+        "pool_mode: transaction\ndefault_pool_size: 1\nidle_transaction_timeout: 1500ms\n\
+         query_wait_timeout: 500ms",
+    )
+    .await;
+    let holder = relay.connect(&cluster).await;
     holder.batch_execute("BEGIN").await.unwrap();
     // The only server is held: another client's query waits, then fails.
-    let waiter = relay.connect(cluster).await;
+    let waiter = relay.connect(&cluster).await;
     let started = Instant::now();
     let err = try_scalar(&waiter, "SELECT 1")
         .await
@@ -59,10 +31,11 @@ async fn wait_and_idle_limits_fire(cluster: &Cluster, relay: &Relay, timers: &Ti
     assert_eq!(sqlstate(&err).as_deref(), Some("08P01"), "{err}");
     // The holder sits idle in its transaction past the timeout: disconnected,
     // and its server is free again.
-    timers.sleep(Duration::from_millis(1500)).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(holder.is_closed() || try_scalar(&holder, "SELECT 1").await.is_err());
-    let fresh = relay.connect(cluster).await;
+    let fresh = relay.connect(&cluster).await;
     assert_eq!(scalar(&fresh, "SELECT 'free'").await, "free");
+    relay.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

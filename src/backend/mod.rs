@@ -20,7 +20,6 @@ use crate::protocol::backend::{self as be, ErrorFields, TxStatus};
 use crate::protocol::framing::{self, Frame};
 use crate::protocol::ProtocolError;
 use crate::stream::Stream;
-use crate::timer::Timers;
 
 pub use login::ServerSecret;
 
@@ -86,8 +85,6 @@ pub struct ConnectOptions {
     pub connect_timeout: Duration,
     /// Largest message accepted from the server.
     pub max_message: usize,
-    /// Where the connect and login time limits run.
-    pub timers: Timers,
 }
 
 impl std::fmt::Debug for ConnectOptions {
@@ -174,18 +171,16 @@ impl std::fmt::Debug for ServerConn {
 impl ServerConn {
     pub async fn connect(opts: &ConnectOptions) -> Result<ServerConn, BackendError> {
         let addr_text = format!("{}:{}", opts.host, opts.port);
-        let tcp = opts
-            .timers
-            .timeout(
-                opts.connect_timeout,
-                TcpStream::connect((opts.host.as_str(), opts.port)),
-            )
-            .await
-            .map_err(|_| BackendError::ConnectTimeout(addr_text.clone()))?
-            .map_err(|source| BackendError::Connect {
-                addr: addr_text.clone(),
-                source,
-            })?;
+        let tcp = tokio::time::timeout(
+            opts.connect_timeout,
+            TcpStream::connect((opts.host.as_str(), opts.port)),
+        )
+        .await
+        .map_err(|_| BackendError::ConnectTimeout(addr_text.clone()))?
+        .map_err(|source| BackendError::Connect {
+            addr: addr_text.clone(),
+            source,
+        })?;
         tcp.set_nodelay(true)?;
         let peer = tcp.peer_addr()?;
         let stream = login::negotiate_tls(tcp, opts, &addr_text).await?;
@@ -203,9 +198,7 @@ impl ServerConn {
             prepared: HashSet::new(),
             synced_to: None,
         };
-        let login = opts
-            .timers
-            .timeout(opts.connect_timeout, login::login(&mut conn, opts));
+        let login = tokio::time::timeout(opts.connect_timeout, login::login(&mut conn, opts));
         login
             .await
             .map_err(|_| BackendError::ConnectTimeout(addr_text))??;
@@ -407,44 +400,38 @@ impl ServerConn {
     }
 
     /// Says goodbye politely; errors do not matter, the socket closes either way.
-    pub async fn terminate(mut self, timers: &Timers) {
+    pub async fn terminate(mut self) {
         let mut out = BytesMut::new();
         postgres_protocol::message::frontend::terminate(&mut out);
-        let _ = timers
-            .timeout(Duration::from_secs(1), async {
-                let _ = self.stream.write_all(&out).await;
-                let _ = self.stream.shutdown().await;
-            })
-            .await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            let _ = self.stream.write_all(&out).await;
+            let _ = self.stream.shutdown().await;
+        })
+        .await;
     }
 }
 
 /// Sends a CancelRequest for `key` on a fresh connection.
-pub async fn send_cancel(
-    key: CancelKey,
-    timeout: Duration,
-    timers: &Timers,
-) -> Result<(), BackendError> {
+pub async fn send_cancel(key: CancelKey, timeout: Duration) -> Result<(), BackendError> {
     let mut out = BytesMut::new();
     postgres_protocol::message::frontend::cancel_request(key.process_id, key.secret_key, &mut out);
     let addr = key.addr.to_string();
-    timers
-        .timeout(timeout, async {
-            let mut tcp =
-                TcpStream::connect(key.addr)
-                    .await
-                    .map_err(|source| BackendError::Connect {
-                        addr: addr.clone(),
-                        source,
-                    })?;
-            tcp.write_all(&out).await?;
-            // The server closes the connection once it has read the request.
-            let mut sink = [0u8; 16];
-            let _ = tcp.read(&mut sink).await;
-            Ok(())
-        })
-        .await
-        .map_err(|_| BackendError::ConnectTimeout(addr))?
+    tokio::time::timeout(timeout, async {
+        let mut tcp =
+            TcpStream::connect(key.addr)
+                .await
+                .map_err(|source| BackendError::Connect {
+                    addr: addr.clone(),
+                    source,
+                })?;
+        tcp.write_all(&out).await?;
+        // The server closes the connection once it has read the request.
+        let mut sink = [0u8; 16];
+        let _ = tcp.read(&mut sink).await;
+        Ok(())
+    })
+    .await
+    .map_err(|_| BackendError::ConnectTimeout(addr))?
 }
 
 /// Shared handle type for connect options.

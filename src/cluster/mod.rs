@@ -46,9 +46,7 @@ impl ServerConnector {
     /// Connects to the primary's current addresses in turn (as libpq tries
     /// each address of a name), or by name before the first lookup answers.
     async fn connect_primary(&self, primary: &PrimaryAddress) -> Result<ServerConn, BackendError> {
-        let addrs = primary
-            .addrs(self.opts.connect_timeout, &self.opts.timers)
-            .await;
+        let addrs = primary.addrs(self.opts.connect_timeout).await;
         let mut last = None;
         for addr in addrs {
             let mut opts = ConnectOptions::clone(&self.opts);
@@ -230,12 +228,7 @@ impl PoolRegistry {
                 return None;
             }
         };
-        let found = discovery::spawn(
-            r.discovery.clone(),
-            resolver,
-            self.shutdown.clone(),
-            &spec.connect.timers,
-        );
+        let found = discovery::spawn(r.discovery.clone(), resolver, self.shutdown.clone());
         let primary = self
             .primary_probes
             .lock()
@@ -282,7 +275,6 @@ impl PoolRegistry {
             resolver,
             self.metrics.topology_counter(&spec.name, "primary_moved"),
             self.shutdown.clone(),
-            &spec.connect.timers,
         );
         let address = watch.address();
         primaries.insert(spec.name.clone(), watch);

@@ -233,7 +233,6 @@ impl GroupMonitor {
         let mut opts = self.probe_template.clone();
         opts.host = addr.ip().to_string();
         opts.port = addr.port();
-        let timers = opts.timers.clone();
         EndpointState {
             addr,
             weight: f64::from(weight.max(1)),
@@ -245,7 +244,6 @@ impl GroupMonitor {
                 PgProber::new(opts),
                 Some(self.primary.clone()),
                 self.shutdown.clone(),
-                timers,
             ),
             checked_replay: AtomicU64::new(0),
             max_lag: self.health.policy.max_lag.unwrap_or_default(),
@@ -271,7 +269,6 @@ pub fn primary_monitor(
         },
         None,
         shutdown,
-        opts.timers.clone(),
     )
 }
 
@@ -288,11 +285,7 @@ struct PrimaryProber {
 impl Prober for PrimaryProber {
     async fn probe(&mut self, primary_lsn: Option<Lsn>) -> ProbeResult {
         if let Some(address) = &self.address {
-            let now = address
-                .addrs(Duration::ZERO, &self.opts.timers)
-                .await
-                .first()
-                .copied();
+            let now = address.addrs(Duration::ZERO).await.first().copied();
             if now.is_some() && now != self.probing {
                 self.inner.close().await;
                 let mut opts = self.opts.clone();

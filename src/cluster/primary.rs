@@ -14,7 +14,6 @@ use tracing::warn;
 
 use super::discovery::{self, DiscoveryConfig, EndpointSet};
 use crate::shutdown::ShutdownSignal;
-use crate::timer::Timers;
 
 /// The current address(es) of a database's primary, as last resolved.
 /// Cloned into every pool connector of the database; one discovery task
@@ -32,13 +31,9 @@ impl PrimaryAddress {
 
     /// The addresses to connect to, in order; waits up to `wait` for the
     /// first lookup. Empty when none has succeeded yet.
-    pub async fn addrs(&self, wait: Duration, timers: &Timers) -> Vec<SocketAddr> {
+    pub async fn addrs(&self, wait: Duration) -> Vec<SocketAddr> {
         let mut rx = self.rx.clone();
-        if !wait.is_zero() {
-            let _ = timers
-                .timeout(wait, rx.wait_for(|set| set.is_resolved()))
-                .await;
-        }
+        let _ = tokio::time::timeout(wait, rx.wait_for(|set| set.is_resolved())).await;
         let set = rx.borrow().clone();
         set.addrs()
     }
@@ -73,9 +68,8 @@ impl PrimaryWatch {
         resolver: R,
         moved: IntCounter,
         shutdown: ShutdownSignal,
-        timers: &Timers,
     ) -> Self {
-        let found = discovery::spawn(config, resolver, shutdown, timers);
+        let found = discovery::spawn(config, resolver, shutdown);
         let rx = found.subscribe();
         let watcher = tokio::spawn(report_moves(database.to_string(), rx.clone(), moved));
         PrimaryWatch {
@@ -128,19 +122,13 @@ mod tests {
         let old = SocketAddr::from(([127, 0, 0, 1], 5432));
         let new = SocketAddr::from(([127, 0, 0, 2], 5432));
         assert!(address.is_current(old), "unresolved: anything goes");
-        assert!(address
-            .addrs(Duration::from_millis(10), &Timers::current())
-            .await
-            .is_empty());
+        assert!(address.addrs(Duration::from_millis(10)).await.is_empty());
 
         let moved = IntCounter::new("moved", "test").unwrap();
         let watcher = tokio::spawn(report_moves("app".into(), rx, moved.clone()));
         tx.send(set(1, 1)).unwrap();
         tokio::task::yield_now().await; // the watcher sees each set
-        assert_eq!(
-            address.addrs(Duration::ZERO, &Timers::current()).await,
-            [old]
-        );
+        assert_eq!(address.addrs(Duration::ZERO).await, [old]);
         assert!(address.is_current(old) && !address.is_current(new));
 
         tx.send(set(2, 2)).unwrap();

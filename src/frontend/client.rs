@@ -6,7 +6,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use super::FrontendError;
 use crate::protocol::backend::{self as be, Severity};
 use crate::stream::Stream;
-use crate::timer::Timers;
 
 pub(crate) struct ClientConn {
     pub stream: Stream,
@@ -58,12 +57,10 @@ impl ClientConn {
     }
 
     /// Best effort: tell the client why it is being disconnected.
-    pub async fn fatal(&mut self, err: &FrontendError, timers: &Timers) {
+    pub async fn fatal(&mut self, err: &FrontendError) {
         if err.reportable() {
             self.queue_error(Severity::Fatal, err);
-            let _ = timers
-                .timeout(std::time::Duration::from_secs(1), self.flush())
-                .await;
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), self.flush()).await;
         }
     }
 }

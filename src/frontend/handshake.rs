@@ -11,7 +11,6 @@ use crate::config::SslMode;
 use crate::protocol::startup::{self, StartupPacket};
 use crate::protocol::ProtocolError;
 use crate::stream::Stream;
-use crate::timer::Timers;
 
 pub(crate) enum Handshake {
     Startup {
@@ -29,7 +28,6 @@ pub(crate) async fn handshake(
     tcp: TcpStream,
     tls_mode: SslMode,
     acceptor: Option<&tokio_rustls::TlsAcceptor>,
-    timers: &Timers,
 ) -> Result<Handshake, FrontendError> {
     let mut stream = Stream::Plain(tcp);
     let mut rbuf = BytesMut::with_capacity(512);
@@ -81,7 +79,7 @@ pub(crate) async fn handshake(
                 let mut client = ClientConn::new(stream);
                 if needs_tls && !client.stream.is_tls() {
                     let err = FrontendError::TlsRequired;
-                    client.fatal(&err, timers).await;
+                    client.fatal(&err).await;
                     return Err(err);
                 }
                 client.rbuf = rbuf;

@@ -56,7 +56,7 @@ async fn accept_loop(
                 Err(e) => {
                     // Out of file descriptors and similar: back off instead of spinning.
                     warn!(error = %e, "accept failed");
-                    shared.timers.sleep(Duration::from_millis(50)).await;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             },
             Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
@@ -68,12 +68,10 @@ async fn accept_loop(
         sessions = sessions.len(),
         "stopped accepting; draining sessions"
     );
-    let drained = shared
-        .timers
-        .timeout(drain, async {
-            while sessions.join_next().await.is_some() {}
-        })
-        .await;
+    let drained = tokio::time::timeout(drain, async {
+        while sessions.join_next().await.is_some() {}
+    })
+    .await;
     if drained.is_err() {
         warn!(
             remaining = sessions.len(),

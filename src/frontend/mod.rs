@@ -76,8 +76,6 @@ pub struct Shared {
     /// One permit per logged-in client (`max_client_conn`), across listeners.
     pub client_slots: Arc<tokio::sync::Semaphore>,
     pub metrics: Arc<crate::metrics::Metrics>,
-    /// Where login, idle and drain limits run.
-    pub timers: crate::timer::Timers,
 }
 
 #[derive(Debug, Error)]

@@ -20,7 +20,6 @@ use crate::config::PoolMode;
 use crate::metrics::{ClientState, ErrorOrigin, LoginResult, Metrics};
 use crate::protocol::backend::{self as be, TxStatus};
 use crate::shutdown::ShutdownSignal;
-use crate::timer::Timers;
 
 /// Runs one accepted connection to its end.
 pub(crate) async fn run_connection(
@@ -34,13 +33,11 @@ pub(crate) async fn run_connection(
     // The handshake, login and console futures are boxed: kept inline, their
     // (TLS, SCRAM) state would size every idle client's task.
     let first = with_timeout(
-        &shared.timers,
         login_timeout,
         Box::pin(handshake(
             tcp,
             settings.client_tls_mode,
             shared.tls_acceptor.as_ref(),
-            &shared.timers,
         )),
     )
     .await;
@@ -67,9 +64,7 @@ pub(crate) async fn run_connection(
     let Some(_admitted) = admit() else {
         metrics.login(LoginResult::Refused);
         report(&metrics, &FrontendError::TooManyClients);
-        client
-            .fatal(&FrontendError::TooManyClients, &shared.timers)
-            .await;
+        client.fatal(&FrontendError::TooManyClients).await;
         return;
     };
     if minor > 0 {
@@ -87,7 +82,6 @@ pub(crate) async fn run_connection(
         .collect();
     let registration = shared.cancels.register();
     let login = with_timeout(
-        &shared.timers,
         login_timeout,
         Box::pin(login(
             &mut client,
@@ -104,7 +98,7 @@ pub(crate) async fn run_connection(
             metrics.login(LoginResult::Ok);
             if let Err(e) = Box::pin(serve_admin(&mut client, privilege, &shared)).await {
                 debug!(error = %e, "admin console session ended");
-                client.fatal(&e, &shared.timers).await;
+                client.fatal(&e).await;
             }
             return;
         }
@@ -116,7 +110,7 @@ pub(crate) async fn run_connection(
                 _ => LoginResult::Refused,
             });
             report(&metrics, &e);
-            client.fatal(&e, &shared.timers).await;
+            client.fatal(&e).await;
             return;
         }
     };
@@ -129,7 +123,7 @@ pub(crate) async fn run_connection(
     if let Err(e) = &result {
         debug!(error = %e, "client session ended");
         report(&metrics, e);
-        client.fatal(e, &shared.timers).await;
+        client.fatal(e).await;
     }
     Box::pin(session.finish()).await;
 }
@@ -142,13 +136,11 @@ fn report(metrics: &Metrics, e: &FrontendError) {
 }
 
 async fn with_timeout<T>(
-    timers: &Timers,
     limit: Option<Duration>,
     fut: impl std::future::Future<Output = Result<T, FrontendError>>,
 ) -> Result<T, FrontendError> {
     match limit {
-        Some(d) => timers
-            .timeout(d, fut)
+        Some(d) => tokio::time::timeout(d, fut)
             .await
             .map_err(|_| FrontendError::LoginTimeout)?,
         None => fut.await,
@@ -158,9 +150,7 @@ async fn with_timeout<T>(
 async fn forward_cancel(shared: &Shared, process_id: i32, secret_key: i32) {
     match shared.cancels.lookup(process_id, secret_key) {
         Some(key) => {
-            if let Err(e) =
-                crate::backend::send_cancel(key, Duration::from_secs(5), &shared.timers).await
-            {
+            if let Err(e) = crate::backend::send_cancel(key, Duration::from_secs(5)).await {
                 warn!(error = %e, "forwarding cancel request failed");
             }
         }

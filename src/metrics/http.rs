@@ -17,7 +17,6 @@ use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
 use super::Metrics;
-use crate::timer::Timers;
 
 /// Largest request head (request line + headers) accepted; larger gets 431.
 pub const MAX_REQUEST_HEAD: usize = 8 * 1024;
@@ -49,19 +48,17 @@ pub struct MetricsServer {
 pub async fn serve(
     addr: SocketAddr,
     metrics: Arc<Metrics>,
-    timers: Timers,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<MetricsServer> {
     let listener = TcpListener::bind(addr).await?;
     let local_addr = listener.local_addr()?;
-    let task = tokio::spawn(accept_loop(listener, metrics, timers, shutdown));
+    let task = tokio::spawn(accept_loop(listener, metrics, shutdown));
     Ok(MetricsServer { local_addr, task })
 }
 
 async fn accept_loop(
     listener: TcpListener,
     metrics: Arc<Metrics>,
-    timers: Timers,
     shutdown: impl Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
@@ -81,15 +78,14 @@ async fn accept_loop(
                 Ok((stream, _)) => stream,
                 Err(e) => {
                     warn!("metrics endpoint: accept failed: {e}");
-                    timers.sleep(ACCEPT_BACKOFF).await;
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
                     continue;
                 }
             },
         };
         let metrics = metrics.clone();
-        let timers = timers.clone();
         tokio::spawn(async move {
-            handle(stream, &metrics, &timers).await;
+            handle(stream, &metrics).await;
             drop(permit);
         });
     }
@@ -103,29 +99,25 @@ enum Head {
     Gone,
 }
 
-async fn handle(mut stream: TcpStream, metrics: &Metrics, timers: &Timers) {
-    let response = match timers
-        .timeout(REQUEST_TIMEOUT, read_head(&mut stream))
-        .await
-    {
+async fn handle(mut stream: TcpStream, metrics: &Metrics) {
+    let response = match tokio::time::timeout(REQUEST_TIMEOUT, read_head(&mut stream)).await {
         Err(_) => Response::text(408, "request head not received in time\n"),
         Ok(Head::TooLarge) => Response::text(431, "request head too large\n"),
         Ok(Head::Gone) => return,
         Ok(Head::Complete(head)) => respond(&head, metrics),
     };
     let early = response.status != 200 && response.status != 404 && response.status != 405;
-    let written = timers
-        .timeout(WRITE_TIMEOUT, async {
-            stream.write_all(&response.to_bytes()).await?;
-            stream.shutdown().await
-        })
-        .await;
+    let written = tokio::time::timeout(WRITE_TIMEOUT, async {
+        stream.write_all(&response.to_bytes()).await?;
+        stream.shutdown().await
+    })
+    .await;
     if !matches!(written, Ok(Ok(()))) {
         debug!("metrics endpoint: client did not take the response");
         return;
     }
     if early {
-        linger(&mut stream, timers).await;
+        linger(&mut stream).await;
     }
 }
 
@@ -164,19 +156,18 @@ fn head_end(buf: &[u8]) -> Option<usize> {
 }
 
 /// Swallows what the client still sends, bounded in time and bytes.
-async fn linger(stream: &mut TcpStream, timers: &Timers) {
-    let _ = timers
-        .timeout(LINGER_TIME, async {
-            let mut sink = [0u8; 4096];
-            let mut left = LINGER_BYTES;
-            while left > 0 {
-                match stream.read(&mut sink).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => left = left.saturating_sub(n),
-                }
+async fn linger(stream: &mut TcpStream) {
+    let _ = tokio::time::timeout(LINGER_TIME, async {
+        let mut sink = [0u8; 4096];
+        let mut left = LINGER_BYTES;
+        while left > 0 {
+            match stream.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left = left.saturating_sub(n),
             }
-        })
-        .await;
+        }
+    })
+    .await;
 }
 
 fn respond(head: &[u8], metrics: &Metrics) -> Response {

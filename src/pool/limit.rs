@@ -6,8 +6,6 @@ use std::time::Instant;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::timer::Timers;
-
 /// A pool that can give up an idle connection so a sibling can open one.
 pub(super) trait EvictIdle: Send + Sync {
     fn evict_one_idle(&self) -> bool;
@@ -53,11 +51,7 @@ impl ConnLimit {
 
     /// A permit for one more connection: at once if free, else after closing an
     /// idle connection of a member pool, else by waiting until `deadline`.
-    pub(super) async fn acquire(
-        &self,
-        deadline: Option<Instant>,
-        timers: &Timers,
-    ) -> Option<OwnedSemaphorePermit> {
+    pub(super) async fn acquire(&self, deadline: Option<Instant>) -> Option<OwnedSemaphorePermit> {
         if let Ok(p) = self.sem.clone().try_acquire_owned() {
             return Some(p);
         }
@@ -69,7 +63,7 @@ impl ConnLimit {
         }
         let wait = self.sem.clone().acquire_owned();
         match deadline {
-            Some(d) => timers.timeout_at(d, wait).await.ok()?.ok(),
+            Some(d) => tokio::time::timeout_at(d.into(), wait).await.ok()?.ok(),
             None => wait.await.ok(),
         }
     }

@@ -22,8 +22,6 @@ use std::time::{Duration, Instant};
 use thiserror::Error;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::timer::Timers;
-
 pub use limit::ConnLimit;
 
 /// Opens connections for a pool.
@@ -54,14 +52,12 @@ pub struct PoolSettings {
     pub lifetime: Option<Duration>,
     /// After a failed connect, new checkouts fail at once for this long.
     pub login_retry: Duration,
-    /// Where wait limits run.
-    pub timers: Timers,
 }
 
 impl PoolSettings {
     /// `size` connections and nothing else: no minimum, no reserve, no
     /// eviction, a 5 s wait limit and a 1 s login retry.
-    pub fn with_size(size: usize, timers: Timers) -> Self {
+    pub fn with_size(size: usize) -> Self {
         PoolSettings {
             size,
             min_size: 0,
@@ -71,7 +67,6 @@ impl PoolSettings {
             idle_timeout: None,
             lifetime: None,
             login_retry: Duration::from_secs(1),
-            timers,
         }
     }
 }
@@ -240,10 +235,7 @@ impl<C: Connector> Pool<C> {
         }
         let main = inner.main.clone().acquire_owned();
         let permit = match deadline {
-            Some(d) => inner
-                .settings
-                .timers
-                .timeout_at(d, main)
+            Some(d) => tokio::time::timeout_at(d.into(), main)
                 .await
                 .map_err(|_| PoolError::WaitTimeout)?,
             None => main.await,
@@ -260,11 +252,10 @@ impl<C: Connector> Pool<C> {
         let inner = &self.inner;
         let main = inner.main.clone().acquire_owned();
         tokio::pin!(main);
-        let timers = &inner.settings.timers;
-        let reserve_at = Instant::now() + inner.settings.reserve_timeout;
+        let reserve_at = tokio::time::Instant::now() + inner.settings.reserve_timeout;
         let until_deadline = async {
             match deadline {
-                Some(d) => timers.sleep_until(d).await,
+                Some(d) => tokio::time::sleep_until(d.into()).await,
                 None => std::future::pending().await,
             }
         };
@@ -272,7 +263,7 @@ impl<C: Connector> Pool<C> {
         tokio::select! {
             biased;
             permit = &mut main => return permit.map_err(|_| PoolError::Closed),
-            _ = timers.sleep_until(reserve_at) => {}
+            _ = tokio::time::sleep_until(reserve_at) => {}
             _ = &mut until_deadline => return Err(PoolError::WaitTimeout),
         }
         let reserve = inner.reserve.clone().acquire_owned();
@@ -363,7 +354,7 @@ impl<C: Connector> Inner<C> {
         for limit in &self.limits {
             limits.push(
                 limit
-                    .acquire(deadline, &self.settings.timers)
+                    .acquire(deadline)
                     .await
                     .ok_or(PoolError::WaitTimeout)?,
             );

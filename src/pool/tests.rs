@@ -28,7 +28,7 @@ impl Connector for Arc<Counting> {
 fn settings(size: usize) -> PoolSettings {
     PoolSettings {
         login_retry: Duration::from_millis(200),
-        ..PoolSettings::with_size(size, Timers::current())
+        ..PoolSettings::with_size(size)
     }
 }
 

@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use pgrelay::app::Running;
 use pgrelay::config::Config;
-use pgrelay::timer::Timers;
 use pgrelay_testcontainers::Cluster;
 
 pub struct Relay {
@@ -76,14 +75,7 @@ pub async fn start_relay(cluster: &Cluster, extra: &str) -> Relay {
 /// Like [`start_relay`], with `db_extra` (YAML, indented 4 spaces) added to
 /// the database entry, e.g. its replicas.
 pub async fn start_relay_with_db(cluster: &Cluster, extra: &str, db_extra: &str) -> Relay {
-    start_relay_full(
-        cluster,
-        extra,
-        db_extra,
-        &BTreeMap::new(),
-        Timers::current(),
-    )
-    .await
+    start_relay_full(cluster, extra, db_extra, &BTreeMap::new()).await
 }
 
 pub async fn start_relay_with_env(
@@ -91,13 +83,7 @@ pub async fn start_relay_with_env(
     extra: &str,
     env: &BTreeMap<String, String>,
 ) -> Relay {
-    start_relay_full(cluster, extra, "", env, Timers::current()).await
-}
-
-/// Like [`start_relay`], with every timer on `timers` (as `pgrelay run`
-/// keeps them on a thread of their own).
-pub async fn start_relay_on(cluster: &Cluster, extra: &str, timers: Timers) -> Relay {
-    start_relay_full(cluster, extra, "", &BTreeMap::new(), timers).await
+    start_relay_full(cluster, extra, "", env).await
 }
 
 async fn start_relay_full(
@@ -105,7 +91,6 @@ async fn start_relay_full(
     extra: &str,
     db_extra: &str,
     env: &BTreeMap<String, String>,
-    timers: Timers,
 ) -> Relay {
     let dir = tempfile::tempdir().unwrap();
     let userlist = write_userlist(cluster, dir.path());
@@ -126,7 +111,7 @@ async fn start_relay_full(
     std::fs::write(&path, &yaml).unwrap();
     let config = Config::load_from_str(&path, &yaml, env)
         .unwrap_or_else(|e| panic!("test config invalid: {e}\n{yaml}"));
-    let running = pgrelay::app::start_with(config, Some(path), timers)
+    let running = pgrelay::app::start_from(config, Some(path))
         .await
         .expect("start pgrelay");
     let port = running.addrs[0].port();

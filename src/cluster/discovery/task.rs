@@ -8,7 +8,6 @@ use tokio::task::JoinHandle;
 
 use super::{DiscoveryConfig, DiscoveryError, Endpoint, EndpointSet, Resolve, Resolved};
 use crate::shutdown::ShutdownSignal;
-use crate::timer::Timers;
 
 /// Counters of one discovery task.
 #[derive(Debug, Default)]
@@ -93,24 +92,15 @@ impl Discovery {
     }
 }
 
-/// Starts the discovery task for `config.source` on the timer runtime:
-/// hickory's lookups make tokio timers of their own.
+/// Starts the discovery task for `config.source` on the current runtime.
 pub fn spawn<R: Resolve>(
     config: DiscoveryConfig,
     resolver: R,
     shutdown: ShutdownSignal,
-    timers: &Timers,
 ) -> Discovery {
     let (tx, rx) = watch::channel(Arc::new(EndpointSet::default()));
     let stats = Arc::new(Stats::default());
-    let task = timers.spawn(run(
-        config,
-        resolver,
-        tx,
-        stats.clone(),
-        shutdown,
-        timers.clone(),
-    ));
+    let task = tokio::spawn(run(config, resolver, tx, stats.clone(), shutdown));
     Discovery { rx, stats, task }
 }
 
@@ -120,12 +110,11 @@ async fn run<R: Resolve>(
     tx: watch::Sender<Arc<EndpointSet>>,
     stats: Arc<Stats>,
     mut shutdown: ShutdownSignal,
-    timers: Timers,
 ) {
     let source = config.source.describe();
     loop {
         let outcome = tokio::select! {
-            outcome = lookup_bounded(&config, &resolver, &timers) => outcome,
+            outcome = lookup_bounded(&config, &resolver) => outcome,
             _ = shutdown.triggered() => break,
         };
         stats.lookups.fetch_add(1, Ordering::Relaxed);
@@ -149,7 +138,7 @@ async fn run<R: Resolve>(
             }
         };
         tokio::select! {
-            _ = timers.sleep(wait) => {}
+            _ = tokio::time::sleep(wait) => {}
             _ = shutdown.triggered() => break,
         }
     }
@@ -159,12 +148,8 @@ async fn run<R: Resolve>(
 async fn lookup_bounded<R: Resolve>(
     config: &DiscoveryConfig,
     resolver: &R,
-    timers: &Timers,
 ) -> Result<Resolved, DiscoveryError> {
-    match timers
-        .timeout(config.lookup_timeout, resolver.lookup(&config.source))
-        .await
-    {
+    match tokio::time::timeout(config.lookup_timeout, resolver.lookup(&config.source)).await {
         Ok(outcome) => outcome,
         Err(_) => Err(DiscoveryError::Timeout {
             name: config.source.describe(),

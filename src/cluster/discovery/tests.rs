@@ -9,7 +9,6 @@ use tokio::time::Instant;
 
 use super::*;
 use crate::shutdown::Shutdown;
-use crate::timer::Timers;
 
 type Step = Result<Resolved, DiscoveryError>;
 
@@ -95,12 +94,7 @@ async fn re_resolves_when_ttl_expires_clamped_between_min_and_max() {
     let shutdown = Shutdown::new();
     let script = Scripted::new(vec![ok(&[2], 0), ok(&[2], 1000), ok(&[2], 10)]);
     let start = Instant::now();
-    let discovery = spawn(
-        config(5, 60, 3),
-        script.clone(),
-        shutdown.signal(),
-        &Timers::current(),
-    );
+    let discovery = spawn(config(5, 60, 3), script.clone(), shutdown.signal());
     tokio::time::sleep(Duration::from_secs(86)).await;
     // ttl 0 → min 5 s; ttl 1000 → max 60 s; ttl 10 → 10 s (repeated).
     assert_eq!(script.call_offsets(start), secs(&[0, 5, 65, 75, 85]));
@@ -125,12 +119,7 @@ async fn failed_and_empty_lookups_keep_the_last_good_set() {
         ok(&[3, 4], 10),
     ]);
     let start = Instant::now();
-    let discovery = spawn(
-        config(1, 60, 3),
-        script.clone(),
-        shutdown.signal(),
-        &Timers::current(),
-    );
+    let discovery = spawn(config(1, 60, 3), script.clone(), shutdown.signal());
     let first = discovery.ready().await.unwrap();
     assert_eq!(first.addrs(), vec![addr(2), addr(3)]);
     let mut rx = discovery.subscribe();
@@ -158,12 +147,7 @@ async fn ready_waits_for_the_first_success() {
     let shutdown = Shutdown::new();
     let script = Scripted::new(vec![failed(), failed(), ok(&[7], 30)]);
     let start = Instant::now();
-    let discovery = spawn(
-        config(1, 60, 4),
-        script,
-        shutdown.signal(),
-        &Timers::current(),
-    );
+    let discovery = spawn(config(1, 60, 4), script, shutdown.signal());
     assert!(!discovery.current().is_resolved());
     let set = discovery.ready().await.unwrap();
     assert_eq!(start.elapsed(), Duration::from_secs(8));
@@ -178,7 +162,6 @@ async fn shutdown_stops_the_task_and_ready_reports_it() {
         config(1, 60, 5),
         Scripted::new(vec![failed()]),
         shutdown.signal(),
-        &Timers::current(),
     );
     tokio::time::sleep(Duration::from_secs(1)).await;
     shutdown.trigger();
@@ -193,12 +176,7 @@ async fn shutdown_stops_the_task_and_ready_reports_it() {
 async fn dropping_the_handle_stops_the_task() {
     let shutdown = Shutdown::new();
     let script = Scripted::new(vec![ok(&[2], 5)]);
-    let discovery = spawn(
-        config(1, 60, 5),
-        script.clone(),
-        shutdown.signal(),
-        &Timers::current(),
-    );
+    let discovery = spawn(config(1, 60, 5), script.clone(), shutdown.signal());
     discovery.ready().await.unwrap();
     let mut rx = discovery.subscribe();
     drop(discovery);
@@ -220,7 +198,7 @@ async fn a_hanging_lookup_times_out_and_is_retried() {
     let mut cfg = config(1, 60, 2);
     cfg.lookup_timeout = Duration::from_secs(3);
     let start = Instant::now();
-    let discovery = spawn(cfg, script.clone(), shutdown.signal(), &Timers::current());
+    let discovery = spawn(cfg, script.clone(), shutdown.signal());
     tokio::time::sleep(Duration::from_secs(11)).await;
     // Each attempt: 3 s timeout + 2 s retry wait.
     assert_eq!(script.call_offsets(start), secs(&[0, 5, 10]));

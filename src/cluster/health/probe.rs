@@ -163,10 +163,7 @@ impl PgProber {
             None => ServerConn::connect(&self.opts).await?,
         };
         let started = Instant::now();
-        let row = self
-            .opts
-            .timers
-            .timeout(self.opts.connect_timeout, first_row(&mut conn, PROBE_SQL))
+        let row = tokio::time::timeout(self.opts.connect_timeout, first_row(&mut conn, PROBE_SQL))
             .await
             .map_err(|_| HealthError::Timeout(self.opts.connect_timeout))??;
         let latency = started.elapsed();
@@ -178,7 +175,7 @@ impl PgProber {
     /// Logs out of the kept connection, if any.
     pub async fn close(&mut self) {
         if let Some(conn) = self.conn.take() {
-            conn.terminate(&self.opts.timers).await;
+            conn.terminate().await;
         }
     }
 }

@@ -12,7 +12,6 @@ use super::{
     HealthPolicy, HealthState, HealthTracker, Lsn, PgProber, ProbeResult, Role, ServerFacts,
 };
 use crate::shutdown::ShutdownSignal;
-use crate::timer::Timers;
 
 /// Something that can probe one endpoint; [`PgProber`] in production.
 pub trait Prober: Send + 'static {
@@ -131,13 +130,10 @@ pub fn spawn_monitor<P: Prober>(
     prober: P,
     primary: Option<watch::Receiver<Arc<HealthSnapshot>>>,
     shutdown: ShutdownSignal,
-    timers: Timers,
 ) -> HealthMonitor {
     let (tx, rx) = watch::channel(Arc::new(HealthSnapshot::new(&config)));
     let (failures, failure_rx) = mpsc::channel(1);
-    let task = tokio::spawn(run(
-        config, prober, primary, tx, failure_rx, shutdown, timers,
-    ));
+    let task = tokio::spawn(run(config, prober, primary, tx, failure_rx, shutdown));
     HealthMonitor { rx, failures, task }
 }
 
@@ -148,17 +144,16 @@ async fn run<P: Prober>(
     tx: watch::Sender<Arc<HealthSnapshot>>,
     mut failures: mpsc::Receiver<()>,
     mut shutdown: ShutdownSignal,
-    timers: Timers,
 ) {
     let mut tracker = HealthTracker::new(config.role, config.policy.clone());
-    let mut ticker = timers.interval(config.interval);
+    let mut ticker = tokio::time::interval(config.interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = ticker.tick() => {
                 let primary_lsn = primary.as_ref().and_then(|rx| rx.borrow().current_lsn());
                 let result = tokio::select! {
-                    result = timers.timeout(config.timeout, prober.probe(primary_lsn)) => {
+                    result = tokio::time::timeout(config.timeout, prober.probe(primary_lsn)) => {
                         result.unwrap_or_else(|_| ProbeResult::Unreachable {
                             error: format!("probe timed out after {:?}", config.timeout),
                         })

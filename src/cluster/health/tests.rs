@@ -6,7 +6,6 @@ use std::time::{Duration, Instant};
 
 use super::*;
 use crate::shutdown::Shutdown;
-use crate::timer::Timers;
 
 fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
@@ -316,7 +315,6 @@ async fn monitor_publishes_state_changes_and_honours_reports() {
         prober,
         Some(primary_rx),
         shutdown.signal(),
-        Timers::current(),
     );
     let mut rx = monitor.subscribe();
 
@@ -357,7 +355,6 @@ async fn a_hanging_probe_counts_as_a_failure() {
         Hangs,
         None,
         shutdown.signal(),
-        Timers::current(),
     );
     let mut rx = monitor.subscribe();
     rx.changed().await.unwrap();

@@ -56,13 +56,11 @@ impl Session<'_> {
             ReadYourWrites::Off => return,
             ReadYourWrites::Window(_) => None,
             ReadYourWrites::Lsn => {
-                let row = self
-                    .timers()
-                    .timeout(
-                        Duration::from_secs(5),
-                        first_row(conn, "SELECT pg_current_wal_lsn()"),
-                    )
-                    .await;
+                let row = tokio::time::timeout(
+                    Duration::from_secs(5),
+                    first_row(conn, "SELECT pg_current_wal_lsn()"),
+                )
+                .await;
                 match row {
                     Ok(Ok(row)) => row.first().cloned().flatten().and_then(|t| t.parse().ok()),
                     _ => None,
@@ -86,15 +84,11 @@ pub(super) async fn replica_has_replayed(
     if endpoint.replayed() >= lsn {
         return true;
     }
-    let row = endpoint
-        .pool
-        .settings()
-        .timers
-        .timeout(
-            Duration::from_secs(5),
-            first_row(conn, "SELECT pg_last_wal_replay_lsn()"),
-        )
-        .await;
+    let row = tokio::time::timeout(
+        Duration::from_secs(5),
+        first_row(conn, "SELECT pg_last_wal_replay_lsn()"),
+    )
+    .await;
     let Ok(Ok(row)) = row else {
         return false;
     };

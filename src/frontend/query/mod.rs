@@ -33,7 +33,6 @@ use crate::router::{
     mentions_pgrelay, Classifier, PinReason, RouteOverride, SessionContext, TxState,
 };
 use crate::shutdown::ShutdownSignal;
-use crate::timer::Timers;
 
 /// Largest replay buffer a session keeps between reads.
 const MAX_SPARE_REPLAY: usize = 4096;
@@ -100,11 +99,6 @@ enum Event {
 }
 
 impl<'a> Session<'a> {
-    /// Where this session's time limits run.
-    fn timers(&self) -> &Timers {
-        &self.pools.spec.connect.timers
-    }
-
     pub fn new(
         metrics: Arc<Metrics>,
         settings: Arc<FrontendSettings>,
@@ -237,12 +231,9 @@ impl<'a> Session<'a> {
                 (true, false) if self.server.is_none() => self.settings.client_idle_timeout,
                 _ => None,
             };
-            // Captures the limit, not a Sleep: the future is rebuilt every
-            // turn, and a Sleep would be copied each time.
-            let timers = &self.pools.spec.connect.timers;
-            let idle_timer = async move {
+            let idle_timer = async {
                 match idle_limit {
-                    Some(d) => timers.sleep(d).await,
+                    Some(d) => tokio::time::sleep(d).await,
                     None => std::future::pending().await,
                 }
             };
@@ -483,10 +474,10 @@ impl<'a> Session<'a> {
             (false, false) => None,
         };
         if let Some(query) = query {
-            let timers = &self.pools.spec.connect.timers;
-            let ran = Box::pin(
-                timers.timeout(Duration::from_secs(5), attached.conn.run_discarding(query)),
-            )
+            let ran = Box::pin(tokio::time::timeout(
+                Duration::from_secs(5),
+                attached.conn.run_discarding(query),
+            ))
             .await;
             if !matches!(ran, Ok(Ok(TxStatus::Idle))) {
                 return;
