@@ -262,6 +262,17 @@ async fn malformed_and_oversized_input_gets_an_error_and_a_closed_connection() {
     assert!(closed);
     assert!(text.contains("08P01"), "{text:?}");
 
+    // The same inside a transaction, with a server attached: still refused,
+    // and the server is not pooled with the transaction open.
+    let mut raw = logged_in_socket(&cluster, port).await;
+    let mut batch = vec![b'Q', 0, 0, 0, 10];
+    batch.extend_from_slice(b"BEGIN\0");
+    batch.extend_from_slice(&[b'?', 0, 0, 0, 4]);
+    raw.write_all(&batch).await.unwrap();
+    let (text, closed) = read_error(&mut raw).await;
+    assert!(closed);
+    assert!(text.contains("08P01"), "{text:?}");
+
     // A query message announcing more than max_packet_size.
     let mut raw = logged_in_socket(&cluster, port).await;
     raw.write_all(&[b'Q', 0x01, 0, 0, 0]).await.unwrap();

@@ -4,64 +4,70 @@
 use super::*;
 
 impl Session<'_> {
+    /// Handles one client message: answered here when it needs no server,
+    /// else forwarded to the attached server, attaching one first.
     pub(super) async fn handle_client_message(
         &mut self,
         msg: &[u8],
         dest: Option<Destination>,
         to_client: &mut BytesMut,
     ) -> Result<(), FrontendError> {
-        let frame = Frame::new(msg);
-        tracing::trace!(tag = %(frame.tag as char), len = msg.len(), attached = self.server.is_some(), "client message");
-        let renames = self.renames_statements();
-        // Messages answered without a server when none is attached.
-        if self.server.is_none() && self.to_server.is_empty() {
-            match frame.tag {
-                tag::SYNC => {
-                    be::write_ready_for_query(TxStatus::Idle, to_client);
-                    return Ok(());
-                }
-                tag::COPY_DATA | tag::COPY_DONE | tag::COPY_FAIL => {
-                    // Stray copy messages after a failed COPY are ignored, as PostgreSQL does.
-                    return Ok(());
-                }
-                tag::CLOSE if renames => {
-                    if let (Target::Statement, name) = fe::target_and_name(frame.body, "Close")? {
-                        self.statements.remove(name);
-                        to_client.extend_from_slice(&[be::tag::CLOSE_COMPLETE, 0, 0, 0, 4]);
-                        return Ok(());
-                    }
-                }
-                _ => {}
-            }
-        }
-        if !matches!(
-            frame.tag,
-            tag::QUERY
-                | tag::PARSE
-                | tag::BIND
-                | tag::DESCRIBE
-                | tag::EXECUTE
-                | tag::CLOSE
-                | tag::FLUSH
-                | tag::SYNC
-                | tag::FUNCTION_CALL
-                | tag::COPY_DATA
-                | tag::COPY_DONE
-                | tag::COPY_FAIL
-        ) {
-            return Err(ProtocolError::Unexpected {
-                tag: frame.tag as char,
-                context: "from client",
-            }
-            .into());
-        }
         if self.server.is_none() {
+            let frame = Frame::new(msg);
+            if self.answer_without_server(&frame, to_client)? {
+                return Ok(());
+            }
+            check_forwardable(frame.tag)?;
             self.attach(dest.unwrap_or(Destination::Primary)).await?;
         }
-        if let Some(replay) = &mut self.replay {
-            replay.extend_from_slice(msg);
+        self.forward_client_message(msg, dest)
+    }
+
+    /// Messages answered without a server when none is attached: true if
+    /// `frame` was one of them.
+    fn answer_without_server(
+        &mut self,
+        frame: &Frame<'_>,
+        to_client: &mut BytesMut,
+    ) -> Result<bool, FrontendError> {
+        if self.server.is_some() || !self.to_server.is_empty() {
+            return Ok(false);
         }
-        let attached = self.server.as_mut().expect("attached above");
+        match frame.tag {
+            tag::SYNC => {
+                be::write_ready_for_query(TxStatus::Idle, to_client);
+                Ok(true)
+            }
+            // Stray copy messages after a failed COPY are ignored, as PostgreSQL does.
+            tag::COPY_DATA | tag::COPY_DONE | tag::COPY_FAIL => Ok(true),
+            tag::CLOSE if self.renames_statements() => {
+                match fe::target_and_name(frame.body, "Close")? {
+                    (Target::Statement, name) => {
+                        self.statements.remove(name);
+                        to_client.extend_from_slice(&[be::tag::CLOSE_COMPLETE, 0, 0, 0, 4]);
+                        Ok(true)
+                    }
+                    _ => Ok(false),
+                }
+            }
+            _ => Ok(false),
+        }
+    }
+
+    /// Queues `msg` for the attached server and records the reply it owes.
+    /// Synchronous: with a server attached, the common case, a message costs
+    /// no future of its own.
+    pub(super) fn forward_client_message(
+        &mut self,
+        msg: &[u8],
+        dest: Option<Destination>,
+    ) -> Result<(), FrontendError> {
+        let frame = Frame::new(msg);
+        tracing::trace!(tag = %(frame.tag as char), len = msg.len(), "client message");
+        let renames = self.renames_statements();
+        let Some(attached) = self.server.as_mut() else {
+            return Err(unexpected(frame.tag));
+        };
         let out = &mut self.to_server;
         let relay = &mut attached.relay;
         let conn = &mut *attached.conn;
@@ -151,10 +157,43 @@ impl Session<'_> {
                     out.extend_from_slice(msg);
                 }
             }
-            _ => unreachable!("filtered above"),
+            other => return Err(unexpected(other)),
+        }
+        // Kept only once the message was accepted: a read is replayed whole
+        // on another server if its replica fails before answering.
+        if let Some(replay) = &mut self.replay {
+            replay.extend_from_slice(msg);
         }
         Ok(())
     }
+}
+
+/// Rejects what a client may not send in the query loop before a server is
+/// attached for it.
+fn check_forwardable(tag: u8) -> Result<(), FrontendError> {
+    match tag {
+        tag::QUERY
+        | tag::PARSE
+        | tag::BIND
+        | tag::DESCRIBE
+        | tag::EXECUTE
+        | tag::CLOSE
+        | tag::FLUSH
+        | tag::SYNC
+        | tag::FUNCTION_CALL
+        | tag::COPY_DATA
+        | tag::COPY_DONE
+        | tag::COPY_FAIL => Ok(()),
+        other => Err(unexpected(other)),
+    }
+}
+
+fn unexpected(tag: u8) -> FrontendError {
+    ProtocolError::Unexpected {
+        tag: tag as char,
+        context: "from client",
+    }
+    .into()
 }
 
 /// Prepares `statement` on the server first if it does not have it yet; the

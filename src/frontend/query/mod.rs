@@ -312,8 +312,12 @@ impl<'a> Session<'a> {
                 dest = Some(routed.dest);
             }
             let msg = &client.rbuf[done..done + len];
-            self.handle_client_message(msg, dest, &mut client.wbuf)
-                .await?;
+            if self.server.is_some() {
+                self.forward_client_message(msg, dest)?;
+            } else {
+                self.handle_client_message(msg, dest, &mut client.wbuf)
+                    .await?;
+            }
             done += len;
             if dest == Some(Destination::Primary) {
                 if let Some(attached) = &mut self.server {
