@@ -3,16 +3,19 @@
 # valgrind's callgrind: repeatable whatever else the machine is doing, so
 # they compare across commits (BENCHMARKS.md, "Optimisations, measured").
 #
-#   benches/callgrind.sh [simple|extended|prepared] [transactions]
+#   benches/callgrind.sh [simple|extended|prepared] [transactions] [clients]
 #
 # Starts a throw-away PostgreSQL on 127.0.0.1 (as the postgres user when run
 # as root), runs pgrelay under callgrind in front of it (transaction pooling,
-# pool size 50), warms up, zeroes the counters, runs `pgbench -S -c 1 -t N`,
-# and prints the total divided by N. Everything it starts is stopped on exit.
+# pool size 50), warms up, zeroes the counters, runs `pgbench -S` for N
+# transactions over `clients` connections (default 1; with more, their logins
+# fall inside the counted window), and prints the total divided by N.
+# Everything it starts is stopped on exit.
 set -euo pipefail
 
 mode=${1:-extended}
 transactions=${2:-2000}
+clients=${3:-1}
 root=$(cd "$(dirname "$0")/.." && pwd)
 pgbin=${PG_BIN:-/usr/lib/postgresql/15/bin}
 for tool in valgrind callgrind_control callgrind_annotate pgbench pg_isready; do
@@ -23,7 +26,10 @@ work=$(mktemp -d /tmp/pgrelay-callgrind-XXXXXX)
 chmod 755 "$work"
 as_pg() { if [ "$(id -u)" = 0 ]; then su postgres -s /bin/bash -c "$*"; else bash -c "$*"; fi; }
 cleanup() {
-    [ -n "${relay_pid:-}" ] && kill "$relay_pid" 2>/dev/null || true
+    if [ -n "${relay_pid:-}" ]; then
+        kill "$relay_pid" 2>/dev/null || true
+        wait "$relay_pid" 2>/dev/null || true # valgrind writes its last dump on exit
+    fi
     as_pg "$pgbin/pg_ctl -D $work/data stop -m immediate" >/dev/null 2>&1 || true
     rm -rf "$work"
 }
@@ -49,6 +55,7 @@ auth_file: $work/userlist.txt
 server_tls_sslmode: disable
 pool_mode: transaction
 default_pool_size: 50
+max_client_conn: 2000
 log_connections: 0
 log_disconnections: 0
 databases:
@@ -66,11 +73,15 @@ for _ in $(seq 1 60); do
     sleep 0.5
 done
 
-load() { pgbench -h 127.0.0.1 -p "$relay_port" -U postgres -n -S -M "$mode" -c 1 -t "$1" postgres; }
+# pgbench's -t counts per client.
+load() {
+    pgbench -h 127.0.0.1 -p "$relay_port" -U postgres -n -S -M "$mode" -c "$clients" -j 1 \
+        -t "$(($1 / clients > 0 ? $1 / clients : 1))" postgres
+}
 load 50 >/dev/null 2>&1 # pools warm, statements cached
 callgrind_control --zero "$relay_pid" >/dev/null
 load "$transactions" | grep -E '^tps|failed' >&2
 callgrind_control --dump "$relay_pid" >/dev/null
 sleep 1
 total=$(callgrind_annotate "$work/cg.out.1" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
-echo "pgbench -S -M $mode -c 1 -t $transactions: $total instructions, $((total / transactions)) per transaction"
+echo "pgbench -S -M $mode -c $clients, $transactions transactions: $total instructions, $((total / transactions)) per transaction"
