@@ -106,8 +106,8 @@ pub struct PoolStats {
 /// transaction, and a pointer moves for free where the struct would be copied.
 struct Entry<T> {
     conn: T,
-    created: Instant,
-    /// `created + lifetime`, computed once: checked at every checkout and release.
+    /// Creation time plus the pool's lifetime, computed once: checked at
+    /// every checkout and release.
     retire_at: Option<Instant>,
     /// When it was last put back (idle timeout).
     idle_since: Instant,
@@ -365,7 +365,6 @@ impl<C: Connector> Inner<C> {
                 let now = Instant::now();
                 Ok(Box::new(Entry {
                     conn,
-                    created: now,
                     // A lifetime too long to add never ends.
                     retire_at: self.settings.lifetime.and_then(|l| now.checked_add(l)),
                     idle_since: now,
@@ -418,13 +417,6 @@ impl<C: Connector> Pooled<C> {
             requested,
             checked_out,
         }
-    }
-
-    pub fn created(&self) -> Instant {
-        self.entry
-            .as_ref()
-            .expect("entry present until consumed")
-            .created
     }
 
     /// When [`Pool::get`] handed this connection out.
