@@ -116,3 +116,35 @@ async fn shutdown_lets_an_open_transaction_commit_then_closes() {
         .unwrap();
     assert_eq!(rows.trim(), "2", "nothing committed was lost");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_ended_while_pooled_is_replaced_before_a_client_gets_it() {
+    let cluster = cluster(0, false).await;
+    let relay = start_relay(&cluster, "pool_mode: transaction\ndefault_pool_size: 1").await;
+    let client = relay.connect(&cluster).await;
+    let first = scalar(&client, "SELECT pg_backend_pid()").await;
+    // Ended from outside while idle in the pool: PostgreSQL sends a FATAL and closes.
+    let ended = cluster
+        .primary()
+        .sql(&format!("select pg_terminate_backend({first})"))
+        .unwrap();
+    assert_eq!(ended.trim(), "t");
+    let gone_by = Instant::now() + Duration::from_secs(5);
+    while cluster
+        .primary()
+        .sql(&format!(
+            "select count(*) from pg_stat_activity where pid = {first}"
+        ))
+        .unwrap()
+        .trim()
+        != "0"
+    {
+        assert!(Instant::now() < gone_by, "backend {first} did not exit");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let second = try_scalar(&client, "SELECT pg_backend_pid()")
+        .await
+        .expect("a fresh server, not the ended one");
+    assert_ne!(first, second);
+    relay.stop().await;
+}

@@ -236,8 +236,13 @@ impl ServerConn {
         if !self.rbuf.is_empty() {
             return false;
         }
-        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-        self.stream.tcp().poll_read_ready(&mut cx).is_pending()
+        // tokio's cached readiness, read without taking the socket's waiter
+        // lock: set only when the socket became readable after the last read
+        // that drained it.
+        self.stream
+            .tcp()
+            .try_io(tokio::io::Interest::READABLE, || Ok(()))
+            .is_err()
     }
 
     pub fn has_prepared(&self, name: &str) -> bool {
