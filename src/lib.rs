@@ -14,4 +14,5 @@ pub mod protocol;
 pub mod router;
 pub mod shutdown;
 pub mod stream;
+pub mod timer;
 pub mod tls;

@@ -22,6 +22,8 @@ use std::time::{Duration, Instant};
 use thiserror::Error;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::timer::ReusableSleep;
+
 pub use limit::ConnLimit;
 
 /// Opens connections for a pool.
@@ -192,6 +194,15 @@ impl<C: Connector> Pool<C> {
 
     /// Checks out a connection: an idle one (most recently used first), else a new one.
     pub async fn get(&self) -> Result<Pooled<C>, PoolError<C::Error>> {
+        self.get_timed(&mut ReusableSleep::new()).await
+    }
+
+    /// [`Pool::get`] for a caller that checks out again and again (a client
+    /// session): a wait for a slot re-arms `timer` rather than making a timer.
+    pub async fn get_timed(
+        &self,
+        timer: &mut ReusableSleep,
+    ) -> Result<Pooled<C>, PoolError<C::Error>> {
         let inner = &self.inner;
         // One clock read serves the lifetime check, the wait limit and the
         // checkout time when a slot and an idle connection are at hand.
@@ -202,7 +213,7 @@ impl<C: Connector> Pool<C> {
             Ok(slot) => (slot, false),
             Err(_) => {
                 inner.waiting.fetch_add(1, Ordering::Relaxed);
-                let slot = self.acquire_slot(deadline()).await;
+                let slot = self.acquire_slot(deadline(), timer).await;
                 inner.waiting.fetch_sub(1, Ordering::Relaxed);
                 (slot?, true)
             }
@@ -223,13 +234,14 @@ impl<C: Connector> Pool<C> {
         ))
     }
 
-    /// Waits for a slot. Without a reserve this is one semaphore wait under one
-    /// timer, small enough to live in the caller's future: with hundreds of
-    /// clients queued, a boxed wait per checkout costs more than the wait's
-    /// own bookkeeping (allocator bins run out of cached blocks).
+    /// Waits for a slot. Without a reserve this is one semaphore wait under the
+    /// caller's timer, small enough to live in the caller's future: with
+    /// hundreds of clients queued, a boxed wait per checkout costs more than
+    /// the wait's own bookkeeping (allocator bins run out of cached blocks).
     async fn acquire_slot(
         &self,
         deadline: Option<Instant>,
+        timer: &mut ReusableSleep,
     ) -> Result<OwnedSemaphorePermit, PoolError<C::Error>> {
         let inner = &self.inner;
         if inner.settings.reserve_size > 0 {
@@ -237,9 +249,11 @@ impl<C: Connector> Pool<C> {
         }
         let main = inner.main.clone().acquire_owned();
         let permit = match deadline {
-            Some(d) => tokio::time::timeout_at(d.into(), main)
-                .await
-                .map_err(|_| PoolError::WaitTimeout)?,
+            Some(d) => tokio::select! {
+                biased;
+                permit = main => permit,
+                _ = timer.until(d) => return Err(PoolError::WaitTimeout),
+            },
             None => main.await,
         };
         permit.map_err(|_| PoolError::Closed)

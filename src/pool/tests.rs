@@ -110,6 +110,31 @@ async fn wait_timeout_fails_the_checkout() {
 }
 
 #[tokio::test]
+async fn a_reused_wait_timer_times_each_wait_from_its_own_start() {
+    let mut s = settings(1);
+    s.wait_timeout = Some(Duration::from_millis(300));
+    let (pool, _) = counting_pool(s);
+    let mut timer = ReusableSleep::new();
+    let held = pool.get().await.unwrap();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        held.release();
+    });
+    // Served halfway through its wait; the timer stays armed for 150 ms more.
+    let _second = pool.get_timed(&mut timer).await.expect("released in time");
+    let started = Instant::now();
+    let third = pool.get_timed(&mut timer).await;
+    assert!(matches!(third, Err(PoolError::WaitTimeout)));
+    // Timers never fire early: a timer still set for the first wait's end
+    // would have failed this wait after about 150 ms.
+    assert!(
+        started.elapsed() >= Duration::from_millis(290),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
 async fn reserve_serves_after_reserve_timeout() {
     let mut s = settings(1);
     s.reserve_size = 1;

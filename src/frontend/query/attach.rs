@@ -48,7 +48,7 @@ impl Session<'_> {
                     let Some(endpoint) = replicas.pick(tried) else {
                         break;
                     };
-                    match endpoint.pool.get().await {
+                    match endpoint.pool.get_timed(&mut self.wait_timer).await {
                         Ok(mut conn) => {
                             endpoint.report_success();
                             if let freshness::Freshness::AtLeast(lsn) = fresh {
@@ -78,16 +78,21 @@ impl Session<'_> {
                 }
                 match (found, replicas.fallback) {
                     (Some(found), _) => found,
-                    (None, _) if behind_own_write => {
-                        (self.pools.primary.get().await?, ServerRole::Primary)
-                    }
-                    (None, ReadFallback::Primary) => {
-                        (self.pools.primary.get().await?, ServerRole::Primary)
-                    }
+                    (None, _) if behind_own_write => (
+                        self.pools.primary.get_timed(&mut self.wait_timer).await?,
+                        ServerRole::Primary,
+                    ),
+                    (None, ReadFallback::Primary) => (
+                        self.pools.primary.get_timed(&mut self.wait_timer).await?,
+                        ServerRole::Primary,
+                    ),
                     (None, ReadFallback::Error) => return Err(FrontendError::NoReplica),
                 }
             }
-            None => (self.pools.primary.get().await?, ServerRole::Primary),
+            None => (
+                self.pools.primary.get_timed(&mut self.wait_timer).await?,
+                ServerRole::Primary,
+            ),
         };
         let label = metric_role(&role);
         // The last checkout's wait: a replica that failed to connect counts

@@ -33,6 +33,7 @@ use crate::router::{
     mentions_pgrelay, Classifier, PinReason, RouteOverride, SessionContext, TxState,
 };
 use crate::shutdown::ShutdownSignal;
+use crate::timer::ReusableSleep;
 
 /// Largest replay buffer a session keeps between reads.
 const MAX_SPARE_REPLAY: usize = 4096;
@@ -83,6 +84,11 @@ pub(crate) struct Session<'a> {
     spare_relay: RelayState,
     /// The client's latest write, for read-your-writes.
     write_mark: Option<freshness::WriteMark>,
+    /// Timers reused by every wait of their kind (see `timer`): a pool wait,
+    /// an idle client, an idle transaction.
+    wait_timer: ReusableSleep,
+    client_idle_timer: ReusableSleep,
+    idle_in_tx_timer: ReusableSleep,
 }
 
 pub(crate) enum Flow {
@@ -116,6 +122,9 @@ impl<'a> Session<'a> {
             spare_replay: BytesMut::new(),
             spare_relay: RelayState::empty(),
             write_mark: None,
+            wait_timer: ReusableSleep::new(),
+            client_idle_timer: ReusableSleep::new(),
+            idle_in_tx_timer: ReusableSleep::new(),
             classifier,
             database: database.to_string(),
             user: user.to_string(),
@@ -227,13 +236,19 @@ impl<'a> Session<'a> {
             }
             // Only a client that owes nothing and holds no transaction may be timed out.
             let idle_limit = match (quiet, in_tx) {
-                (true, true) => self.settings.idle_transaction_timeout,
-                (true, false) if self.server.is_none() => self.settings.client_idle_timeout,
+                (true, true) => self
+                    .settings
+                    .idle_transaction_timeout
+                    .map(|d| (d, &mut self.idle_in_tx_timer)),
+                (true, false) if self.server.is_none() => self
+                    .settings
+                    .client_idle_timeout
+                    .map(|d| (d, &mut self.client_idle_timer)),
                 _ => None,
             };
             let idle_timer = async {
                 match idle_limit {
-                    Some(d) => tokio::time::sleep(d).await,
+                    Some((d, timer)) => timer.until(Instant::now() + d).await,
                     None => std::future::pending().await,
                 }
             };
