@@ -485,13 +485,12 @@ impl<'a> Session<'a> {
         if attached.wrote {
             self.mark_write(&mut attached.conn).await;
         }
-        let query = self.settings.server_reset_query.trim();
-        let too_many = attached.conn.prepared_count() > MAX_PREPARED_PER_SERVER;
-        let query = match (reset && !query.is_empty(), too_many) {
-            (true, _) => Some(query),
-            (false, true) => Some("DEALLOCATE ALL"),
-            (false, false) => None,
+        let reset_query = match reset {
+            true => Some(self.settings.server_reset_query.trim()).filter(|q| !q.is_empty()),
+            false => None,
         };
+        let too_many = || attached.conn.prepared_count() > MAX_PREPARED_PER_SERVER;
+        let query = reset_query.or_else(|| too_many().then_some("DEALLOCATE ALL"));
         if let Some(query) = query {
             let ran = Box::pin(tokio::time::timeout(
                 Duration::from_secs(5),
@@ -524,8 +523,13 @@ fn metric_role(role: &ServerRole) -> MetricRole {
 }
 
 /// Whether SQL pgrelay forwards drops every prepared statement on the server.
-/// Runs on every simple query, so it looks at two words without allocating.
+/// Runs on every simple query, so it looks at two words without allocating,
+/// and at one byte when the statement cannot start with either verb.
 fn resets_prepared_statements(sql: &str) -> bool {
+    let first_byte = sql.bytes().find(|b| !b.is_ascii_whitespace());
+    if !matches!(first_byte, Some(b'd' | b'D')) {
+        return false;
+    }
     let mut words = sql
         .split_ascii_whitespace()
         .map(|w| w.trim_end_matches(';'));
@@ -593,5 +597,7 @@ mod tests {
         );
         assert!(!resets_prepared_statements("DISCARD TEMP"));
         assert!(!resets_prepared_statements("select 'discard all'"));
+        assert!(resets_prepared_statements("\n\tDiscard\tALL"));
+        assert!(!resets_prepared_statements("   "));
     }
 }
