@@ -3,19 +3,30 @@
 # valgrind's callgrind: repeatable whatever else the machine is doing, so
 # they compare across commits (BENCHMARKS.md, "Optimisations, measured").
 #
-#   benches/callgrind.sh [simple|extended|prepared] [transactions] [clients]
+#   benches/callgrind.sh [simple|extended|prepared] [transactions] [clients] [pgrelay|pgbouncer]
 #
 # Starts a throw-away PostgreSQL on 127.0.0.1 (as the postgres user when run
-# as root), runs pgrelay under callgrind in front of it (transaction pooling,
-# pool size 50), warms up, zeroes the counters, runs `pgbench -S` for N
-# transactions over `clients` connections (default 1; with more, their logins
-# fall inside the counted window), and prints the total divided by N.
-# Everything it starts is stopped on exit.
+# as root), runs the pooler under callgrind in front of it (transaction
+# pooling, pool size 50), warms up, zeroes the counters, runs `pgbench -S` for
+# N transactions over `clients` connections (default 1; with more, their
+# logins fall inside the counted window), and prints the total divided by N.
+# `pgbouncer` measures PgBouncer set up alike, for scale (as the postgres user
+# when run as root: it refuses to run as root). Everything it starts is
+# stopped on exit.
 set -euo pipefail
 
 mode=${1:-extended}
 transactions=${2:-2000}
 clients=${3:-1}
+pooler=${4:-pgrelay}
+case "$pooler" in
+pgrelay) ;;
+pgbouncer)
+    pgbouncer_bin=$(command -v pgbouncer || echo /usr/sbin/pgbouncer)
+    [ -x "$pgbouncer_bin" ] || { echo "callgrind.sh: pgbouncer is missing" >&2; exit 1; }
+    ;;
+*) echo "callgrind.sh: the pooler is pgrelay or pgbouncer, not $pooler" >&2; exit 2 ;;
+esac
 root=$(cd "$(dirname "$0")/.." && pwd)
 pgbin=${PG_BIN:-/usr/lib/postgresql/15/bin}
 for tool in valgrind callgrind_control callgrind_annotate pgbench pg_isready; do
@@ -25,10 +36,13 @@ done
 work=$(mktemp -d /tmp/pgrelay-callgrind-XXXXXX)
 chmod 755 "$work"
 as_pg() { if [ "$(id -u)" = 0 ]; then su postgres -s /bin/bash -c "$*"; else bash -c "$*"; fi; }
+# callgrind_control must run as the user valgrind runs as.
+as_pooler() { if [ "$pooler" = pgbouncer ]; then as_pg "$*"; else bash -c "$*"; fi; }
 cleanup() {
     if [ -n "${relay_pid:-}" ]; then
         kill "$relay_pid" 2>/dev/null || true
-        wait "$relay_pid" 2>/dev/null || true # valgrind writes its last dump on exit
+        # valgrind writes its last dump on exit (not always our child: su).
+        for _ in $(seq 1 100); do kill -0 "$relay_pid" 2>/dev/null || break; sleep 0.1; done
     fi
     as_pg "$pgbin/pg_ctl -D $work/data stop -m immediate" >/dev/null 2>&1 || true
     rm -rf "$work"
@@ -64,14 +78,39 @@ databases:
     port: $pg_port
 EOF
 
-(cd "$root" && cargo build --release --quiet)
-valgrind --tool=callgrind --callgrind-out-file="$work/cg.out" \
-    "$root/target/release/pgrelay" run -c "$work/pgrelay.yaml" >"$work/relay.log" 2>&1 &
-relay_pid=$!
+cat >"$work/pgbouncer.ini" <<EOF
+[databases]
+postgres = host=127.0.0.1 port=$pg_port dbname=postgres
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $relay_port
+unix_socket_dir =
+auth_type = trust
+auth_file = $work/userlist.txt
+pool_mode = transaction
+default_pool_size = 50
+max_client_conn = 2000
+log_connections = 0
+log_disconnections = 0
+logfile = $work/pgbouncer.log
+EOF
+[ "$(id -u)" = 0 ] && chown postgres "$work"/*
+
+grind="valgrind --tool=callgrind --callgrind-out-file=$work/cg.out"
+if [ "$pooler" = pgbouncer ]; then
+    as_pg "$grind $pgbouncer_bin $work/pgbouncer.ini" >"$work/relay.log" 2>&1 &
+else
+    (cd "$root" && cargo build --release --quiet)
+    $grind "$root/target/release/pgrelay" run -c "$work/pgrelay.yaml" >"$work/relay.log" 2>&1 &
+fi
 for _ in $(seq 1 60); do
     pg_isready -q -h 127.0.0.1 -p "$relay_port" && break
     sleep 0.5
 done
+# The valgrind process itself, not su's.
+relay_pid=$(pgrep -f -- "--callgrind-out-file=$work/cg.out" |
+    while read -r pid; do grep -qs callgrind "/proc/$pid/comm" && echo "$pid"; done | head -1)
+[ -n "$relay_pid" ] || { echo "callgrind.sh: $pooler did not start" >&2; cat "$work/relay.log" >&2; exit 1; }
 
 # pgbench's -t counts per client.
 load() {
@@ -79,9 +118,9 @@ load() {
         -t "$(($1 / clients > 0 ? $1 / clients : 1))" postgres
 }
 load 50 >/dev/null 2>&1 # pools warm, statements cached
-callgrind_control --zero "$relay_pid" >/dev/null
+as_pooler "callgrind_control --zero $relay_pid" >/dev/null
 load "$transactions" | grep -E '^tps|failed' >&2
-callgrind_control --dump "$relay_pid" >/dev/null
+as_pooler "callgrind_control --dump $relay_pid" >/dev/null
 sleep 1
 total=$(callgrind_annotate "$work/cg.out.1" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
-echo "pgbench -S -M $mode -c $clients, $transactions transactions: $total instructions, $((total / transactions)) per transaction"
+echo "$pooler, pgbench -S -M $mode -c $clients, $transactions transactions: $total instructions, $((total / transactions)) per transaction"
