@@ -10,10 +10,13 @@ fn md5_hex(parts: &[&[u8]]) -> String {
     let mut hasher = Md5::new();
     parts.iter().for_each(|p| hasher.update(p));
     let digest = hasher.finalize();
+    // Every client login computes this: a table, not a `format!` per byte.
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(3 + 32);
     out.push_str("md5");
     for byte in digest {
-        out.push_str(&format!("{byte:02x}"));
+        out.push(HEX[usize::from(byte >> 4)] as char);
+        out.push(HEX[usize::from(byte & 0xf)] as char);
     }
     out
 }

@@ -51,17 +51,19 @@ impl ClientParams {
         };
         let mut user = None;
         let mut database = None;
+        // Names compared without case and without a lowered copy each: every
+        // client login passes here.
         for (name, value) in params {
-            let lower = name.to_ascii_lowercase();
-            match lower.as_str() {
-                "user" => user = Some(value.clone()),
-                "database" => database = Some(value.clone()),
-                "options" => me.apply_options(value, settings)?,
-                _ if lower.starts_with(PGRELAY_PREFIX) => {
-                    me.pgrelay.push((lower.clone(), value.clone()))
+            let is = |word: &str| name.eq_ignore_ascii_case(word);
+            match () {
+                _ if is("user") => user = Some(value.clone()),
+                _ if is("database") => database = Some(value.clone()),
+                _ if is("options") => me.apply_options(value, settings)?,
+                _ if has_pgrelay_prefix(name) => {
+                    me.pgrelay.push((name.to_ascii_lowercase(), value.clone()))
                 }
-                _ if me.is_tracked(&lower) => me.set(name, value),
-                _ if is_ignored(settings, &lower) => {}
+                _ if me.is_tracked(name) => me.set(name, value),
+                _ if is_ignored(settings, name) => {}
                 _ => return Err(FrontendError::UnsupportedParameter(name.clone())),
             }
         }
@@ -111,8 +113,12 @@ impl ClientParams {
         Ok(())
     }
 
-    pub fn is_tracked(&self, lower_name: &str) -> bool {
-        BASE_TRACKED.contains(&lower_name) || self.extra_tracked.iter().any(|t| t == lower_name)
+    pub fn is_tracked(&self, name: &str) -> bool {
+        BASE_TRACKED.iter().any(|t| t.eq_ignore_ascii_case(name))
+            || self
+                .extra_tracked
+                .iter()
+                .any(|t| t.eq_ignore_ascii_case(name))
     }
 
     pub fn get(&self, name: &str) -> Option<&str> {
@@ -124,7 +130,7 @@ impl ClientParams {
 
     /// Records a value (from startup or a server's ParameterStatus) if tracked.
     pub fn set(&mut self, name: &str, value: &str) {
-        if !self.is_tracked(&name.to_ascii_lowercase()) {
+        if !self.is_tracked(name) {
             return;
         }
         let found = self
@@ -151,26 +157,33 @@ impl ClientParams {
         }
     }
 
-    /// What the client is told at login: the server's parameters with the
-    /// client's own values on top; tracked values the client did not set are
-    /// adopted from the server so they are restored on every later server.
-    pub fn announce(&mut self, server_params: &[(String, String)]) -> Vec<(String, String)> {
-        let mut out = Vec::with_capacity(server_params.len() + self.values.len());
+    /// What the client is told at login, handed to `emit` pair by pair: the
+    /// server's parameters with the client's own values on top; tracked
+    /// values the client did not set are adopted from the server so they are
+    /// restored on every later server. Nothing is copied: every client login
+    /// runs this over a dozen parameters.
+    pub fn announce(
+        &mut self,
+        server_params: &[(String, String)],
+        mut emit: impl FnMut(&str, &str),
+    ) {
         for (name, value) in server_params {
             match self.get(name) {
-                Some(mine) => out.push((name.clone(), mine.to_string())),
+                Some(mine) => emit(name, mine),
                 None => {
                     self.set(name, value);
-                    out.push((name.clone(), value.clone()));
+                    emit(name, value);
                 }
             }
         }
         for (name, value) in self.values.iter() {
-            if !out.iter().any(|(k, _)| k.eq_ignore_ascii_case(name)) {
-                out.push((name.clone(), value.clone()));
+            if !server_params
+                .iter()
+                .any(|(k, _)| k.eq_ignore_ascii_case(name))
+            {
+                emit(name, value);
             }
         }
-        out
     }
 
     /// The tracked values as one shared snapshot (see `ServerConn::params_synced_to`).
@@ -203,11 +216,16 @@ impl ClientParams {
     }
 }
 
-fn is_ignored(settings: &FrontendSettings, lower_name: &str) -> bool {
+fn is_ignored(settings: &FrontendSettings, name: &str) -> bool {
     settings
         .ignore_startup_parameters
         .iter()
-        .any(|p| p == lower_name)
+        .any(|p| p.eq_ignore_ascii_case(name))
+}
+
+fn has_pgrelay_prefix(name: &str) -> bool {
+    name.get(..PGRELAY_PREFIX.len())
+        .is_some_and(|head| head.eq_ignore_ascii_case(PGRELAY_PREFIX))
 }
 
 fn is_plain_name(name: &str) -> bool {
@@ -274,6 +292,32 @@ mod tests {
     }
 
     #[test]
+    fn startup_names_match_in_any_case() {
+        let (p, info) = startup(&[
+            ("User", "alice"),
+            ("DATABASE", "game"),
+            ("Application_Name", "app"),
+            ("Extra_Float_Digits", "3"),
+            ("PgRelay.Route", "primary"),
+        ])
+        .unwrap();
+        assert_eq!(
+            (info.user.as_str(), info.database.as_str()),
+            ("alice", "game")
+        );
+        assert_eq!(p.get("application_name"), Some("app"));
+        assert!(
+            p.get("extra_float_digits").is_none(),
+            "ignored, not tracked"
+        );
+        assert_eq!(p.pgrelay, vec![("pgrelay.route".into(), "primary".into())]);
+        assert!(
+            startup(&[("user", "a"), ("pgrelay", "x")]).is_err(),
+            "the prefix needs its dot"
+        );
+    }
+
+    #[test]
     fn options_accepts_tracked_settings_only() {
         let (p, _) = startup(&[
             ("user", "a"),
@@ -295,7 +339,8 @@ mod tests {
             ("TimeZone".to_string(), "UTC".to_string()),
             ("server_version".to_string(), "15.0".to_string()),
         ];
-        let announced = p.announce(&server);
+        let mut announced: Vec<(String, String)> = Vec::new();
+        p.announce(&server, |k, v| announced.push((k.into(), v.into())));
         assert!(announced.contains(&("application_name".into(), "app1".into())));
         assert!(announced.contains(&("server_version".into(), "15.0".into())));
         assert_eq!(p.get("TimeZone"), Some("UTC"), "adopted from the server");

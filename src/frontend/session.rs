@@ -202,9 +202,9 @@ async fn login<'a>(
             session.pools.server_params().unwrap_or_default()
         }
     };
-    for (name, value) in client_params.announce(&server_params) {
-        be::write_parameter_status(&name, &value, &mut client.wbuf);
-    }
+    client_params.announce(&server_params, |name, value| {
+        be::write_parameter_status(name, value, &mut client.wbuf)
+    });
     for (name, value) in &client_params.pgrelay {
         match name.as_str() {
             "pgrelay.route" => session.route_override = value.parse()?,
