@@ -148,3 +148,55 @@ async fn a_server_ended_while_pooled_is_replaced_before_a_client_gets_it() {
     assert_ne!(first, second);
     relay.stop().await;
 }
+
+/// PgBouncer's `client_login_timeout` bounds the whole login: a client that
+/// sends its startup packet late gets only what is left of the limit to
+/// answer the password request, not a fresh one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_login_timeout_bounds_the_whole_login() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let cluster = cluster(0, false).await;
+    let relay = start_relay(&cluster, "client_login_timeout: 2s").await;
+    let (user, _) = cluster.app_user();
+    let mut socket = tokio::net::TcpStream::connect(("127.0.0.1", relay.port))
+        .await
+        .unwrap();
+    let connected = Instant::now();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut body = 196608i32.to_be_bytes().to_vec();
+    for (k, v) in [("user", user), ("database", cluster.database())] {
+        body.extend_from_slice(k.as_bytes());
+        body.push(0);
+        body.extend_from_slice(v.as_bytes());
+        body.push(0);
+    }
+    body.push(0);
+    let mut startup = ((body.len() + 4) as i32).to_be_bytes().to_vec();
+    startup.extend_from_slice(&body);
+    socket.write_all(&startup).await.unwrap();
+    // The password request comes; the answer never does.
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 1024];
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match socket.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    let elapsed = connected.elapsed();
+    assert!(closed.is_ok(), "the connection was never closed");
+    assert_eq!(seen.first(), Some(&b'R'), "an authentication request first");
+    assert!(
+        elapsed >= Duration::from_millis(1900),
+        "closed early: {elapsed:?}"
+    );
+    // A fresh 2 s for the password would close it at about 3.5 s.
+    assert!(
+        elapsed < Duration::from_millis(3000),
+        "closed at {elapsed:?}"
+    );
+    relay.stop().await;
+}

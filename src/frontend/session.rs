@@ -20,6 +20,7 @@ use crate::config::PoolMode;
 use crate::metrics::{ClientState, ErrorOrigin, LoginResult, Metrics};
 use crate::protocol::backend::{self as be, TxStatus};
 use crate::shutdown::ShutdownSignal;
+use crate::timer::ReusableSleep;
 
 /// Runs one accepted connection to its end.
 pub(crate) async fn run_connection(
@@ -29,11 +30,17 @@ pub(crate) async fn run_connection(
     admit: impl FnOnce() -> Option<tokio::sync::OwnedSemaphorePermit>,
 ) {
     let settings = shared.directory.settings();
-    let login_timeout = settings.client_login_timeout;
+    // `client_login_timeout` bounds the whole login, handshake and
+    // authentication together, as in PgBouncer: one deadline, one timer.
+    let login_deadline = settings
+        .client_login_timeout
+        .map(|d| std::time::Instant::now() + d);
+    let mut login_timer = ReusableSleep::new();
     // The handshake, login and console futures are boxed: kept inline, their
     // (TLS, SCRAM) state would size every idle client's task.
-    let first = with_timeout(
-        login_timeout,
+    let first = within(
+        login_deadline,
+        &mut login_timer,
         Box::pin(handshake(
             tcp,
             settings.client_tls_mode,
@@ -81,8 +88,9 @@ pub(crate) async fn run_connection(
         .filter(|(k, _)| !k.starts_with("_pq_."))
         .collect();
     let registration = shared.cancels.register();
-    let login = with_timeout(
-        login_timeout,
+    let login = within(
+        login_deadline,
+        &mut login_timer,
         Box::pin(login(
             &mut client,
             &params,
@@ -92,6 +100,7 @@ pub(crate) async fn run_connection(
         )),
     )
     .await;
+    drop(login_timer); // out of the timer wheel before the session's long life
     let mut session = match login {
         Ok(Login::Pooled(s)) => s,
         Ok(Login::Admin(privilege)) => {
@@ -135,14 +144,18 @@ fn report(metrics: &Metrics, e: &FrontendError) {
     }
 }
 
-async fn with_timeout<T>(
-    limit: Option<Duration>,
+/// `fut`, failed with `LoginTimeout` if `deadline` passes first.
+async fn within<T>(
+    deadline: Option<std::time::Instant>,
+    timer: &mut ReusableSleep,
     fut: impl std::future::Future<Output = Result<T, FrontendError>>,
 ) -> Result<T, FrontendError> {
-    match limit {
-        Some(d) => tokio::time::timeout(d, fut)
-            .await
-            .map_err(|_| FrontendError::LoginTimeout)?,
+    match deadline {
+        Some(at) => tokio::select! {
+            biased;
+            done = fut => done,
+            _ = timer.until(at) => Err(FrontendError::LoginTimeout),
+        },
         None => fut.await,
     }
 }
