@@ -35,10 +35,15 @@ pub fn serve(
 async fn accept_loop(
     listener: TcpListener,
     shared: Arc<Shared>,
-    mut shutdown: ShutdownSignal,
+    shutdown: ShutdownSignal,
     drain: Duration,
 ) {
     let mut sessions = JoinSet::new();
+    // One wait for the listener's life: a new one per accepted connection
+    // would register with the shutdown notifier (and take its lock) each time.
+    let mut watch = shutdown.clone();
+    let stop = watch.triggered();
+    tokio::pin!(stop);
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -60,7 +65,7 @@ async fn accept_loop(
                 }
             },
             Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
-            _ = shutdown.triggered() => break,
+            _ = &mut stop => break,
         }
     }
     drop(listener);
