@@ -20,7 +20,6 @@ use crate::config::PoolMode;
 use crate::metrics::{ClientState, ErrorOrigin, LoginResult, Metrics};
 use crate::protocol::backend::{self as be, TxStatus};
 use crate::shutdown::ShutdownSignal;
-use crate::timer::ReusableSleep;
 
 /// Runs one accepted connection to its end.
 pub(crate) async fn run_connection(
@@ -31,16 +30,14 @@ pub(crate) async fn run_connection(
 ) {
     let settings = shared.directory.settings();
     // `client_login_timeout` bounds the whole login, handshake and
-    // authentication together, as in PgBouncer: one deadline, one timer.
+    // authentication together, as in PgBouncer: one deadline for both.
     let login_deadline = settings
         .client_login_timeout
-        .map(|d| std::time::Instant::now() + d);
-    let mut login_timer = ReusableSleep::new();
+        .map(|d| tokio::time::Instant::now() + d);
     // The handshake, login and console futures are boxed: kept inline, their
     // (TLS, SCRAM) state would size every idle client's task.
     let first = within(
         login_deadline,
-        &mut login_timer,
         Box::pin(handshake(
             tcp,
             settings.client_tls_mode,
@@ -90,7 +87,6 @@ pub(crate) async fn run_connection(
     let registration = shared.cancels.register();
     let login = within(
         login_deadline,
-        &mut login_timer,
         Box::pin(login(
             &mut client,
             &params,
@@ -100,7 +96,6 @@ pub(crate) async fn run_connection(
         )),
     )
     .await;
-    drop(login_timer); // out of the timer wheel before the session's long life
     let mut session = match login {
         Ok(Login::Pooled(s)) => s,
         Ok(Login::Admin(privilege)) => {
@@ -144,18 +139,16 @@ fn report(metrics: &Metrics, e: &FrontendError) {
     }
 }
 
-/// `fut`, failed with `LoginTimeout` if `deadline` passes first.
+/// `fut`, failed with `LoginTimeout` if `deadline` passes first. tokio's
+/// timer enters the wheel only if `fut` has to wait.
 async fn within<T>(
-    deadline: Option<std::time::Instant>,
-    timer: &mut ReusableSleep,
+    deadline: Option<tokio::time::Instant>,
     fut: impl std::future::Future<Output = Result<T, FrontendError>>,
 ) -> Result<T, FrontendError> {
     match deadline {
-        Some(at) => tokio::select! {
-            biased;
-            done = fut => done,
-            _ = timer.until(at) => Err(FrontendError::LoginTimeout),
-        },
+        Some(at) => tokio::time::timeout_at(at, fut)
+            .await
+            .map_err(|_| FrontendError::LoginTimeout)?,
         None => fut.await,
     }
 }
