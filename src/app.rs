@@ -52,6 +52,12 @@ pub enum AppError {
 }
 
 /// Everything derived from one configuration; replaced whole on reload.
+/// Database name → user → pools; nested so a lookup borrows both names.
+type LoginPools = std::collections::HashMap<
+    String,
+    std::collections::HashMap<String, Arc<crate::cluster::DatabasePools>>,
+>;
+
 struct Snapshot {
     config: Config,
     userlist: Userlist,
@@ -60,6 +66,12 @@ struct Snapshot {
     /// 4096 PBKDF2 rounds; doing it once per user keeps logins cheap and makes a
     /// known user's login cost the same as an unknown user's mock exchange.
     scram_cache: std::sync::Mutex<std::collections::HashMap<String, Secret>>,
+    /// The pools each (database as named by clients, user) logged in to under
+    /// this configuration: a login then skips rebuilding the database's
+    /// settings, which the registry would drop for pools that exist. A reload
+    /// makes a new snapshot, so a database removed from the configuration is
+    /// refused again.
+    login_pools: std::sync::Mutex<LoginPools>,
     frontend: Arc<FrontendSettings>,
     server_tls: ServerTlsPolicy,
 }
@@ -107,6 +119,7 @@ impl Snapshot {
             userlist,
             classifier,
             scram_cache: Default::default(),
+            login_pools: Default::default(),
             frontend,
             server_tls,
         })
@@ -360,6 +373,33 @@ impl App {
 impl Directory for App {
     fn settings(&self) -> Arc<FrontendSettings> {
         self.current().frontend.clone()
+    }
+
+    fn database_pools(
+        &self,
+        name: &str,
+        user: &str,
+        registry: &PoolRegistry,
+    ) -> Option<Arc<crate::cluster::DatabasePools>> {
+        let snap = self.current();
+        let known = snap
+            .login_pools
+            .lock()
+            .unwrap()
+            .get(name)
+            .and_then(|users| users.get(user))
+            .cloned();
+        if known.is_some() {
+            return known;
+        }
+        let pools = registry.get_or_create(user, self.database(name, user)?);
+        snap.login_pools
+            .lock()
+            .unwrap()
+            .entry(name.to_string())
+            .or_default()
+            .insert(user.to_string(), pools.clone());
+        Some(pools)
     }
 
     fn database(&self, name: &str, user: &str) -> Option<DatabaseSpec> {

@@ -200,3 +200,24 @@ async fn client_login_timeout_bounds_the_whole_login() {
     );
     relay.stop().await;
 }
+
+/// A login's database is looked up again after a reload: one removed from
+/// the configuration is refused, though clients logged in to it before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_removed_by_reload_is_refused_to_new_logins() {
+    let cluster = cluster(0, false).await;
+    let relay = start_relay(&cluster, "pool_mode: transaction").await;
+    let existing = relay.connect(&cluster).await;
+    let again = relay.connect(&cluster).await;
+    assert_eq!(scalar(&again, "SELECT 1").await, "1");
+    let running = relay.running.as_ref().unwrap();
+    let mut config = running.app.config();
+    config.databases.remove(cluster.database());
+    running.app.reload(config).expect("reload");
+    let Err(refused) = try_connect(&relay.conn_string(&cluster)).await else {
+        panic!("a login to a removed database was accepted");
+    };
+    assert_eq!(sqlstate(&refused).as_deref(), Some("3D000"));
+    assert_eq!(scalar(&existing, "SELECT 'still here'").await, "still here");
+    relay.stop().await;
+}

@@ -53,6 +53,18 @@ pub trait Directory: Send + Sync + 'static {
     fn settings(&self) -> Arc<FrontendSettings>;
     /// The database a client named, with the pool settings for `user`.
     fn database(&self, name: &str, user: &str) -> Option<DatabaseSpec>;
+    /// The pools serving `user` on the database a client named, if the
+    /// database is configured. Every login asks; an implementation may
+    /// remember the answer for as long as its configuration stays the same.
+    fn database_pools(
+        &self,
+        name: &str,
+        user: &str,
+        registry: &PoolRegistry,
+    ) -> Option<Arc<crate::cluster::DatabasePools>> {
+        let spec = self.database(name, user)?;
+        Some(registry.get_or_create(user, spec))
+    }
     /// The secret a client must prove for `user`, if the user is known.
     fn client_secret(&self, user: &str) -> Option<crate::auth::Secret>;
     /// Key for SCRAM mock authentication of unknown users (stable per process).

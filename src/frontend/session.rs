@@ -186,11 +186,10 @@ async fn login<'a>(
             .ok_or_else(|| FrontendError::NotAdmin(startup.user.clone()))?;
         return Ok(Login::Admin(privilege));
     }
-    let spec = shared
+    let pools = shared
         .directory
-        .database(&startup.database, &startup.user)
+        .database_pools(&startup.database, &startup.user, &shared.pools)
         .ok_or_else(|| FrontendError::UnknownDatabase(startup.database.clone()))?;
-    let pools = shared.pools.get_or_create(&startup.user, spec);
     let mode = pools.spec.pool_mode;
     let mut session = Session::new(
         shared.metrics.clone(),
