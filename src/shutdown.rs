@@ -71,7 +71,7 @@ impl ShutdownSignal {
     /// Polled again by the same task, it costs one atomic load: a session
     /// polls it on every idle wait, and re-registering with the notifier
     /// each time would take its lock.
-    pub async fn triggered(&mut self) {
+    pub async fn triggered(&self) {
         let inner = &*self.inner;
         // Created before the flag is checked, so a trigger in between still
         // reaches it (tokio's Notify guarantees that for notify_waiters).
@@ -105,7 +105,7 @@ mod tests {
     #[tokio::test]
     async fn signal_sees_trigger() {
         let shutdown = Shutdown::new();
-        let mut signal = shutdown.signal();
+        let signal = shutdown.signal();
         assert!(!signal.is_triggered());
         shutdown.trigger();
         signal.triggered().await;
@@ -115,7 +115,7 @@ mod tests {
     #[tokio::test]
     async fn a_waiter_polled_many_times_is_still_woken() {
         let shutdown = Shutdown::new();
-        let mut signal = shutdown.signal();
+        let signal = shutdown.signal();
         let waiter = tokio::spawn(async move {
             let stop = signal.triggered();
             tokio::pin!(stop);
@@ -140,7 +140,7 @@ mod tests {
     #[tokio::test]
     async fn dropping_the_owner_counts_as_shutdown() {
         let shutdown = Shutdown::new();
-        let mut signal = shutdown.signal();
+        let signal = shutdown.signal();
         drop(shutdown);
         tokio::time::timeout(Duration::from_secs(5), signal.triggered())
             .await

@@ -41,8 +41,7 @@ async fn accept_loop(
     let mut sessions = JoinSet::new();
     // One wait for the listener's life: a new one per accepted connection
     // would register with the shutdown notifier (and take its lock) each time.
-    let mut watch = shutdown.clone();
-    let stop = watch.triggered();
+    let stop = shutdown.triggered();
     tokio::pin!(stop);
     loop {
         tokio::select! {

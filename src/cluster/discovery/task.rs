@@ -109,7 +109,7 @@ async fn run<R: Resolve>(
     resolver: R,
     tx: watch::Sender<Arc<EndpointSet>>,
     stats: Arc<Stats>,
-    mut shutdown: ShutdownSignal,
+    shutdown: ShutdownSignal,
 ) {
     let source = config.source.describe();
     loop {

@@ -143,7 +143,7 @@ async fn run<P: Prober>(
     primary: Option<watch::Receiver<Arc<HealthSnapshot>>>,
     tx: watch::Sender<Arc<HealthSnapshot>>,
     mut failures: mpsc::Receiver<()>,
-    mut shutdown: ShutdownSignal,
+    shutdown: ShutdownSignal,
 ) {
     let mut tracker = HealthTracker::new(config.role, config.policy.clone());
     let mut ticker = tokio::time::interval(config.interval);

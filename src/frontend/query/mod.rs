@@ -218,8 +218,7 @@ impl<'a> Session<'a> {
     ) -> Result<(), FrontendError> {
         // One wait for the whole session: making a new one per loop costs a
         // waiter registration on the shared channel each time.
-        let mut watch = shutdown.clone();
-        let stop = watch.triggered();
+        let stop = shutdown.triggered();
         tokio::pin!(stop);
         loop {
             if let Flow::Quit = self.process_client_messages(client).await? {
