@@ -137,7 +137,6 @@ impl Session<'_> {
     pub(super) async fn retry_read(
         &mut self,
         error: crate::backend::BackendError,
-        client: &mut ClientConn,
     ) -> Result<(), FrontendError> {
         let replay = self.replay.take();
         let Some(attached) = self.server.take() else {
@@ -160,8 +159,7 @@ impl Session<'_> {
         while !rest.is_empty() {
             let len = framing::check(&rest, usize::MAX)?.expect("replayed messages are whole");
             let msg = rest.split_to(len);
-            self.handle_client_message(&msg, Some(read), &mut client.wbuf)
-                .await?;
+            self.forward_client_message(&msg, Some(read))?;
         }
         if let Some(attached) = self.server.as_mut() {
             attached.conn.write_all(&self.to_server).await?;

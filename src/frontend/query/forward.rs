@@ -4,33 +4,31 @@
 use super::*;
 
 impl Session<'_> {
-    /// Handles one client message: answered here when it needs no server,
-    /// else forwarded to the attached server, attaching one first.
-    pub(super) async fn handle_client_message(
+    /// Handles a client message that arrived with no server attached:
+    /// answered here when it needs none, else forwarded once one is attached.
+    /// (With a server attached, messages go to `forward_client_message`.)
+    pub(super) async fn handle_without_server(
         &mut self,
         msg: &[u8],
         dest: Option<Destination>,
         to_client: &mut BytesMut,
     ) -> Result<(), FrontendError> {
-        if self.server.is_none() {
-            let frame = Frame::new(msg);
-            if self.answer_without_server(&frame, to_client)? {
-                return Ok(());
-            }
-            check_forwardable(frame.tag)?;
-            self.attach(dest.unwrap_or(Destination::Primary)).await?;
+        let frame = Frame::new(msg);
+        if self.answer_without_server(&frame, to_client)? {
+            return Ok(());
         }
+        check_forwardable(frame.tag)?;
+        self.attach(dest.unwrap_or(Destination::Primary)).await?;
         self.forward_client_message(msg, dest)
     }
 
-    /// Messages answered without a server when none is attached: true if
-    /// `frame` was one of them.
+    /// Messages answered without a server: true if `frame` was one of them.
     fn answer_without_server(
         &mut self,
         frame: &Frame<'_>,
         to_client: &mut BytesMut,
     ) -> Result<bool, FrontendError> {
-        if self.server.is_some() || !self.to_server.is_empty() {
+        if !self.to_server.is_empty() {
             return Ok(false);
         }
         match frame.tag {

@@ -274,7 +274,7 @@ impl<'a> Session<'a> {
                             r?;
                         }
                         Event::Server(Ok(_)) => self.relay_from_server(client).await?,
-                        Event::Server(Err(e)) => Box::pin(self.retry_read(e, client)).await?,
+                        Event::Server(Err(e)) => Box::pin(self.retry_read(e)).await?,
                         Event::Idle if in_tx => return Err(FrontendError::IdleInTransaction),
                         Event::Idle => return Err(FrontendError::IdleTimeout),
                         Event::Stop => return Err(FrontendError::ShuttingDown),
@@ -329,7 +329,7 @@ impl<'a> Session<'a> {
             if self.server.is_some() {
                 self.forward_client_message(msg, dest)?;
             } else {
-                self.handle_client_message(msg, dest, &mut client.wbuf)
+                self.handle_without_server(msg, dest, &mut client.wbuf)
                     .await?;
             }
             done += len;
@@ -345,7 +345,7 @@ impl<'a> Session<'a> {
             let written = self.write_to_server(client).await?;
             self.to_server.clear();
             if let Err(e) = written {
-                Box::pin(self.retry_read(e, client)).await?;
+                Box::pin(self.retry_read(e)).await?;
             }
         }
         if let Some(attached) = &mut self.server {
