@@ -290,18 +290,9 @@ async fn malformed_and_oversized_input_gets_an_error_and_a_closed_connection() {
 async fn logged_in_socket(cluster: &pgrelay_testcontainers::Cluster, port: u16) -> TcpStream {
     let (user, password) = cluster.app_user();
     let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    let mut body = Vec::new();
-    body.extend_from_slice(&196608i32.to_be_bytes());
-    for (k, v) in [("user", user), ("database", cluster.database())] {
-        body.extend_from_slice(k.as_bytes());
-        body.push(0);
-        body.extend_from_slice(v.as_bytes());
-        body.push(0);
-    }
-    body.push(0);
-    let mut msg = ((body.len() + 4) as i32).to_be_bytes().to_vec();
-    msg.extend_from_slice(&body);
-    s.write_all(&msg).await.unwrap();
+    s.write_all(&common::startup_packet(user, cluster.database()))
+        .await
+        .unwrap();
     // Expect an authentication request (default auth_type md5).
     let mut header = [0u8; 9];
     s.read_exact(&mut header).await.unwrap();

@@ -163,17 +163,10 @@ async fn client_login_timeout_bounds_the_whole_login() {
         .unwrap();
     let connected = Instant::now();
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let mut body = 196608i32.to_be_bytes().to_vec();
-    for (k, v) in [("user", user), ("database", cluster.database())] {
-        body.extend_from_slice(k.as_bytes());
-        body.push(0);
-        body.extend_from_slice(v.as_bytes());
-        body.push(0);
-    }
-    body.push(0);
-    let mut startup = ((body.len() + 4) as i32).to_be_bytes().to_vec();
-    startup.extend_from_slice(&body);
-    socket.write_all(&startup).await.unwrap();
+    socket
+        .write_all(&common::startup_packet(user, cluster.database()))
+        .await
+        .unwrap();
     // The password request comes; the answer never does.
     let mut seen = Vec::new();
     let mut buf = [0u8; 1024];

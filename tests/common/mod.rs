@@ -40,6 +40,22 @@ impl Relay {
     }
 }
 
+/// A protocol 3.0 StartupMessage for `user` on `database`, for tests that
+/// drive the login by hand.
+pub fn startup_packet(user: &str, database: &str) -> Vec<u8> {
+    let mut body = 196608i32.to_be_bytes().to_vec();
+    for (k, v) in [("user", user), ("database", database)] {
+        body.extend_from_slice(k.as_bytes());
+        body.push(0);
+        body.extend_from_slice(v.as_bytes());
+        body.push(0);
+    }
+    body.push(0);
+    let mut packet = ((body.len() + 4) as i32).to_be_bytes().to_vec();
+    packet.extend_from_slice(&body);
+    packet
+}
+
 /// Connects with tokio-postgres and drives the connection in the background.
 pub async fn connect(conn: &str) -> tokio_postgres::Client {
     try_connect(conn).await.expect("connect through pgrelay")
