@@ -45,11 +45,9 @@ pub struct EndpointState {
     max_lag: Duration,
 }
 
-/// What the balancer reads of one endpoint for one pick.
+/// What the balancer reads of one usable endpoint to weigh it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Reading {
-    /// Healthy and not banned.
-    pub usable: bool,
     pub configured_weight: f64,
     pub outstanding: u32,
     pub latency: Duration,
@@ -61,7 +59,6 @@ pub struct Reading {
 
 impl Reading {
     pub const NONE: Reading = Reading {
-        usable: false,
         configured_weight: 0.0,
         outstanding: 0,
         latency: Duration::ZERO,
@@ -133,15 +130,17 @@ impl EndpointState {
         self.latency.faded(now)
     }
 
-    /// Everything a pick needs, read once (one lock, one snapshot).
+    /// Whether reads may go here at `now`: not banned, and healthy as last probed.
+    pub fn is_usable(&self, now: Instant) -> bool {
+        let banned = self.ban.lock().unwrap().until.is_some_and(|u| now < u);
+        !banned && self.health.is_usable()
+    }
+
+    /// Everything weighing this endpoint against others needs, read once.
     pub fn reading(&self, now: Instant) -> Reading {
-        let (banned, strikes) = {
-            let ban = self.ban.lock().unwrap();
-            (ban.until.is_some_and(|u| now < u), ban.strikes)
-        };
+        let strikes = self.ban.lock().unwrap().strikes;
         let health = self.health.current();
         Reading {
-            usable: !banned && health.is_usable(),
             configured_weight: self.weight,
             outstanding: self.outstanding(),
             latency: self.latency_at(now),
@@ -176,7 +175,7 @@ impl GroupMonitor {
         shutdown: ShutdownSignal,
     ) -> Self {
         GroupMonitor {
-            source: Mutex::new(discovery.subscribe()),
+            source: Mutex::new(first_seen_as_changed(discovery.subscribe())),
             applied_version: AtomicU64::new(u64::MAX),
             endpoints: RwLock::new(Arc::new(Vec::new())),
             probe_template,
@@ -187,18 +186,29 @@ impl GroupMonitor {
         }
     }
 
-    /// The current endpoints and the discovery version they reflect.
-    pub fn current(&self) -> (u64, Arc<Vec<Arc<EndpointState>>>) {
+    /// The discovery version the endpoints reflect, after applying a newer
+    /// set if discovery published one. Asked on every routed read: when
+    /// nothing changed this is a lock and an atomic load, no snapshot taken.
+    pub fn version(&self) -> u64 {
         self.sync();
-        (
-            self.applied_version.load(Ordering::Acquire),
-            self.endpoints.read().unwrap().clone(),
-        )
+        self.applied_version.load(Ordering::Acquire)
+    }
+
+    /// The endpoints as last applied (see [`GroupMonitor::version`]).
+    pub fn endpoints(&self) -> Arc<Vec<Arc<EndpointState>>> {
+        self.endpoints.read().unwrap().clone()
     }
 
     /// Applies the latest discovered set if it changed since the last call.
     fn sync(&self) {
-        let latest = self.source.lock().unwrap().borrow().clone();
+        let mut source = self.source.lock().unwrap();
+        // A closed channel (discovery stopped) is checked the slow way: its
+        // last value may not have been applied yet.
+        if matches!(source.has_changed(), Ok(false)) {
+            return;
+        }
+        let latest = source.borrow_and_update().clone();
+        drop(source);
         let version = latest.version();
         if self.applied_version.load(Ordering::Acquire) == version {
             return;
@@ -249,6 +259,12 @@ impl GroupMonitor {
             max_lag: self.health.policy.max_lag.unwrap_or_default(),
         }
     }
+}
+
+/// A receiver whose current value counts as new, so the first sync applies it.
+fn first_seen_as_changed<T>(mut rx: watch::Receiver<T>) -> watch::Receiver<T> {
+    rx.mark_changed();
+    rx
 }
 
 /// Starts probing a database's primary for its WAL position; with

@@ -155,10 +155,11 @@ impl ReplicaSet {
 
     /// Follows the group's endpoints if they changed since the last call.
     fn sync(&self) {
-        let (version, shared) = self.monitor.current();
+        let version = self.monitor.version();
         if self.applied_version.swap(version, Ordering::AcqRel) == version {
             return;
         }
+        let shared = self.monitor.endpoints();
         let current = self.endpoints.read().unwrap().clone();
         let next: Vec<Arc<ReplicaEndpoint>> = shared
             .iter()
@@ -228,21 +229,21 @@ impl ReplicaSet {
         let now = Instant::now();
         let mut usable = 0;
         for (i, endpoint) in endpoints.iter().enumerate() {
-            if Some(endpoint.addr) == exclude {
-                continue;
-            }
-            let reading = endpoint.shared.reading(now);
-            if reading.usable {
-                readings[usable] = (i, reading);
+            if Some(endpoint.addr) != exclude && endpoint.shared.is_usable(now) {
+                readings[usable].0 = i;
                 usable += 1;
             }
         }
-        let readings = &readings[..usable];
-        // One usable replica: nothing to weigh (a weight of 0 still drains it,
-        // as `effective_weight` and the balancer would).
-        if let [(only, reading)] = readings {
-            let weight = reading.configured_weight;
-            return (weight.is_finite() && weight > 0.0).then(|| endpoints[*only].clone());
+        let readings = &mut readings[..usable];
+        // One usable replica: nothing to weigh, so its latency and load are not
+        // read (a weight of 0 still drains it, as `effective_weight` and the
+        // balancer would).
+        if let [(only, _)] = *readings {
+            let weight = endpoints[only].weight();
+            return (weight.is_finite() && weight > 0.0).then(|| endpoints[only].clone());
+        }
+        for (i, reading) in readings.iter_mut() {
+            *reading = endpoints[*i].shared.reading(now);
         }
         // p2c_ewma prices latency itself; the others see it through the weight,
         // with up to twice the fastest replica's latency (and at least 1 ms more)
@@ -264,7 +265,7 @@ impl ReplicaSet {
                 }
             }
         };
-        for (candidate, (_, r)) in candidates.iter_mut().zip(readings) {
+        for (candidate, (_, r)) in candidates.iter_mut().zip(readings.iter()) {
             let signals = LoadSignals {
                 latency: r.latency,
                 reference_latency,

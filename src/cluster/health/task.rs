@@ -111,6 +111,12 @@ impl HealthMonitor {
         self.rx.borrow().clone()
     }
 
+    /// [`HealthSnapshot::is_usable`] of the current snapshot, without taking a
+    /// reference to it (asked on every routed read).
+    pub fn is_usable(&self) -> bool {
+        self.rx.borrow().is_usable()
+    }
+
     /// A connection failure or timeout on real traffic: bans the endpoint
     /// at once. Never blocks; a report while one is pending is redundant.
     pub fn report_connection_failure(&self) {
