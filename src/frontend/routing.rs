@@ -8,7 +8,7 @@ use bytes::BytesMut;
 
 use crate::cluster::{DatabasePools, GroupId, ReplicaEndpoint};
 use crate::protocol::backend::{self as be, Severity, TxStatus};
-use crate::router::{Decision, Effect, PinReason, RouteCommand, RouteOverride, Target};
+use crate::router::{Decision, Effect, PinReason, RouteCommand, RouteOverride, Target, TxState};
 
 /// Which kind of server a statement needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,6 +92,57 @@ impl Routed {
     }
 }
 
+/// What a classification depends on besides the statement's text (the
+/// database and user are fixed for a session; the application name is left
+/// out, so sessions whose rules look at it do not use [`LastRoute`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RouteContext {
+    pub tx: TxState,
+    pub pinned: bool,
+    pub route_override: RouteOverride,
+    pub routes_reads: bool,
+}
+
+/// The last Query or Parse a session classified and where it went, so that the
+/// same message sent again in the same context skips decoding and
+/// classification: drivers that re-send an unnamed statement's Parse on every
+/// execution (pgbench `-M extended`, JDBC below its prepare threshold) send the
+/// same bytes each time. Only plain destinations are kept: a statement that
+/// pins the session or is answered by pgrelay is classified every time.
+#[derive(Default)]
+pub(crate) struct LastRoute {
+    message: Vec<u8>,
+    kept: Option<(RouteContext, Destination)>,
+}
+
+impl LastRoute {
+    /// Longer messages are not kept: comparing and copying them would cost
+    /// more than a cache lookup, and long texts rarely repeat back to back.
+    const MAX_MESSAGE: usize = 512;
+
+    /// Where `msg` went last time, if it is the kept message in the same context.
+    pub fn recall(&self, msg: &[u8], context: RouteContext) -> Option<Destination> {
+        let (kept_context, dest) = self.kept?;
+        (kept_context == context && self.message == msg).then_some(dest)
+    }
+
+    pub fn forget(&mut self) {
+        self.kept = None;
+    }
+
+    /// Keeps `msg`'s outcome for the next [`LastRoute::recall`], or forgets the
+    /// last one if this outcome may not be reused.
+    pub fn remember(&mut self, msg: &[u8], context: RouteContext, routed: &Routed) {
+        if routed.pin.is_some() || routed.intercept.is_some() || msg.len() > Self::MAX_MESSAGE {
+            self.forget();
+            return;
+        }
+        self.message.clear();
+        self.message.extend_from_slice(msg);
+        self.kept = Some((context, routed.dest));
+    }
+}
+
 /// Answers a `SET/RESET/SHOW pgrelay.route` command as a server would.
 pub(crate) fn answer_route_command(
     cmd: &RouteCommand,
@@ -169,6 +220,89 @@ mod tests {
         let mut out = BytesMut::new();
         answer_route_command(&RouteCommand::Reset, &mut current, TxStatus::Idle, &mut out);
         assert_eq!(current, RouteOverride::Auto);
+    }
+
+    const IDLE: RouteContext = RouteContext {
+        tx: TxState::Idle,
+        pinned: false,
+        route_override: RouteOverride::Auto,
+        routes_reads: true,
+    };
+
+    fn to(dest: Destination) -> Routed {
+        Routed {
+            dest,
+            pin: None,
+            intercept: None,
+        }
+    }
+
+    #[test]
+    fn a_route_is_recalled_only_for_the_same_message_in_the_same_context() {
+        let mut last = LastRoute::default();
+        let parse = b"P\0\0\0\x1f\0SELECT 1 FROM t WHERE id = $1\0\0\0";
+        assert_eq!(last.recall(parse, IDLE), None, "nothing kept yet");
+        last.remember(parse, IDLE, &to(Destination::READ));
+        assert_eq!(last.recall(parse, IDLE), Some(Destination::READ));
+
+        let other_text = b"P\0\0\0\x1f\0SELECT 2 FROM t WHERE id = $1\0\0\0";
+        assert_eq!(last.recall(other_text, IDLE), None);
+        assert_eq!(last.recall(&parse[..parse.len() - 1], IDLE), None);
+        for context in [
+            RouteContext {
+                tx: TxState::InReadWriteTx,
+                ..IDLE
+            },
+            RouteContext {
+                pinned: true,
+                ..IDLE
+            },
+            RouteContext {
+                route_override: RouteOverride::Primary,
+                ..IDLE
+            },
+            RouteContext {
+                routes_reads: false,
+                ..IDLE
+            },
+        ] {
+            assert_eq!(last.recall(parse, context), None, "{context:?}");
+        }
+
+        // A newer message replaces the kept one.
+        last.remember(other_text, IDLE, &to(Destination::Primary));
+        assert_eq!(last.recall(other_text, IDLE), Some(Destination::Primary));
+        assert_eq!(last.recall(parse, IDLE), None);
+    }
+
+    #[test]
+    fn pins_intercepts_and_long_messages_are_not_kept() {
+        let mut last = LastRoute::default();
+        let query = b"Q\0\0\0\x0dSELECT 1\0";
+        last.remember(query, IDLE, &to(Destination::READ));
+
+        let pinning = Routed {
+            pin: Some(PinReason::Listen),
+            ..to(Destination::Primary)
+        };
+        last.remember(query, IDLE, &pinning);
+        assert_eq!(
+            last.recall(query, IDLE),
+            None,
+            "a pin forgets the last route"
+        );
+
+        last.remember(query, IDLE, &to(Destination::READ));
+        let intercepted = Routed {
+            intercept: Some(RouteCommand::Show),
+            ..to(Destination::Primary)
+        };
+        last.remember(query, IDLE, &intercepted);
+        assert_eq!(last.recall(query, IDLE), None, "an intercept forgets it");
+
+        let long = vec![b'x'; LastRoute::MAX_MESSAGE + 1];
+        last.remember(&long, IDLE, &to(Destination::READ));
+        assert_eq!(last.recall(&long, IDLE), None);
     }
 
     #[test]

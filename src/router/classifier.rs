@@ -60,6 +60,8 @@ pub struct Classifier {
     cache: AnalysisCache,
     /// Cache keys mask literals unless a rule's regex could see them.
     literal_free_keys: bool,
+    /// A rule matches on the application name (see [`Classifier::depends_on_application_name`]).
+    names_applications: bool,
     counters: Counters,
 }
 
@@ -68,6 +70,7 @@ impl Classifier {
     pub fn new(rules: RuleSet, cache_capacity: usize) -> Self {
         Self {
             literal_free_keys: !rules.rules().iter().any(|r| r.has_text_pattern()),
+            names_applications: rules.rules().iter().any(|r| r.names_applications()),
             rules,
             cache: AnalysisCache::new(cache_capacity),
             counters: Counters::default(),
@@ -126,6 +129,20 @@ impl Classifier {
             self.counters.parse_failures.fetch_add(1, Ordering::Relaxed);
         }
         self.decide(&analysis, ctx, None)
+    }
+
+    /// Whether a decision can change with the session's application name
+    /// alone (a rule matches on it); otherwise only the text, the database,
+    /// the user and [`SessionContext`]'s other fields decide.
+    pub fn depends_on_application_name(&self) -> bool {
+        self.names_applications
+    }
+
+    /// Counts a decision the session reused for a repeated text, as the cache
+    /// hit it stands for.
+    pub fn count_repeat(&self) {
+        self.counters.classified.fetch_add(1, Ordering::Relaxed);
+        self.counters.cache_hits.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn stats(&self) -> ClassifierStats {

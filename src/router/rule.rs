@@ -199,6 +199,12 @@ impl Rule {
             && self.regex.as_ref().is_none_or(|re| re.is_match(sql))
     }
 
+    /// Whether the rule looks at the client's application name, which a
+    /// session may change as it goes.
+    pub fn names_applications(&self) -> bool {
+        !self.application_names.is_empty()
+    }
+
     /// Conditions on the session (exact, case-sensitive names).
     pub fn matches_session(&self, ctx: &SessionContext<'_>) -> bool {
         let holds = |list: &[String], value: Option<&str>| {

@@ -17,7 +17,9 @@ use super::client::ClientConn;
 use super::params::ClientParams;
 use super::prepared::ClientStatements;
 use super::relay::{Out, Owed, RelayState};
-use super::routing::{answer_route_command, Destination, Routed, ServerRole};
+use super::routing::{
+    answer_route_command, Destination, LastRoute, RouteContext, Routed, ServerRole,
+};
 use super::{releases_at_idle, FrontendError, FrontendSettings};
 use crate::backend::Progress;
 use crate::cluster::balance::InFlight;
@@ -30,7 +32,8 @@ use crate::protocol::framing::{self, Frame};
 use crate::protocol::frontend::{self as fe, tag, Target};
 use crate::protocol::ProtocolError;
 use crate::router::{
-    mentions_pgrelay, Classifier, PinReason, RouteOverride, SessionContext, TxState,
+    mentions_pgrelay, Classifier, PinReason, RouteOverride, SessionContext, Target as RouteTarget,
+    TxState,
 };
 use crate::shutdown::ShutdownSignal;
 use crate::timer::ReusableSleep;
@@ -65,6 +68,8 @@ pub(crate) struct Session<'a> {
     /// What to send the client from the last server read.
     to_client: Vec<Out>,
     classifier: Arc<Classifier>,
+    /// The last classified Query or Parse, for a client that repeats it.
+    last_route: LastRoute,
     database: String,
     user: String,
     pub route_override: RouteOverride,
@@ -126,6 +131,7 @@ impl<'a> Session<'a> {
             client_idle_timer: ReusableSleep::new(),
             idle_in_tx_timer: ReusableSleep::new(),
             classifier,
+            last_route: LastRoute::default(),
             database: database.to_string(),
             user: user.to_string(),
             route_override: RouteOverride::Auto,
@@ -160,8 +166,11 @@ impl<'a> Session<'a> {
     }
 
     /// Classifies the SQL of a Query or Parse (without replicas, only texts
-    /// that mention pgrelay get here: see `route_message`).
-    fn route_sql(&self, sql: &str) -> Routed {
+    /// that mention pgrelay get here: see `route_message`). Also tells whether
+    /// the outcome may be reused for the same text: not when a rule named a
+    /// replica group, whose lookup counts a topology event per statement when
+    /// the database lacks the group.
+    fn route_sql(&self, sql: &str) -> (Routed, bool) {
         let ctx = SessionContext {
             database: &self.database,
             user: &self.user,
@@ -170,16 +179,51 @@ impl<'a> Session<'a> {
             tx: self.tx_state(),
             session_pinned: self.pinned.is_some(),
         };
-        let mut routed = Routed::from_decision(self.classifier.classify(sql, &ctx), &self.pools);
+        let decision = self.classifier.classify(sql, &ctx);
+        let reusable = !matches!(decision.route.target, RouteTarget::Group(_));
+        let mut routed = Routed::from_decision(decision, &self.pools);
         if !self.routes_reads() {
             routed.dest = Destination::Primary;
         }
-        routed
+        (routed, reusable)
+    }
+
+    /// Routes a Query or Parse, reusing the last decision when the client sent
+    /// the same message in the same context.
+    fn route_text(&mut self, msg: &[u8], frame: Frame<'_>) -> Result<Routed, FrontendError> {
+        let memo = !self.classifier.depends_on_application_name();
+        let context = RouteContext {
+            tx: self.tx_state(),
+            pinned: self.pinned.is_some(),
+            route_override: self.route_override,
+            routes_reads: self.routes_reads(),
+        };
+        if memo {
+            if let Some(dest) = self.last_route.recall(msg, context) {
+                self.classifier.count_repeat();
+                return Ok(Routed {
+                    dest,
+                    pin: None,
+                    intercept: None,
+                });
+            }
+        }
+        let sql = match frame.tag {
+            tag::QUERY => fe::query(frame.body)?,
+            _ => fe::parse(frame.body)?.query,
+        };
+        let (routed, reusable) = self.route_sql(sql);
+        if memo && reusable {
+            self.last_route.remember(msg, context, &routed);
+        } else if memo {
+            self.last_route.forget();
+        }
+        Ok(routed)
     }
 
     /// Where the message at the head of the client buffer must run, if it is a
     /// routing point (a Query, a Parse, or a Bind that starts a batch).
-    fn route_message(&self, msg: &[u8]) -> Result<Option<Routed>, FrontendError> {
+    fn route_message(&mut self, msg: &[u8]) -> Result<Option<Routed>, FrontendError> {
         let frame = Frame::new(msg);
         Ok(match frame.tag {
             // Without replicas only `pgrelay.*` commands need the classifier: a
@@ -187,8 +231,7 @@ impl<'a> Session<'a> {
             tag::QUERY | tag::PARSE if !self.routes_reads() && !mentions_pgrelay(frame.body) => {
                 Some(Routed::primary())
             }
-            tag::QUERY => Some(self.route_sql(fe::query(frame.body)?)),
-            tag::PARSE => Some(self.route_sql(fe::parse(frame.body)?.query)),
+            tag::QUERY | tag::PARSE => Some(self.route_text(msg, frame)?),
             tag::BIND if self.server.is_none() => {
                 let bind = fe::bind(frame.body)?;
                 let dest = self
