@@ -126,15 +126,24 @@ impl LastRoute {
         (kept_context == context && self.message == msg).then_some(dest)
     }
 
-    pub fn forget(&mut self) {
-        self.kept = None;
-    }
-
     /// Keeps `msg`'s outcome for the next [`LastRoute::recall`], or forgets the
-    /// last one if this outcome may not be reused.
-    pub fn remember(&mut self, msg: &[u8], context: RouteContext, routed: &Routed) {
-        if routed.pin.is_some() || routed.intercept.is_some() || msg.len() > Self::MAX_MESSAGE {
-            self.forget();
+    /// last one if this outcome may not be reused: it pins the session, is
+    /// answered by pgrelay, or came from a rule naming a replica group (whose
+    /// lookup counts a topology event per statement when the database lacks
+    /// the group).
+    pub fn remember(
+        &mut self,
+        msg: &[u8],
+        context: RouteContext,
+        routed: &Routed,
+        names_group: bool,
+    ) {
+        if names_group
+            || routed.pin.is_some()
+            || routed.intercept.is_some()
+            || msg.len() > Self::MAX_MESSAGE
+        {
+            self.kept = None;
             return;
         }
         self.message.clear();
@@ -242,7 +251,7 @@ mod tests {
         let mut last = LastRoute::default();
         let parse = b"P\0\0\0\x1f\0SELECT 1 FROM t WHERE id = $1\0\0\0";
         assert_eq!(last.recall(parse, IDLE), None, "nothing kept yet");
-        last.remember(parse, IDLE, &to(Destination::READ));
+        last.remember(parse, IDLE, &to(Destination::READ), false);
         assert_eq!(last.recall(parse, IDLE), Some(Destination::READ));
 
         let other_text = b"P\0\0\0\x1f\0SELECT 2 FROM t WHERE id = $1\0\0\0";
@@ -270,38 +279,46 @@ mod tests {
         }
 
         // A newer message replaces the kept one.
-        last.remember(other_text, IDLE, &to(Destination::Primary));
+        last.remember(other_text, IDLE, &to(Destination::Primary), false);
         assert_eq!(last.recall(other_text, IDLE), Some(Destination::Primary));
         assert_eq!(last.recall(parse, IDLE), None);
     }
 
     #[test]
-    fn pins_intercepts_and_long_messages_are_not_kept() {
+    fn pins_intercepts_group_rules_and_long_messages_are_not_kept() {
         let mut last = LastRoute::default();
         let query = b"Q\0\0\0\x0dSELECT 1\0";
-        last.remember(query, IDLE, &to(Destination::READ));
+        last.remember(query, IDLE, &to(Destination::READ), false);
 
         let pinning = Routed {
             pin: Some(PinReason::Listen),
             ..to(Destination::Primary)
         };
-        last.remember(query, IDLE, &pinning);
+        last.remember(query, IDLE, &pinning, false);
         assert_eq!(
             last.recall(query, IDLE),
             None,
             "a pin forgets the last route"
         );
 
-        last.remember(query, IDLE, &to(Destination::READ));
+        last.remember(query, IDLE, &to(Destination::READ), false);
         let intercepted = Routed {
             intercept: Some(RouteCommand::Show),
             ..to(Destination::Primary)
         };
-        last.remember(query, IDLE, &intercepted);
+        last.remember(query, IDLE, &intercepted, false);
         assert_eq!(last.recall(query, IDLE), None, "an intercept forgets it");
 
+        last.remember(query, IDLE, &to(Destination::READ), false);
+        last.remember(query, IDLE, &to(Destination::READ), true);
+        assert_eq!(
+            last.recall(query, IDLE),
+            None,
+            "a group rule's outcome forgets it"
+        );
+
         let long = vec![b'x'; LastRoute::MAX_MESSAGE + 1];
-        last.remember(&long, IDLE, &to(Destination::READ));
+        last.remember(&long, IDLE, &to(Destination::READ), false);
         assert_eq!(last.recall(&long, IDLE), None);
     }
 

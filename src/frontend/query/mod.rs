@@ -165,27 +165,25 @@ impl<'a> Session<'a> {
         }
     }
 
-    /// Classifies the SQL of a Query or Parse (without replicas, only texts
-    /// that mention pgrelay get here: see `route_message`). Also tells whether
-    /// the outcome may be reused for the same text: not when a rule named a
-    /// replica group, whose lookup counts a topology event per statement when
-    /// the database lacks the group.
-    fn route_sql(&self, sql: &str) -> (Routed, bool) {
+    /// Classifies the SQL of a Query or Parse in `context` (without replicas,
+    /// only texts that mention pgrelay get here: see `route_message`). Also
+    /// tells whether a rule named a replica group.
+    fn route_sql(&self, sql: &str, context: RouteContext) -> (Routed, bool) {
         let ctx = SessionContext {
             database: &self.database,
             user: &self.user,
             application_name: self.params.get("application_name"),
-            route_override: self.route_override,
-            tx: self.tx_state(),
-            session_pinned: self.pinned.is_some(),
+            route_override: context.route_override,
+            tx: context.tx,
+            session_pinned: context.pinned,
         };
         let decision = self.classifier.classify(sql, &ctx);
-        let reusable = !matches!(decision.route.target, RouteTarget::Group(_));
+        let names_group = matches!(decision.route.target, RouteTarget::Group(_));
         let mut routed = Routed::from_decision(decision, &self.pools);
-        if !self.routes_reads() {
+        if !context.routes_reads {
             routed.dest = Destination::Primary;
         }
-        (routed, reusable)
+        (routed, names_group)
     }
 
     /// Routes a Query or Parse, reusing the last decision when the client sent
@@ -216,11 +214,9 @@ impl<'a> Session<'a> {
             tag::QUERY => fe::query(frame.body)?,
             _ => fe::parse(frame.body)?.query,
         };
-        let (routed, reusable) = self.route_sql(sql);
-        if memo && reusable {
-            self.last_route.remember(msg, context, &routed);
-        } else if memo {
-            self.last_route.forget();
+        let (routed, names_group) = self.route_sql(sql, context);
+        if memo {
+            self.last_route.remember(msg, context, &routed, names_group);
         }
         Ok(routed)
     }
