@@ -12,7 +12,8 @@
 # logins fall inside the counted window), and prints the total divided by N.
 # `pgbouncer` measures PgBouncer set up alike, for scale (as the postgres user
 # when run as root: it refuses to run as root). Everything it starts is
-# stopped on exit.
+# stopped on exit. With CALLGRIND_KEEP=<file>, the counted dump is copied
+# there for `callgrind_annotate`.
 set -euo pipefail
 
 mode=${1:-extended}
@@ -124,3 +125,4 @@ as_pooler "callgrind_control --dump $relay_pid" >/dev/null
 sleep 1
 total=$(callgrind_annotate "$work/cg.out.1" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
 echo "$pooler, pgbench -S -M $mode -c $clients, $transactions transactions: $total instructions, $((total / transactions)) per transaction"
+if [ -n "${CALLGRIND_KEEP:-}" ]; then cp "$work/cg.out.1" "$CALLGRIND_KEEP"; fi
