@@ -66,6 +66,10 @@ pub struct Outcome {
     pub transactions: u64,
     /// CPU time the pooler process used per transaction (none for direct).
     pub pooler_cpu_us_per_tx: Option<f64>,
+    /// CPU time every PostgreSQL process used per transaction.
+    pub postgres_cpu_us_per_tx: Option<f64>,
+    /// CPU time pgbench used per transaction.
+    pub pgbench_cpu_us_per_tx: Option<f64>,
     /// CPU time the whole machine used per transaction (pgbench, PostgreSQL,
     /// the pooler and the kernel): what a transaction costs in all.
     pub machine_cpu_us_per_tx: Option<f64>,
@@ -215,6 +219,8 @@ fn parse_summary(stdout: &str, stderr: &str) -> Option<Outcome> {
         errors: failed + aborted,
         transactions,
         pooler_cpu_us_per_tx: None,
+        postgres_cpu_us_per_tx: None,
+        pgbench_cpu_us_per_tx: None,
         machine_cpu_us_per_tx: None,
     })
 }

@@ -125,20 +125,120 @@ pub fn cpu_seconds(pid: u32) -> Result<f64> {
     let path = format!("/proc/{pid}/stat");
     let stat =
         std::fs::read_to_string(&path).map_err(|e| BenchError::io(format!("reading {path}"), e))?;
-    // Fields after the parenthesised command name (which may hold spaces):
-    // state is field 3, utime and stime are fields 14 and 15.
-    let after_comm = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let fields: Vec<&str> = after_comm.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok());
-    let (Some(utime), Some(stime)) = (ticks(11), ticks(12)) else {
-        return Err(BenchError::io(
-            path,
-            std::io::Error::other("unexpected format"),
-        ));
-    };
+    let times = ProcessTimes::parse(&stat)
+        .ok_or_else(|| BenchError::io(path, std::io::Error::other("unexpected format")))?;
+    Ok(times.own)
+}
+
+/// One process's CPU times from `/proc/<pid>/stat`, in seconds.
+struct ProcessTimes {
+    command: String,
+    /// User + system time of the process itself.
+    own: f64,
+    /// User + system time of its children that have exited and been waited for.
+    reaped_children: f64,
+}
+
+impl ProcessTimes {
+    fn parse(stat: &str) -> Option<Self> {
+        // The command name is parenthesised and may hold spaces; after it,
+        // state is field 3, utime and stime fields 14 and 15, cutime and
+        // cstime fields 16 and 17.
+        let (head, after_comm) = stat.rsplit_once(')')?;
+        let command = head.split_once('(')?.1.to_string();
+        let fields: Vec<&str> = after_comm.split_whitespace().collect();
+        let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok());
+        let per_second = clock_ticks_per_second();
+        Some(ProcessTimes {
+            command,
+            own: (ticks(11)? + ticks(12)?) as f64 / per_second,
+            reaped_children: (ticks(13)? + ticks(14)?) as f64 / per_second,
+        })
+    }
+}
+
+fn clock_ticks_per_second() -> f64 {
     // SAFETY: sysconf has no preconditions.
-    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    Ok((utime + stime) as f64 / per_second)
+    unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64
+}
+
+/// CPU time used so far by every PostgreSQL process on the machine (all
+/// servers: postmasters, backends, WAL senders and receivers).
+#[derive(Debug, Clone, Copy)]
+pub struct PostgresCpu {
+    pub seconds: f64,
+    /// How many PostgreSQL processes there are (exited ones not yet reaped included).
+    pub processes: usize,
+}
+
+/// Reads [`PostgresCpu`]. A backend that exited is counted through its
+/// postmaster's reaped-children time, so connections that come and go
+/// (`-C`) are not lost.
+pub fn postgres_cpu() -> PostgresCpu {
+    // A process reaped while the list is read can be missed twice over: its
+    // postmaster read before the reaping, itself gone when its turn comes.
+    // Such a reading is taken again.
+    for _ in 0..10 {
+        if let Some(reading) = read_postgres_cpu() {
+            return reading;
+        }
+    }
+    read_postgres_cpu().unwrap_or(PostgresCpu {
+        seconds: 0.0,
+        processes: 0,
+    })
+}
+
+/// One pass over `/proc`; `None` if a listed process vanished meanwhile.
+fn read_postgres_cpu() -> Option<PostgresCpu> {
+    let mut reading = PostgresCpu {
+        seconds: 0.0,
+        processes: 0,
+    };
+    for entry in std::fs::read_dir("/proc").ok()? {
+        let Some(pid) = entry
+            .ok()
+            .and_then(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        if let Some(t) = ProcessTimes::parse(&stat).filter(|t| t.command == "postgres") {
+            reading.seconds += t.own + t.reaped_children;
+            reading.processes += 1;
+        }
+    }
+    Some(reading)
+}
+
+/// [`postgres_cpu`] once no more PostgreSQL processes exist than `before`
+/// had (or after a few seconds): a backend whose client just left is still
+/// exiting, and read in between — gone from the list, not yet added to its
+/// postmaster's reaped time — its CPU would land in the next measurement.
+pub fn postgres_cpu_after(before: PostgresCpu) -> PostgresCpu {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let now = postgres_cpu();
+        if now.processes <= before.processes || Instant::now() >= deadline {
+            return now;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// CPU time used so far by this process's children that have exited and
+/// been waited for (pgbench, through `timeout`), in seconds.
+pub fn reaped_children_cpu_seconds() -> Result<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat")
+        .map_err(|e| BenchError::io("reading /proc/self/stat", e))?;
+    ProcessTimes::parse(&stat)
+        .map(|t| t.reaped_children)
+        .ok_or_else(|| {
+            BenchError::io(
+                "/proc/self/stat",
+                std::io::Error::other("unexpected format"),
+            )
+        })
 }
 
 /// CPU time the whole machine spent busy (user, system, interrupts) so far,
@@ -159,9 +259,7 @@ pub fn machine_busy_seconds() -> Result<f64> {
         .iter()
         .filter_map(|&i| ticks.get(i))
         .sum();
-    // SAFETY: sysconf has no preconditions.
-    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    Ok(busy as f64 / per_second)
+    Ok(busy as f64 / clock_ticks_per_second())
 }
 
 /// Raises this process's open-file limit as far as allowed; children

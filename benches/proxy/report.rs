@@ -193,8 +193,8 @@ fn throughput_table(md: &mut String, results: &[ScenarioResult]) {
     );
     let _ = writeln!(
         md,
-        "| Scenario | Target | TPS | Avg latency (ms) | Errors | Pooler CPU (µs/tx) | Machine CPU (µs/tx) | pgrelay / direct | pgrelay / PgBouncer |\n\
-         |---|---|---:|---:|---:|---:|---:|---:|---:|"
+        "| Scenario | Target | TPS | Avg latency (ms) | Errors | Pooler CPU (µs/tx) | PostgreSQL CPU (µs/tx) | pgbench CPU (µs/tx) | Machine CPU (µs/tx) | pgrelay / direct | pgrelay / PgBouncer |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
     for row in results {
         let name = row.scenario.name();
@@ -202,7 +202,7 @@ fn throughput_table(md: &mut String, results: &[ScenarioResult]) {
             if spec.left_out.is_some() {
                 continue;
             }
-            let (tps, lat, errors, cpu, machine) = match cell {
+            let (tps, lat, errors, cpu) = match cell {
                 Cell::Measured {
                     mean: o,
                     tps_spread_pct,
@@ -210,17 +210,20 @@ fn throughput_table(md: &mut String, results: &[ScenarioResult]) {
                     format!("{:.0} ±{:.0}%", o.tps, tps_spread_pct / 2.0),
                     format!("{:.3}", o.latency_ms),
                     o.errors.to_string(),
-                    o.pooler_cpu_us_per_tx
-                        .map_or_else(String::new, |us| format!("{us:.1}")),
-                    o.machine_cpu_us_per_tx
-                        .map_or_else(String::new, |us| format!("{us:.1}")),
+                    [
+                        o.pooler_cpu_us_per_tx,
+                        o.postgres_cpu_us_per_tx,
+                        o.pgbench_cpu_us_per_tx,
+                        o.machine_cpu_us_per_tx,
+                    ]
+                    .map(|us| us.map_or_else(String::new, |us| format!("{us:.1}")))
+                    .join(" | "),
                 ),
                 Cell::NotRun(why) => (
                     format!("n/a ({why})"),
                     "—".into(),
                     "—".into(),
-                    String::new(),
-                    String::new(),
+                    " | ".repeat(3),
                 ),
             };
             let is_ours = matches!(
@@ -238,7 +241,7 @@ fn throughput_table(md: &mut String, results: &[ScenarioResult]) {
             };
             let _ = writeln!(
                 md,
-                "| {name} | {} | {tps} | {lat} | {errors} | {cpu} | {machine} | {} | {} |",
+                "| {name} | {} | {tps} | {lat} | {errors} | {cpu} | {} | {} |",
                 spec.label,
                 ratio_to(TargetKind::Direct),
                 ratio_to(TargetKind::PgBouncer)
@@ -336,6 +339,12 @@ fn method(md: &mut String, e: &Environment) {
            over the whole pgbench run, logins included, divided by the transactions pgbench \
            completed: what one transaction costs the pooler, independent of how the 2 cores \
            were shared.\n\
+         - PostgreSQL CPU = the same for every `postgres` process on the machine (all three \
+           servers, their backends and WAL senders; a backend that exits is counted through \
+           its postmaster's reaped-children time). pgbench CPU = pgbench's user + system time \
+           (its reaped-children time, read by the bench). What the machine spends beyond \
+           the three columns is the kernel's work outside these processes (interrupts, \
+           kernel threads) and anything else running.\n\
          - Machine CPU = busy time of the whole machine (user, system, interrupts; from \
            `/proc/stat`) over the run divided by the transactions: pgbench, PostgreSQL, the \
            pooler and the kernel together. With every core busy, TPS ≈ cores / machine CPU, \

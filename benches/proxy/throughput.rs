@@ -7,7 +7,10 @@ use crate::error::Result;
 use crate::pgbench::{Endpoint, Load, Outcome, Pgbench, QueryMode, Workload};
 use crate::plan::{Scenario, TargetKind, TargetSpec};
 use crate::pooler::{ClientAuth, PoolerSettings, RunningPooler, Upstream};
-use crate::process::{cpu_seconds, machine_busy_seconds};
+use crate::process::{
+    cpu_seconds, machine_busy_seconds, postgres_cpu, postgres_cpu_after,
+    reaped_children_cpu_seconds,
+};
 use crate::{pgbouncer, plan, relay};
 
 const WARM_UP_SECONDS: u64 = 2;
@@ -185,9 +188,19 @@ fn run_all(
                 let pid = pooler.as_ref().map(RunningPooler::pid);
                 match measure_run(pgbench, endpoint, pid, scenario, seconds) {
                     Ok(o) => {
+                        let us =
+                            |v: Option<f64>| v.map_or_else(|| "-".into(), |v| format!("{v:.1}"));
                         eprintln!(
-                            "bench: {name} round {round} {}: {:.0} tps, {:.3} ms, {} errors",
-                            target.spec.label, o.tps, o.latency_ms, o.errors
+                            "bench: {name} round {round} {}: {:.0} tps, {:.3} ms, {} errors; \
+                             CPU µs/tx pooler {} postgres {} pgbench {} machine {}",
+                            target.spec.label,
+                            o.tps,
+                            o.latency_ms,
+                            o.errors,
+                            us(o.pooler_cpu_us_per_tx),
+                            us(o.postgres_cpu_us_per_tx),
+                            us(o.pgbench_cpu_us_per_tx),
+                            us(o.machine_cpu_us_per_tx),
                         );
                         runs[i].push(o);
                     }
@@ -219,17 +232,25 @@ fn measure_run(
     scenario: &Scenario,
     seconds: u64,
 ) -> Result<Outcome> {
-    let cpu_before = pooler_pid.map(cpu_seconds).transpose()?;
+    let pooler_before = pooler_pid.map(cpu_seconds).transpose()?;
+    let postgres_before = postgres_cpu();
+    let pgbench_before = reaped_children_cpu_seconds()?;
     let machine_before = machine_busy_seconds()?;
     let mut outcome = pgbench.run(endpoint, scenario.load, seconds)?;
     let machine_used = machine_busy_seconds()? - machine_before;
-    outcome.machine_cpu_us_per_tx =
-        (outcome.transactions > 0).then(|| machine_used * 1e6 / outcome.transactions as f64);
-    if let (Some(pid), Some(before)) = (pooler_pid, cpu_before) {
-        let used = cpu_seconds(pid)? - before;
-        outcome.pooler_cpu_us_per_tx =
-            (outcome.transactions > 0).then(|| used * 1e6 / outcome.transactions as f64);
-    }
+    let pgbench_used = reaped_children_cpu_seconds()? - pgbench_before;
+    let postgres_used = postgres_cpu_after(postgres_before).seconds - postgres_before.seconds;
+    let pooler_used = match (pooler_pid, pooler_before) {
+        (Some(pid), Some(before)) => Some(cpu_seconds(pid)? - before),
+        _ => None,
+    };
+    let per_tx = |seconds: f64| {
+        (outcome.transactions > 0).then(|| seconds * 1e6 / outcome.transactions as f64)
+    };
+    outcome.machine_cpu_us_per_tx = per_tx(machine_used);
+    outcome.pgbench_cpu_us_per_tx = per_tx(pgbench_used);
+    outcome.postgres_cpu_us_per_tx = per_tx(postgres_used);
+    outcome.pooler_cpu_us_per_tx = pooler_used.and_then(per_tx);
     Ok(outcome)
 }
 
@@ -256,6 +277,8 @@ fn cell(scenario: &Scenario, target: &Target, runs: &[Outcome], failure: Option<
         errors: runs.iter().map(|o| o.errors).sum::<u64>() + failed_rounds,
         transactions: runs.iter().map(|o| o.transactions).sum(),
         pooler_cpu_us_per_tx: mean_of_all(runs.iter().map(|o| o.pooler_cpu_us_per_tx)),
+        postgres_cpu_us_per_tx: mean_of_all(runs.iter().map(|o| o.postgres_cpu_us_per_tx)),
+        pgbench_cpu_us_per_tx: mean_of_all(runs.iter().map(|o| o.pgbench_cpu_us_per_tx)),
         machine_cpu_us_per_tx: mean_of_all(runs.iter().map(|o| o.machine_cpu_us_per_tx)),
     };
     Cell::Measured {
