@@ -123,10 +123,18 @@ fn run(knobs: &Knobs) -> Result<()> {
     let pgbench = Pgbench::new(cluster.bin_dir());
     eprintln!("bench: pgbench -i -s {}", plan::SCALE);
     pgbench.initialize(&upstream.endpoint_via(cluster.port()), plan::SCALE)?;
-    if replicas > 0 {
-        // The routed reads must find the data on the replicas too.
-        cluster.wait_caught_up(std::time::Duration::from_secs(120))?;
-    }
+    // Cleans up after writes so the next runs meet neither dead rows nor a
+    // checkpoint, and the routed reads find the data on the replicas.
+    let settle = || -> Result<()> {
+        eprintln!("bench: settling (VACUUM, CHECKPOINT, replicas caught up)");
+        cluster.primary().sql("VACUUM ANALYZE")?;
+        cluster.primary().sql("CHECKPOINT")?;
+        if replicas > 0 {
+            cluster.wait_caught_up(std::time::Duration::from_secs(120))?;
+        }
+        Ok(())
+    };
+    settle()?;
 
     let scenarios: Vec<_> = plan::scenarios()
         .into_iter()
@@ -138,8 +146,11 @@ fn run(knobs: &Knobs) -> Result<()> {
         cluster.port(),
         &pgbouncer_bin,
         &scenarios,
-        knobs.rounds,
-        knobs.seconds,
+        &throughput::Runs {
+            rounds: knobs.rounds,
+            seconds: knobs.seconds,
+            settle: &settle,
+        },
     )?;
     let memory = measure_memory(&upstream, &pgbouncer_bin, &knobs.idle_counts)?;
 

@@ -304,12 +304,17 @@ fn method(md: &mut String, e: &Environment) {
            (default 8), `PGRELAY_BENCH_ROUNDS` the rounds (default 2), `PGRELAY_BENCH_QUICK=1` \
            means 2 s × 1 round for a smoke check, `PGRELAY_BENCH_IDLE=1000,10000` the idle \
            client counts, `PGRELAY_BENCH_ONLY=c=500,TPC-B` picks scenarios by name, `PGRELAY_BENCH_OUT` the output file.\n\
-         - Interleaved: for each scenario and round, direct, pgrelay and PgBouncer run back to \
-           back, so drift of the machine hits all of them alike; the table shows the mean over \
-           rounds, ± half the rounds' TPS range. Round-to-round spread on this 2-core VM is \
-           often 5–20%, so a verdict within that distance of its threshold can flip between \
-           runs. Before the first scenario each pooler's pool is filled by an unmeasured 2 s \
-           run, so no scenario pays for the poolers' own server logins.\n\
+         - Interleaved: for each scenario and round, every target runs back to back, in \
+           reverse order on even rounds, so drift of the machine hits all of them alike; the \
+           table shows the mean over rounds, ± half the rounds' TPS range. Round-to-round \
+           spread on this 2-core VM is often 5–20%, so a verdict within that distance of its \
+           threshold can flip between runs. Before the first scenario each pooler's pool is \
+           filled by an unmeasured 2 s run, so no scenario pays for the poolers' own server \
+           logins.\n\
+         - The read-only scenarios run first and the writing ones (TPC-B) last; after each \
+           writing scenario the bench runs `VACUUM ANALYZE` and `CHECKPOINT` on the primary \
+           and waits for the replicas to replay everything, so no run meets another's dead \
+           rows, checkpoint or replay backlog.\n\
          - {pgbench} with `-j {PGBENCH_THREADS}` threads (`-j 1` at one client), `-n`, \
            scale {scale}, loopback TCP only. The machine has {cores} cores shared by pgbench, \
            the pooler and PostgreSQL, so a pooler's own CPU use costs throughput directly: \

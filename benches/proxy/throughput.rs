@@ -46,6 +46,15 @@ pub struct ScenarioResult {
     pub cells: Vec<Cell>,
 }
 
+/// How each scenario is run.
+pub struct Runs<'a> {
+    pub rounds: u32,
+    /// Length of one pgbench run.
+    pub seconds: u64,
+    /// Cleans up after a scenario that writes (see [`run_all`]).
+    pub settle: &'a dyn Fn() -> Result<()>,
+}
+
 /// The pgbench runs' settings: what both poolers are given.
 fn bench_settings(auth: ClientAuth) -> PoolerSettings {
     PoolerSettings {
@@ -64,8 +73,7 @@ pub fn measure_all(
     direct_port: u16,
     pgbouncer_bin: &Result<PathBuf, String>,
     scenarios: &[Scenario],
-    rounds: u32,
-    seconds: u64,
+    runs: &Runs,
 ) -> Result<Vec<ScenarioResult>> {
     let mut results = Vec::new();
     for auth in [ClientAuth::Md5, ClientAuth::ScramSha256] {
@@ -80,7 +88,7 @@ pub fn measure_all(
         eprintln!("bench: starting poolers with auth_type {}", auth.setting());
         let targets = start_targets(upstream, direct_port, pgbouncer_bin, bench_settings(auth))?;
         warm_up(pgbench, &targets);
-        results.extend(run_all(pgbench, &targets, &group, rounds, seconds));
+        results.extend(run_all(pgbench, &targets, &group, runs)?);
     }
     Ok(results)
 }
@@ -165,20 +173,33 @@ fn warm_up(pgbench: &Pgbench, targets: &[Target]) {
 }
 
 /// Every scenario × round × target, interleaved; returns per-target means.
+/// Even rounds run the targets in reverse order, so a drift of the machine
+/// within a scenario (a warming cache, a background job winding down) falls
+/// on every target alike rather than always on the later ones. After a
+/// scenario that writes, `settle` cleans up before the next one is measured.
 fn run_all(
     pgbench: &Pgbench,
     targets: &[Target],
     scenarios: &[Scenario],
-    rounds: u32,
-    seconds: u64,
-) -> Vec<ScenarioResult> {
+    runs: &Runs,
+) -> Result<Vec<ScenarioResult>> {
+    let Runs {
+        rounds,
+        seconds,
+        settle,
+    } = *runs;
     let mut results = Vec::new();
     for scenario in scenarios {
         let name = scenario.name();
         let mut runs: Vec<Vec<Outcome>> = vec![Vec::new(); targets.len()];
         let mut failures: Vec<Option<String>> = vec![None; targets.len()];
         for round in 1..=rounds {
-            for (i, target) in targets.iter().enumerate() {
+            let mut order: Vec<usize> = (0..targets.len()).collect();
+            if round % 2 == 0 {
+                order.reverse();
+            }
+            for i in order {
+                let target = &targets[i];
                 let TargetState::Live { endpoint, pooler } = &target.state else {
                     continue;
                 };
@@ -220,11 +241,14 @@ fn run_all(
             scenario: *scenario,
             cells,
         });
+        if scenario.writes() {
+            settle()?;
+        }
     }
-    results
+    Ok(results)
 }
 
-/// One pgbench run, with the pooler's CPU time over it when there is a pooler.
+/// One pgbench run, with the CPU time each part of the machine used over it.
 fn measure_run(
     pgbench: &Pgbench,
     endpoint: &Endpoint,
