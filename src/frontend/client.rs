@@ -13,6 +13,10 @@ pub(crate) struct ClientConn {
     pub rbuf: BytesMut,
     /// Messages pgrelay itself writes to the client, sent at the next flush.
     pub wbuf: BytesMut,
+    /// Bytes read and written since the last [`ClientConn::take_byte_counts`]:
+    /// plain adds here, published to the shared counters once per batch.
+    received: u64,
+    sent: u64,
 }
 
 impl ClientConn {
@@ -21,7 +25,17 @@ impl ClientConn {
             stream,
             rbuf: BytesMut::with_capacity(8192),
             wbuf: BytesMut::with_capacity(1024),
+            received: 0,
+            sent: 0,
         }
+    }
+
+    /// (received, sent) bytes since the last call.
+    pub fn take_byte_counts(&mut self) -> (u64, u64) {
+        (
+            std::mem::take(&mut self.received),
+            std::mem::take(&mut self.sent),
+        )
     }
 
     /// Reads more bytes; `ClientClosed` at end of stream.
@@ -31,13 +45,17 @@ impl ClientConn {
         }
         match self.stream.read_buf(&mut self.rbuf).await? {
             0 => Err(FrontendError::ClientClosed),
-            n => Ok(n),
+            n => {
+                self.received += n as u64;
+                Ok(n)
+            }
         }
     }
 
     pub async fn flush(&mut self) -> Result<(), FrontendError> {
         if !self.wbuf.is_empty() {
             self.stream.write_all(&self.wbuf).await?;
+            self.sent += self.wbuf.len() as u64;
             self.wbuf.clear();
         }
         Ok(())
@@ -48,6 +66,7 @@ impl ClientConn {
         self.flush().await?;
         if !bytes.is_empty() {
             self.stream.write_all(bytes).await?;
+            self.sent += bytes.len() as u64;
         }
         Ok(())
     }

@@ -129,6 +129,10 @@ pub(crate) async fn run_connection(
         report(&metrics, e);
         client.fatal(e).await;
     }
+    session
+        .pools
+        .metrics
+        .client_bytes(client.take_byte_counts());
     Box::pin(session.finish()).await;
 }
 

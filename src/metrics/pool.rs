@@ -226,28 +226,30 @@ impl PoolMetrics {
         servers[ServerState::Idle as usize].set(saturating_i64(idle));
     }
 
-    /// A query (simple Query, or Sync of an extended-protocol batch) completed.
-    pub fn query_done(&self, target: Role, elapsed: Duration) {
+    /// `count` queries (simple Query, or Sync of an extended-protocol batch)
+    /// completed, taking `elapsed` between them.
+    pub fn queries_done(&self, target: Role, count: u32, elapsed: Duration) {
         let role = self.role(target);
-        role.queries.inc();
+        role.queries.inc_by(u64::from(count));
         role.query_seconds.inc_by(elapsed.as_secs_f64());
     }
 
-    /// A transaction (explicit, or an implicit single-statement one) completed.
-    pub fn transaction_done(&self, target: Role, elapsed: Duration) {
+    /// `count` transactions (explicit, or implicit single-statement ones)
+    /// completed, taking `elapsed` between them.
+    pub fn transactions_done(&self, target: Role, count: u32, elapsed: Duration) {
         let role = self.role(target);
-        role.transactions.inc();
+        role.transactions.inc_by(u64::from(count));
         role.transaction_seconds.inc_by(elapsed.as_secs_f64());
     }
 
-    /// `bytes` arrived from a client of this pool.
-    pub fn bytes_received(&self, bytes: usize) {
-        self.inner.received.inc_by(bytes as u64);
-    }
-
-    /// `bytes` were sent to a client of this pool.
-    pub fn bytes_sent(&self, bytes: usize) {
-        self.inner.sent.inc_by(bytes as u64);
+    /// `(received, sent)` bytes from and to a client of this pool.
+    pub fn client_bytes(&self, (received, sent): (u64, u64)) {
+        if received > 0 {
+            self.inner.received.inc_by(received);
+        }
+        if sent > 0 {
+            self.inner.sent.inc_by(sent);
+        }
     }
 }
 

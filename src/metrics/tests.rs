@@ -32,13 +32,13 @@ fn pool_handles_record_per_pool_and_role() {
     let m = Metrics::new().unwrap();
     let app = m.pool("app", "svc");
     let other = m.pool("other", "svc");
-    app.query_done(Role::Primary, Duration::from_millis(250));
-    app.query_done(Role::Primary, Duration::from_millis(250));
-    app.query_done(Role::Replica, Duration::from_millis(100));
-    app.transaction_done(Role::Primary, Duration::from_secs(2));
-    other.bytes_received(10);
-    app.bytes_received(100);
-    app.bytes_sent(7);
+    app.queries_done(Role::Primary, 1, Duration::from_millis(250));
+    app.queries_done(Role::Primary, 1, Duration::from_millis(250));
+    app.queries_done(Role::Replica, 1, Duration::from_millis(100));
+    app.transactions_done(Role::Primary, 1, Duration::from_secs(2));
+    other.client_bytes((10, 0));
+    app.client_bytes((100, 0));
+    app.client_bytes((0, 7));
 
     let primary = [("database", "app"), ("user", "svc"), ("target", "primary")];
     assert_eq!(value(&m, "pgrelay_queries_total", &primary), Some(2.0));
@@ -72,8 +72,8 @@ fn pool_handles_record_per_pool_and_role() {
 #[test]
 fn asking_for_a_pool_twice_shares_its_series() {
     let m = Metrics::new().unwrap();
-    m.pool("app", "svc").bytes_sent(3);
-    m.pool("app", "svc").bytes_sent(4);
+    m.pool("app", "svc").client_bytes((0, 3));
+    m.pool("app", "svc").client_bytes((0, 4));
     let labels = [("database", "app"), ("user", "svc")];
     assert_eq!(
         value(&m, "pgrelay_client_sent_bytes_total", &labels),
@@ -133,11 +133,11 @@ fn server_connections_connects_and_waits() {
 fn replica_series_appear_only_once_used() {
     let m = Metrics::new().unwrap();
     let p = m.pool("app", "svc");
-    p.query_done(Role::Primary, Duration::from_millis(1));
+    p.queries_done(Role::Primary, 1, Duration::from_millis(1));
     assert!(!m.encode().unwrap().contains(r#"role="replica""#));
     assert!(!m.encode().unwrap().contains(r#"target="replica""#));
     p.checkout_waited(Role::Replica, Duration::from_millis(1));
-    p.query_done(Role::Replica, Duration::from_millis(1));
+    p.queries_done(Role::Replica, 1, Duration::from_millis(1));
     let replica = [("database", "app"), ("target", "replica")];
     assert_eq!(value(&m, "pgrelay_queries_total", &replica), Some(1.0));
     assert!(m.encode().unwrap().contains(r#"role="replica""#));
@@ -257,7 +257,7 @@ fn encode_has_help_types_build_info_and_process_metrics() {
 #[test]
 fn label_values_are_escaped_not_trusted() {
     let m = Metrics::new().unwrap();
-    m.pool("we\"ird\ndb", "u").bytes_sent(1);
+    m.pool("we\"ird\ndb", "u").client_bytes((0, 1));
     let text = m.encode().unwrap();
     assert!(text.contains(r#"database="we\"ird\ndb""#), "{text}");
 }

@@ -122,6 +122,10 @@ impl Session<'_> {
             relay: std::mem::replace(&mut self.spare_relay, RelayState::empty()),
             role,
             since,
+            // The checkout was for the request that follows at once.
+            query_started: Some(since),
+            xact_started: Some(since),
+            ready_at: None,
             _in_flight: in_flight,
             wrote: false,
         });

@@ -16,7 +16,7 @@ use super::cancel::Registration;
 use super::client::ClientConn;
 use super::params::ClientParams;
 use super::prepared::ClientStatements;
-use super::relay::{Out, Owed, RelayState};
+use super::relay::{Completed, Out, Owed, RelayState};
 use super::routing::{
     answer_route_command, Destination, LastRoute, RouteContext, Routed, ServerRole,
 };
@@ -49,10 +49,47 @@ pub(crate) struct Attached {
     relay: RelayState,
     role: ServerRole,
     since: Instant,
+    /// When the oldest query still unanswered was sent, and the open
+    /// transaction's first one (statistics; `None` when there is none).
+    query_started: Option<Instant>,
+    xact_started: Option<Instant>,
+    /// When the last ReadyForQuery arrived, until the session next waits: a
+    /// release right after it reuses that clock reading.
+    ready_at: Option<Instant>,
     /// Counts this client in its replica's outstanding requests.
     _in_flight: Option<InFlight>,
     /// A statement that is not a read ran here (read-your-writes marks it).
     wrote: bool,
+}
+
+impl Attached {
+    /// A client message is about to go to this server: a query starts now
+    /// unless one is still unanswered.
+    fn note_request(&mut self) {
+        if self.query_started.is_none() {
+            let now = Instant::now();
+            self.query_started = Some(now);
+            self.xact_started.get_or_insert(now);
+        }
+    }
+
+    /// Counts the queries and transactions the server just finished. With
+    /// requests pipelined, the time runs from the oldest unanswered one.
+    fn record_completed(&mut self, done: Completed, metrics: &crate::metrics::PoolMetrics) {
+        let now = Instant::now();
+        let role = metric_role(&self.role);
+        let since = |start: Option<Instant>| now.duration_since(start.unwrap_or(self.since));
+        metrics.queries_done(role, done.queries, since(self.query_started));
+        if done.transactions > 0 {
+            metrics.transactions_done(role, done.transactions, since(self.xact_started));
+        }
+        let more = (!self.relay.is_quiet()).then_some(now);
+        self.ready_at = Some(now);
+        self.query_started = more;
+        if self.relay.tx == TxStatus::Idle {
+            self.xact_started = more;
+        }
+    }
 }
 
 pub(crate) struct Session<'a> {
@@ -303,6 +340,8 @@ impl<'a> Session<'a> {
                     _ = &mut stop, if stoppable => return Err(FrontendError::ShuttingDown),
                 },
                 Some(attached) => {
+                    // Whatever follows the wait reads the clock afresh.
+                    attached.ready_at = None;
                     // Biased, server first: no random start per wait, and
                     // replies are relayed before the client may add more.
                     let event = tokio::select! {
@@ -369,7 +408,8 @@ impl<'a> Session<'a> {
                 dest = Some(routed.dest);
             }
             let msg = &client.rbuf[done..done + len];
-            if self.server.is_some() {
+            if let Some(attached) = &mut self.server {
+                attached.note_request();
                 self.forward_client_message(msg, dest)?;
             } else {
                 self.handle_without_server(msg, dest, &mut client.wbuf)
@@ -431,6 +471,11 @@ impl<'a> Session<'a> {
         let attached = self.server.as_mut().expect("attached");
         let answered =
             relay_server_data(attached, &mut self.params, &mut self.to_client, client).await?;
+        let completed = attached.relay.take_completed();
+        if completed.queries > 0 {
+            attached.record_completed(completed, &self.pools.metrics);
+            self.pools.metrics.client_bytes(client.take_byte_counts());
+        }
         let tx_left_open = attached.relay.is_quiet() && attached.relay.tx != TxStatus::Idle;
         if answered {
             self.end_replay();
@@ -512,13 +557,9 @@ impl<'a> Session<'a> {
         self.end_replay();
         self.cancel.slot.detach();
         self.set_client_state(ClientState::Idle);
-        let now = Instant::now();
-        let held = now.duration_since(attached.since);
-        self.pools
-            .metrics
-            .transaction_done(metric_role(&attached.role), held);
+        let now = attached.ready_at.unwrap_or_else(Instant::now);
         if let ServerRole::Replica(endpoint) = &attached.role {
-            endpoint.observe_latency(held);
+            endpoint.observe_latency(now.duration_since(attached.since));
         }
         if !attached.relay.is_idle(attached.conn.rbuf.len()) {
             debug!("closing a server left mid-transaction or mid-reply");

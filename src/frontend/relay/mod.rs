@@ -60,6 +60,15 @@ pub(crate) enum Out {
     Own(&'static [u8]),
 }
 
+/// Requests the server finished since the last [`RelayState::take_completed`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Completed {
+    /// ReadyForQuery messages: simple queries and extended-protocol Syncs.
+    pub queries: u32,
+    /// Those of them that left no transaction open.
+    pub transactions: u32,
+}
+
 #[derive(Debug)]
 pub(crate) struct RelayState {
     owed: VecDeque<Owed>,
@@ -71,6 +80,7 @@ pub(crate) struct RelayState {
     /// Server-side statements that turned out not to exist (their Parse failed
     /// or was skipped after an error); the caller forgets them.
     pub not_prepared: Vec<Arc<str>>,
+    completed: Completed,
 }
 
 impl Default for RelayState {
@@ -92,6 +102,7 @@ impl RelayState {
             tx: TxStatus::Idle,
             skip: 0,
             not_prepared: Vec::new(),
+            completed: Completed::default(),
         }
     }
 
@@ -118,6 +129,11 @@ impl RelayState {
             _ => self.unsynced = true,
         }
         self.owed.push_back(owed);
+    }
+
+    /// The queries and transactions finished since the last call.
+    pub fn take_completed(&mut self) -> Completed {
+        std::mem::take(&mut self.completed)
     }
 
     /// A Flush or another message owing nothing was sent.
@@ -220,6 +236,8 @@ impl RelayState {
         let done = match (front, tag) {
             (Owed::UntilReady | Owed::Ready, t::READY_FOR_QUERY) => {
                 self.tx = be::ready_for_query_status(frame.body)?;
+                self.completed.queries += 1;
+                self.completed.transactions += u32::from(self.tx == TxStatus::Idle);
                 true
             }
             (Owed::UntilReady | Owed::Ready, _) => false,

@@ -213,3 +213,41 @@ fn an_emptied_state_is_fresh_but_keeps_its_queue() {
     let fresh = RelayState::empty().emptied();
     assert!(fresh.owed.capacity() >= 8, "a first release reserves room");
 }
+
+#[test]
+fn ready_for_query_counts_queries_and_the_transactions_they_close() {
+    let mut r = RelayState::default();
+    // BEGIN; SELECT 1; COMMIT as three simple queries, and a pipelined pair of
+    // extended-protocol Syncs: five queries, two of them ending a transaction.
+    for _ in 0..3 {
+        r.owe(Owed::UntilReady);
+    }
+    let mut server = ready(TxStatus::InTransaction);
+    server.extend_from_slice(&ready(TxStatus::InTransaction));
+    relay(&mut r, &server);
+    assert_eq!(
+        r.take_completed(),
+        Completed {
+            queries: 2,
+            transactions: 0
+        }
+    );
+    relay(&mut r, &ready(TxStatus::Idle));
+    r.owe(Owed::Ready);
+    r.owe(Owed::Ready);
+    let mut syncs = ready(TxStatus::Idle);
+    syncs.extend_from_slice(&ready(TxStatus::Idle));
+    relay(&mut r, &syncs);
+    assert_eq!(
+        r.take_completed(),
+        Completed {
+            queries: 3,
+            transactions: 3
+        }
+    );
+    assert_eq!(r.take_completed(), Completed::default(), "taken once");
+    // A failed transaction ('E') is still open until its ROLLBACK.
+    r.owe(Owed::UntilReady);
+    relay(&mut r, &ready(TxStatus::Failed));
+    assert_eq!(r.take_completed().transactions, 0);
+}
