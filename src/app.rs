@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rand::Rng;
 use thiserror::Error;
@@ -22,7 +22,7 @@ use crate::cluster::{
 };
 use crate::config::{AuthType, Config, ReplicasConfig, SslMode};
 use crate::frontend::{self, CancelRegistry, Directory, FrontendSettings, ListenerHandle, Shared};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, TrafficWindow};
 use crate::pool::PoolSettings;
 use crate::router::{Classifier, RuleSet};
 use crate::shutdown::Shutdown;
@@ -549,6 +549,7 @@ pub async fn start_from(config: Config, source: Option<PathBuf>) -> Result<Runni
         .collect();
     let max_clients = config.limits.max_client_conn as usize;
     let metrics_addr = config.metrics.addr;
+    let traffic = Arc::new(TrafficWindow::new(config.logging.stats_period));
     let app = App::new(config, source)?;
     let shutdown = Shutdown::new();
     let metrics = Arc::new(Metrics::new()?);
@@ -560,6 +561,7 @@ pub async fn start_from(config: Config, source: Option<PathBuf>) -> Result<Runni
         tls_acceptor: client_tls,
         client_slots: Arc::new(tokio::sync::Semaphore::new(max_clients)),
         metrics: metrics.clone(),
+        traffic: traffic.clone(),
     });
     let mut listeners = Vec::new();
     let mut addrs = Vec::new();
@@ -600,6 +602,7 @@ pub async fn start_from(config: Config, source: Option<PathBuf>) -> Result<Runni
             loop {
                 tick.tick().await;
                 pools.maintain().await;
+                traffic.tick(Instant::now(), pools.traffic_by_database());
             }
         }
     });

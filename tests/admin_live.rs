@@ -54,3 +54,95 @@ async fn admin_and_stats_users_use_the_console_and_others_are_refused() {
     );
     relay.stop().await;
 }
+
+/// The console's `SHOW STATS` row for `database`, by column name.
+async fn show_stats(
+    port: u16,
+    user: &str,
+    password: &str,
+    database: &str,
+) -> std::collections::HashMap<String, u64> {
+    let console = common::connect(&format!(
+        "host=127.0.0.1 port={port} user={user} password={password} dbname=pgbouncer"
+    ))
+    .await;
+    let rows = console
+        .simple_query("SHOW STATS")
+        .await
+        .expect("SHOW STATS");
+    rows.iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(row) if row.get(0) == Some(database) => Some(
+                (1..row.len())
+                    .map(|i| {
+                        let value = row.get(i).expect("no NULLs").parse().expect("a number");
+                        (row.columns()[i].name().to_string(), value)
+                    })
+                    .collect(),
+            ),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no SHOW STATS row for {database}: {rows:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn show_stats_counts_transactions_queries_and_bytes_and_averages_them() {
+    let cluster = cluster(0, false).await;
+    let (su, su_pw) = cluster.superuser();
+    let relay = start_relay(
+        &cluster,
+        &format!("pool_mode: transaction\nauth_type: plain\nadmin_users: {su}\nstats_period: 1"),
+    )
+    .await;
+    let db = cluster.database();
+    let before = show_stats(relay.port, su, su_pw, db).await;
+    assert_eq!(before["total_xact_count"], 0, "{before:?}");
+
+    // Five single-statement transactions, then one of three statements:
+    // six transactions and eight queries, each transaction on one checkout.
+    let client = relay.connect(&cluster).await;
+    for _ in 0..5 {
+        client.simple_query("select 1").await.unwrap();
+    }
+    for sql in ["begin", "select pg_sleep(0.05)", "commit"] {
+        client.simple_query(sql).await.unwrap();
+    }
+    let stats = show_stats(relay.port, su, su_pw, db).await;
+    assert_eq!(stats["total_xact_count"], 6, "{stats:?}");
+    assert_eq!(stats["total_query_count"], 8, "{stats:?}");
+    // One checkout per transaction, and the first login's, which fetched
+    // the server's parameters.
+    assert_eq!(stats["total_server_assignment_count"], 7, "{stats:?}");
+    assert!(
+        stats["total_received"] > 0 && stats["total_sent"] > 0,
+        "{stats:?}"
+    );
+    // The explicit transaction alone held its server for the 50 ms sleep.
+    assert!(stats["total_xact_time"] >= 50_000, "{stats:?}");
+    assert!(stats["total_query_time"] >= 50_000, "{stats:?}");
+    assert!(
+        stats["total_query_time"] <= stats["total_xact_time"],
+        "{stats:?}"
+    );
+
+    // Averages cover the last complete second: keep traffic going until one
+    // such second has some.
+    let mut averaged = None;
+    for _ in 0..40 {
+        client.simple_query("select 1").await.unwrap();
+        let stats = show_stats(relay.port, su, su_pw, db).await;
+        if stats["avg_xact_count"] > 0 {
+            averaged = Some(stats);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let stats = averaged.expect("averages appear within 4 s at stats_period = 1");
+    assert!(
+        stats["avg_query_count"] >= stats["avg_xact_count"],
+        "{stats:?}"
+    );
+    assert!(stats["avg_recv"] > 0 && stats["avg_sent"] > 0, "{stats:?}");
+    assert!(stats["avg_xact_time"] > 0, "{stats:?}");
+    relay.stop().await;
+}

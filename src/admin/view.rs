@@ -1,7 +1,6 @@
-//! The console's numbers, read from the running pools and the current
-//! configuration. Per-client and per-server lists and traffic statistics are
-//! not kept by pgrelay yet: those SHOWs answer with no rows (Prometheus
-//! metrics carry the traffic counters).
+//! The console's numbers, read from the running pools, the traffic counters
+//! and the current configuration. Per-client and per-server lists are not
+//! kept by pgrelay yet: those SHOWs answer with no rows.
 
 use std::sync::Arc;
 
@@ -11,15 +10,45 @@ use super::rows::{
 };
 use crate::cluster::PoolRegistry;
 use crate::config::Config;
+use crate::metrics::{Traffic, TrafficAverages, TrafficWindow};
 
 pub struct LiveView {
     config: Config,
     pools: Arc<PoolRegistry>,
+    traffic: Arc<TrafficWindow>,
 }
 
 impl LiveView {
-    pub fn new(config: Config, pools: Arc<PoolRegistry>) -> Self {
-        LiveView { config, pools }
+    pub fn new(config: Config, pools: Arc<PoolRegistry>, traffic: Arc<TrafficWindow>) -> Self {
+        LiveView {
+            config,
+            pools,
+            traffic,
+        }
+    }
+}
+
+fn stats_row(database: String, total: &Traffic, avg: &TrafficAverages) -> StatsRow {
+    StatsRow {
+        database,
+        total_server_assignment_count: total.assignments,
+        total_xact_count: total.transactions,
+        total_query_count: total.queries,
+        total_received: total.received,
+        total_sent: total.sent,
+        total_xact_time: total.transaction_us,
+        total_query_time: total.query_us,
+        total_wait_time: total.wait_us,
+        avg_server_assignment_count: avg.assignments_per_second,
+        avg_xact_count: avg.transactions_per_second,
+        avg_query_count: avg.queries_per_second,
+        avg_recv: avg.received_per_second,
+        avg_sent: avg.sent_per_second,
+        avg_xact_time: avg.transaction_us,
+        avg_query_time: avg.query_us,
+        avg_wait_time: avg.wait_us,
+        // Parse and Bind are not counted separately.
+        ..StatsRow::default()
     }
 }
 
@@ -132,8 +161,24 @@ impl AdminView for LiveView {
         Vec::new()
     }
 
+    /// One row per configured database (zeros until a client uses it) and
+    /// per database a `*` entry made a pool for.
     fn stats(&self) -> Vec<StatsRow> {
-        Vec::new()
+        let totals = self.pools.traffic_by_database();
+        let names: std::collections::BTreeSet<&String> = self
+            .config
+            .databases
+            .keys()
+            .filter(|name| name.as_str() != "*")
+            .chain(totals.keys())
+            .collect();
+        names
+            .into_iter()
+            .map(|name| {
+                let total = totals.get(name).copied().unwrap_or_default();
+                stats_row(name.clone(), &total, &self.traffic.averages(name))
+            })
+            .collect()
     }
 
     fn version(&self) -> String {

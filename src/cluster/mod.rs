@@ -361,6 +361,18 @@ impl PoolRegistry {
         self.pools.lock().unwrap().values().cloned().collect()
     }
 
+    /// Traffic since start per database, summed over its users' pools.
+    pub fn traffic_by_database(&self) -> HashMap<String, crate::metrics::Traffic> {
+        let mut by_database: HashMap<String, crate::metrics::Traffic> = HashMap::new();
+        for pools in self.all() {
+            by_database
+                .entry(pools.spec.name.clone())
+                .or_default()
+                .add(&pools.metrics.traffic());
+        }
+        by_database
+    }
+
     /// Runs pool upkeep (idle eviction, min_pool_size) for every pool.
     pub async fn maintain(&self) {
         for pools in self.all() {

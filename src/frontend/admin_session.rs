@@ -64,7 +64,11 @@ pub(crate) async fn serve_admin(
 fn run_command(sql: &str, privilege: Privilege, shared: &Shared, out: &mut bytes::BytesMut) {
     let result = AdminCommand::parse(sql).and_then(|cmd| {
         admin::authorize(&cmd, privilege)?;
-        let view = LiveView::new(shared.directory.config(), shared.pools.clone());
+        let view = LiveView::new(
+            shared.directory.config(),
+            shared.pools.clone(),
+            shared.traffic.clone(),
+        );
         let outcome = admin::render(&cmd, &view, out)?;
         Ok((cmd, outcome))
     });

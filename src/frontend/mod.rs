@@ -88,6 +88,8 @@ pub struct Shared {
     /// One permit per logged-in client (`max_client_conn`), across listeners.
     pub client_slots: Arc<tokio::sync::Semaphore>,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// `SHOW STATS` averages, advanced by the upkeep task.
+    pub traffic: Arc<crate::metrics::TrafficWindow>,
 }
 
 #[derive(Debug, Error)]

@@ -13,6 +13,7 @@ mod pool;
 mod process;
 mod register;
 mod replica;
+mod traffic;
 
 use std::sync::Arc;
 
@@ -24,6 +25,7 @@ pub use http::{serve, MetricsServer, MAX_REQUEST_HEAD, REQUEST_TIMEOUT};
 pub use labels::{ClientState, ConnectResult, ErrorOrigin, LoginResult, Role, ServerState};
 pub use pool::PoolMetrics;
 pub use replica::ReplicaMetrics;
+pub use traffic::{Traffic, TrafficAverages, TrafficWindow};
 
 use client::ClientGauges;
 use pool::PoolFamilies;

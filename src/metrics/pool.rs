@@ -10,6 +10,7 @@ use prometheus::{IntGauge, IntGaugeVec, Registry};
 
 use super::labels::{ClientState, ConnectResult, Role, ServerState};
 use super::register::{counter_vec, float_counter_vec, gauge_vec, histogram_vec};
+use super::traffic::Traffic;
 use super::MetricsError;
 
 /// Checkout waits range from microseconds (an idle server) to `query_wait_timeout`.
@@ -167,6 +168,21 @@ impl RoleHandles {
     }
 }
 
+impl RoleHandles {
+    fn traffic(&self) -> Traffic {
+        let micros = |seconds: f64| (seconds * 1e6).round() as u64;
+        Traffic {
+            assignments: self.wait.get_sample_count(),
+            transactions: self.transactions.get(),
+            queries: self.queries.get(),
+            transaction_us: micros(self.transaction_seconds.get()),
+            query_us: micros(self.query_seconds.get()),
+            wait_us: micros(self.wait.get_sample_sum()),
+            ..Traffic::default()
+        }
+    }
+}
+
 struct PoolHandles {
     /// Indexed by [`ClientState`]; `None` for `Login`.
     clients: Vec<Option<IntGauge>>,
@@ -240,6 +256,20 @@ impl PoolMetrics {
         let role = self.role(target);
         role.transactions.inc_by(u64::from(count));
         role.transaction_seconds.inc_by(elapsed.as_secs_f64());
+    }
+
+    /// This pool's traffic since start, over both server roles.
+    pub fn traffic(&self) -> Traffic {
+        let h = &self.inner;
+        let mut total = Traffic {
+            received: h.received.get(),
+            sent: h.sent.get(),
+            ..Traffic::default()
+        };
+        for role in std::iter::once(&h.primary).chain(h.replica.get()) {
+            total.add(&role.traffic());
+        }
+        total
     }
 
     /// `(received, sent)` bytes from and to a client of this pool.
