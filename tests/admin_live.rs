@@ -146,3 +146,27 @@ async fn show_stats_counts_transactions_queries_and_bytes_and_averages_them() {
     assert!(stats["avg_xact_time"] > 0, "{stats:?}");
     relay.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_session_mode_a_query_is_timed_from_when_it_is_sent_not_from_login() {
+    let cluster = cluster(0, false).await;
+    let (su, su_pw) = cluster.superuser();
+    let relay = start_relay(
+        &cluster,
+        &format!("pool_mode: session\nauth_type: plain\nadmin_users: {su}"),
+    )
+    .await;
+    // The session holds its server from login on; it idles before querying.
+    let client = relay.connect(&cluster).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    client.simple_query("select 1").await.unwrap();
+    for sql in ["begin", "select 1", "commit"] {
+        client.simple_query(sql).await.unwrap();
+    }
+    let stats = show_stats(relay.port, su, su_pw, cluster.database()).await;
+    assert_eq!(stats["total_xact_count"], 2, "{stats:?}");
+    assert_eq!(stats["total_query_count"], 4, "{stats:?}");
+    assert!(stats["total_query_time"] < 250_000, "{stats:?}");
+    assert!(stats["total_xact_time"] < 250_000, "{stats:?}");
+    relay.stop().await;
+}

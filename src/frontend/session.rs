@@ -208,6 +208,9 @@ async fn login<'a>(
         (PoolMode::Transaction | PoolMode::Statement, Some(p)) => p,
         _ => {
             session.attach(Destination::Primary).await?;
+            // No request came with this checkout: the first query's time
+            // starts when the client sends it, not at login.
+            session.no_request_pending();
             session.pools.server_params().unwrap_or_default()
         }
     };

@@ -135,6 +135,15 @@ impl Session<'_> {
         Ok(())
     }
 
+    /// The attached server was checked out without a client request (at
+    /// login): statistics time the next query from when it is sent.
+    pub fn no_request_pending(&mut self) {
+        if let Some(attached) = &mut self.server {
+            attached.query_started = None;
+            attached.xact_started = None;
+        }
+    }
+
     /// The attached server failed. A read on a replica that has not answered
     /// yet is sent again (once) to another replica, or the primary; anything
     /// else ends the session with the error.
