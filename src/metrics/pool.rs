@@ -166,9 +166,7 @@ impl RoleHandles {
             transaction_seconds: f.transaction_seconds.with_label_values(&labels),
         }
     }
-}
 
-impl RoleHandles {
     fn traffic(&self) -> Traffic {
         let micros = |seconds: f64| (seconds * 1e6).round() as u64;
         Traffic {

@@ -125,7 +125,6 @@ impl Session<'_> {
             // The checkout was for the request that follows at once.
             query_started: Some(since),
             xact_started: Some(since),
-            ready_at: None,
             _in_flight: in_flight,
             wrote: false,
         });

@@ -53,9 +53,6 @@ pub(crate) struct Attached {
     /// transaction's first one (statistics; `None` when there is none).
     query_started: Option<Instant>,
     xact_started: Option<Instant>,
-    /// When the last ReadyForQuery arrived, until the session next waits: a
-    /// release right after it reuses that clock reading.
-    ready_at: Option<Instant>,
     /// Counts this client in its replica's outstanding requests.
     _in_flight: Option<InFlight>,
     /// A statement that is not a read ran here (read-your-writes marks it).
@@ -84,7 +81,6 @@ impl Attached {
             metrics.transactions_done(role, done.transactions, since(self.xact_started));
         }
         let more = (!self.relay.is_quiet()).then_some(now);
-        self.ready_at = Some(now);
         self.query_started = more;
         if self.relay.tx == TxStatus::Idle {
             self.xact_started = more;
@@ -340,8 +336,6 @@ impl<'a> Session<'a> {
                     _ = &mut stop, if stoppable => return Err(FrontendError::ShuttingDown),
                 },
                 Some(attached) => {
-                    // Whatever follows the wait reads the clock afresh.
-                    attached.ready_at = None;
                     // Biased, server first: no random start per wait, and
                     // replies are relayed before the client may add more.
                     let event = tokio::select! {
@@ -557,7 +551,7 @@ impl<'a> Session<'a> {
         self.end_replay();
         self.cancel.slot.detach();
         self.set_client_state(ClientState::Idle);
-        let now = attached.ready_at.unwrap_or_else(Instant::now);
+        let now = Instant::now();
         if let ServerRole::Replica(endpoint) = &attached.role {
             endpoint.observe_latency(now.duration_since(attached.since));
         }
