@@ -226,7 +226,13 @@ async fn demo(port: u16) -> Result<(), Box<dyn std::error::Error>> {
          until then, to the primary."
     );
     println!("Press Ctrl-C to stop pgrelay and the cluster and delete its files.");
-    tokio::signal::ctrl_c().await?;
+    // SIGTERM too (`kill`, `timeout`, a container stop): without it the
+    // process would die without stopping the PostgreSQL servers it started.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        signalled = tokio::signal::ctrl_c() => signalled?,
+        _ = term.recv() => {}
+    }
     running.shutdown().await;
     tokio::task::spawn_blocking(move || drop(cluster)).await?;
     println!("demo stopped and removed");
