@@ -13,7 +13,9 @@
 # `pgbouncer` measures PgBouncer set up alike, for scale (as the postgres user
 # when run as root: it refuses to run as root). Everything it starts is
 # stopped on exit. With CALLGRIND_KEEP=<file>, the counted dump is copied
-# there for `callgrind_annotate`.
+# there for `callgrind_annotate`. CALLGRIND_ARGS adds valgrind options (e.g.
+# `--cache-sim=yes`); PGRELAY_BIN measures that binary instead of building
+# the release one (an A/B of two builds).
 set -euo pipefail
 
 mode=${1:-extended}
@@ -97,12 +99,15 @@ logfile = $work/pgbouncer.log
 EOF
 [ "$(id -u)" = 0 ] && chown postgres "$work"/*
 
-grind="valgrind --tool=callgrind --callgrind-out-file=$work/cg.out"
+grind="valgrind --tool=callgrind ${CALLGRIND_ARGS:-} --callgrind-out-file=$work/cg.out"
 if [ "$pooler" = pgbouncer ]; then
     as_pg "$grind $pgbouncer_bin $work/pgbouncer.ini" >"$work/relay.log" 2>&1 &
 else
-    (cd "$root" && cargo build --release --quiet)
-    $grind "$root/target/release/pgrelay" run -c "$work/pgrelay.yaml" >"$work/relay.log" 2>&1 &
+    if [ -z "${PGRELAY_BIN:-}" ]; then
+        (cd "$root" && cargo build --release --quiet)
+        PGRELAY_BIN=$root/target/release/pgrelay
+    fi
+    $grind "$PGRELAY_BIN" run -c "$work/pgrelay.yaml" >"$work/relay.log" 2>&1 &
 fi
 for _ in $(seq 1 60); do
     pg_isready -q -h 127.0.0.1 -p "$relay_port" && break
