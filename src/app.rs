@@ -12,7 +12,7 @@ use tokio::net::TcpListener;
 use tracing::{info, warn};
 
 use crate::admin::Privilege;
-use crate::auth::{AuthError, ScramSecret, Secret, Userlist};
+use crate::auth::{AuthError, ScramKeyring, ScramSecret, Secret, Userlist};
 use crate::backend::{ConnectOptions, ServerSecret, ServerTlsPolicy};
 use crate::cluster::balance::Strategy;
 use crate::cluster::discovery::{DiscoveryConfig, DiscoverySource, HostPort};
@@ -329,6 +329,8 @@ fn frontend_settings(c: &Config) -> FrontendSettings {
 pub struct App {
     snapshot: RwLock<Arc<Snapshot>>,
     mock_key: [u8; 32],
+    /// ClientKeys for users whose userlist entry is a SCRAM secret.
+    scram_keys: ScramKeyring,
     /// The YAML file the configuration was loaded from, for RELOAD.
     source: Option<PathBuf>,
 }
@@ -338,6 +340,7 @@ impl App {
         Ok(Arc::new(App {
             snapshot: RwLock::new(Arc::new(Snapshot::build(config)?)),
             mock_key: rand::rng().random(),
+            scram_keys: ScramKeyring::default(),
             source,
         }))
     }
@@ -358,14 +361,20 @@ impl App {
         Ok(())
     }
 
-    fn server_secret(snapshot: &Snapshot, password: Option<&str>, user: &str) -> ServerSecret {
+    fn server_secret(
+        &self,
+        snapshot: &Snapshot,
+        password: Option<&str>,
+        user: &str,
+    ) -> ServerSecret {
         if let Some(p) = password {
             return ServerSecret::Password(p.to_string());
         }
         match snapshot.userlist.get(user) {
             Some(Secret::Plain(p)) => ServerSecret::Password(p.clone()),
             Some(Secret::Md5(h)) => ServerSecret::Md5Hash(h.clone()),
-            Some(Secret::Scram(_)) | None => ServerSecret::None,
+            Some(Secret::Scram(s)) => ServerSecret::ScramKeys(self.scram_keys.keys(user, s)),
+            None => ServerSecret::None,
         }
     }
 }
@@ -409,7 +418,7 @@ impl Directory for App {
         let server_user = db.forced_user.clone().unwrap_or_else(|| user.to_string());
         // Validated when the snapshot was built.
         let ns = db.nameserver.as_deref();
-        let secret = Self::server_secret(
+        let secret = self.server_secret(
             &snap,
             db.password.as_ref().map(|p| p.expose()),
             &server_user,
@@ -476,6 +485,14 @@ impl Directory for App {
 
     fn scram_mock_key(&self) -> [u8; 32] {
         self.mock_key
+    }
+
+    fn remember_scram_client_key(&self, user: &str, client_key: [u8; 32]) {
+        // A client authenticated against a plain password's derived secret
+        // needs no pass-through: the server login uses the password.
+        if let Some(Secret::Scram(secret)) = self.current().userlist.get(user) {
+            self.scram_keys.keys(user, secret).remember(client_key);
+        }
     }
 
     fn classifier(&self) -> Arc<Classifier> {

@@ -4,6 +4,7 @@
 
 mod crypto;
 pub mod md5;
+mod passthrough;
 pub mod plain;
 pub mod scram;
 pub mod scram_client;
@@ -14,6 +15,7 @@ pub mod userlist;
 use std::path::PathBuf;
 
 pub use md5::{md5_password_hash, md5_salted_response, verify_md5_response};
+pub use passthrough::{ScramKeyring, ScramKeys};
 pub use plain::verify_plain_password;
 pub use scram::ScramServer;
 pub use scram_client::ScramClientWithKeys;

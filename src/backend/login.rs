@@ -1,5 +1,7 @@
 //! TLS negotiation and the startup/authentication exchange with a server.
 
+use std::sync::Arc;
+
 use bytes::BytesMut;
 use postgres_protocol::authentication::sasl::{self, ScramSha256};
 use postgres_protocol::message::backend::Message;
@@ -8,6 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::{BackendError, ConnectOptions, ServerConn};
+use crate::auth::{ScramClientWithKeys, ScramKeys};
 use crate::config::SslMode;
 use crate::protocol::backend::ErrorFields;
 use crate::stream::Stream;
@@ -19,6 +22,9 @@ pub enum ServerSecret {
     Password(String),
     /// An `md5…` hash from a userlist: works only for md5 server auth.
     Md5Hash(String),
+    /// A userlist SCRAM secret: works only for SCRAM server auth, once a
+    /// client has logged in with it (pass-through).
+    ScramKeys(Arc<ScramKeys>),
     /// Nothing known: works only for trust.
     None,
 }
@@ -28,6 +34,7 @@ impl std::fmt::Debug for ServerSecret {
         f.write_str(match self {
             ServerSecret::Password(_) => "Password(****)",
             ServerSecret::Md5Hash(_) => "Md5Hash(****)",
+            ServerSecret::ScramKeys(_) => "ScramKeys(****)",
             ServerSecret::None => "None",
         })
     }
@@ -91,7 +98,7 @@ pub(super) async fn login(
         &mut out,
     )?;
     conn.write_all(&out).await?;
-    let mut scram: Option<ScramSha256> = None;
+    let mut scram: Option<ScramLogin> = None;
     loop {
         let mut raw = conn.next_message().await?;
         let message = Message::parse(&mut raw)?.ok_or(BackendError::Closed)?;
@@ -110,7 +117,9 @@ pub(super) async fn login(
                         body.salt(),
                     ),
                     ServerSecret::Md5Hash(hash) => salted_md5(hash, body.salt()),
-                    ServerSecret::None => return Err(BackendError::NoPassword(opts.user.clone())),
+                    ServerSecret::ScramKeys(_) | ServerSecret::None => {
+                        return Err(BackendError::NoPassword(opts.user.clone()))
+                    }
                 };
                 frontend::password_message(response.as_bytes(), &mut out)?;
             }
@@ -123,9 +132,7 @@ pub(super) async fn login(
                 if !offered {
                     return Err(BackendError::UnsupportedAuth("SASL without SCRAM-SHA-256"));
                 }
-                let password = plain_password(opts)?;
-                let client =
-                    ScramSha256::new(password.as_bytes(), sasl::ChannelBinding::unsupported());
+                let client = ScramLogin::start(opts)?;
                 frontend::sasl_initial_response(sasl::SCRAM_SHA_256, client.message(), &mut out)?;
                 scram = Some(client);
             }
@@ -168,6 +175,49 @@ pub(super) async fn login(
         }
         if !out.is_empty() {
             conn.write_all(&out).await?;
+        }
+    }
+}
+
+/// The client half of a SCRAM login: from a password, or passed through.
+enum ScramLogin {
+    Password(ScramSha256),
+    Keys(ScramClientWithKeys),
+}
+
+impl ScramLogin {
+    fn start(opts: &ConnectOptions) -> Result<Self, BackendError> {
+        match &opts.secret {
+            ServerSecret::Password(p) => Ok(ScramLogin::Password(ScramSha256::new(
+                p.as_bytes(),
+                sasl::ChannelBinding::unsupported(),
+            ))),
+            ServerSecret::ScramKeys(keys) => keys
+                .client()
+                .map(ScramLogin::Keys)
+                .ok_or_else(|| BackendError::NoClientKey(opts.user.clone())),
+            _ => Err(BackendError::NoPassword(opts.user.clone())),
+        }
+    }
+
+    fn message(&self) -> &[u8] {
+        match self {
+            ScramLogin::Password(c) => c.message(),
+            ScramLogin::Keys(c) => c.message(),
+        }
+    }
+
+    fn update(&mut self, server_first: &[u8]) -> Result<(), BackendError> {
+        match self {
+            ScramLogin::Password(c) => Ok(c.update(server_first)?),
+            ScramLogin::Keys(c) => c.update(server_first).map_err(BackendError::PassThrough),
+        }
+    }
+
+    fn finish(&mut self, server_final: &[u8]) -> Result<(), BackendError> {
+        match self {
+            ScramLogin::Password(c) => Ok(c.finish(server_final)?),
+            ScramLogin::Keys(c) => c.finish(server_final).map_err(BackendError::PassThrough),
         }
     }
 }

@@ -45,6 +45,13 @@ pub enum BackendError {
     UnsupportedAuth(&'static str),
     #[error("no password is known for the server login of user {0:?}")]
     NoPassword(String),
+    #[error(
+        "user {0:?} has a SCRAM secret in the userlist and no client has logged in \
+         with it since pgrelay started, so pgrelay cannot log in to the server yet"
+    )]
+    NoClientKey(String),
+    #[error("SCRAM pass-through login failed: {0}")]
+    PassThrough(#[source] crate::auth::AuthError),
     #[error("server error: {}", .0.message)]
     Server(ErrorFields),
     #[error("server protocol error: {0}")]
@@ -59,7 +66,10 @@ impl BackendError {
     /// The SQLSTATE a client sees when this error ends its request.
     pub fn sqlstate(&self) -> &'static str {
         match self {
-            BackendError::Login(_) | BackendError::NoPassword(_) => "08004", // server rejected the connection
+            BackendError::Login(_)
+            | BackendError::NoPassword(_)
+            | BackendError::NoClientKey(_)
+            | BackendError::PassThrough(_) => "08004", // server rejected the connection
             BackendError::UnsupportedAuth(_) => "28000",
             BackendError::Server(_) => "XX000",
             BackendError::Protocol(_) => "08P01",

@@ -95,6 +95,9 @@ async fn scram_exchange(
         .client_final(Frame::new(&msg).body)
         .map_err(|e| auth_error(e, user))?;
     be::write_auth_sasl_final(&server_final, &mut client.wbuf);
+    if let Some(client_key) = scram.client_key() {
+        directory.remember_scram_client_key(user, client_key);
+    }
     Ok(())
 }
 

@@ -69,6 +69,9 @@ pub trait Directory: Send + Sync + 'static {
     fn client_secret(&self, user: &str) -> Option<crate::auth::Secret>;
     /// Key for SCRAM mock authentication of unknown users (stable per process).
     fn scram_mock_key(&self) -> [u8; 32];
+    /// A client proved `user`'s password over SCRAM, revealing its ClientKey:
+    /// keep it if server logins need it (SCRAM pass-through).
+    fn remember_scram_client_key(&self, _user: &str, _client_key: [u8; 32]) {}
     /// The statement classifier built from the current routing rules.
     fn classifier(&self) -> Arc<crate::router::Classifier>;
     /// What `user` may do on the admin console, if anything.
@@ -149,6 +152,9 @@ impl FrontendError {
             FrontendError::UnknownDatabase(_) => "3D000",
             FrontendError::UnsupportedParameter(_) => "08P01",
             FrontendError::TooManyClients => "53300",
+            // The server's own reason is more precise than "could not connect":
+            // a refused login is 08004, an unreachable server 08006.
+            FrontendError::Pool(PoolError::Connect(e)) => e.sqlstate(),
             FrontendError::Pool(e) => e.sqlstate(),
             FrontendError::Backend(e) => e.sqlstate(),
             FrontendError::IdleTimeout => "57P05",
