@@ -229,3 +229,84 @@ async fn a_checkout_reports_how_long_it_waited() {
         second.waited()
     );
 }
+
+#[tokio::test]
+async fn a_newcomer_does_not_overtake_a_woken_waiter() {
+    let (pool, c) = counting_pool(settings(1));
+    let held = pool.get().await.unwrap();
+    let take_and_release = |pool: Pool<Arc<Counting>>| async move {
+        let conn = pool.get().await.unwrap();
+        let id = *conn;
+        conn.release();
+        id
+    };
+    let first = tokio::spawn(take_and_release(pool.clone()));
+    tokio::task::yield_now().await;
+    held.release();
+    // Arrives after the release but before the woken waiter ran: the slot is
+    // already spoken for, so this one must wait rather than open a second
+    // connection.
+    let second = tokio::spawn(take_and_release(pool.clone()));
+    tokio::task::yield_now().await;
+    assert_eq!(first.await.unwrap(), 0, "the released connection itself");
+    assert_eq!(second.await.unwrap(), 0);
+    assert_eq!(c.opened.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_slot_its_waiter_never_took_is_not_lost() {
+    let (pool, c) = counting_pool(settings(1));
+    let held = pool.get().await.unwrap();
+    let gives_up = {
+        let pool = pool.clone();
+        tokio::spawn(async move { pool.get().await.map(|c| *c) })
+    };
+    tokio::task::yield_now().await;
+    assert_eq!(pool.stats().waiting, 1);
+    // Given to the waiter, which is cancelled before it runs: the slot, and
+    // the connection, must not be lost with it.
+    held.release();
+    gives_up.abort();
+    assert!(gives_up.await.unwrap_err().is_cancelled());
+    assert_eq!((pool.stats().live, pool.stats().idle), (1, 1));
+    assert_eq!(*pool.get().await.unwrap(), 0);
+    assert_eq!(c.opened.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_closed_connection_passes_its_slot_to_a_waiter() {
+    let (pool, c) = counting_pool(settings(1));
+    let held = pool.get().await.unwrap();
+    let waiter = {
+        let pool = pool.clone();
+        tokio::spawn(async move { *pool.get().await.unwrap() })
+    };
+    tokio::task::yield_now().await;
+    drop(held);
+    assert_eq!(
+        waiter.await.unwrap(),
+        1,
+        "a new connection in the freed slot"
+    );
+    assert_eq!(c.opened.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn close_fails_waiters_and_later_checkouts() {
+    let (pool, _) = counting_pool(settings(1));
+    let held = pool.get().await.unwrap();
+    let waiter = {
+        let pool = pool.clone();
+        tokio::spawn(async move { pool.get().await.map(|c| *c) })
+    };
+    tokio::task::yield_now().await;
+    pool.close();
+    assert!(matches!(waiter.await.unwrap(), Err(PoolError::Closed)));
+    assert!(matches!(pool.get().await, Err(PoolError::Closed)));
+    held.release();
+    assert_eq!(
+        (pool.stats().live, pool.stats().idle),
+        (0, 0),
+        "released into a closed pool: closed"
+    );
+}
