@@ -2,6 +2,8 @@
 
 mod common;
 
+use std::collections::HashMap;
+
 use common::{cluster, psql, start_relay};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -55,34 +57,39 @@ async fn admin_and_stats_users_use_the_console_and_others_are_refused() {
     relay.stop().await;
 }
 
-/// The console's `SHOW STATS` row for `database`, by column name.
-async fn show_stats(
-    port: u16,
-    user: &str,
-    password: &str,
-    database: &str,
-) -> std::collections::HashMap<String, u64> {
-    let console = common::connect(&format!(
-        "host=127.0.0.1 port={port} user={user} password={password} dbname=pgbouncer"
-    ))
-    .await;
-    let rows = console
-        .simple_query("SHOW STATS")
-        .await
-        .expect("SHOW STATS");
+/// A console command's rows, each as column name → value (NULL as empty).
+async fn console_rows(console: &tokio_postgres::Client, sql: &str) -> Vec<HashMap<String, String>> {
+    let rows = console.simple_query(sql).await.expect(sql);
     rows.iter()
-        .find_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(row) if row.get(0) == Some(database) => Some(
-                (1..row.len())
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(row) => Some(
+                (0..row.len())
                     .map(|i| {
-                        let value = row.get(i).expect("no NULLs").parse().expect("a number");
+                        let value = row.get(i).unwrap_or_default().to_string();
                         (row.columns()[i].name().to_string(), value)
                     })
                     .collect(),
             ),
             _ => None,
         })
-        .unwrap_or_else(|| panic!("no SHOW STATS row for {database}: {rows:?}"))
+        .collect()
+}
+
+/// The console's `SHOW STATS` row for `database`, by column name.
+async fn show_stats(port: u16, user: &str, password: &str, database: &str) -> HashMap<String, u64> {
+    let console = common::connect(&format!(
+        "host=127.0.0.1 port={port} user={user} password={password} dbname=pgbouncer"
+    ))
+    .await;
+    let rows = console_rows(&console, "SHOW STATS").await;
+    let row = rows
+        .iter()
+        .find(|r| r["database"] == database)
+        .unwrap_or_else(|| panic!("no SHOW STATS row for {database}: {rows:?}"));
+    row.iter()
+        .filter(|(k, _)| k.as_str() != "database")
+        .map(|(k, v)| (k.clone(), v.parse().expect("a number")))
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -168,5 +175,111 @@ async fn in_session_mode_a_query_is_timed_from_when_it_is_sent_not_from_login() 
     assert_eq!(stats["total_query_count"], 4, "{stats:?}");
     assert!(stats["total_query_time"] < 250_000, "{stats:?}");
     assert!(stats["total_xact_time"] < 250_000, "{stats:?}");
+    relay.stop().await;
+}
+
+/// `SHOW CLIENTS` rows by `application_name`.
+async fn show_clients(
+    console: &tokio_postgres::Client,
+) -> HashMap<String, HashMap<String, String>> {
+    console_rows(console, "SHOW CLIENTS")
+        .await
+        .into_iter()
+        .map(|row| (row["application_name"].clone(), row))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn show_clients_lists_who_is_connected_what_they_wait_for_and_their_server() {
+    let cluster = cluster(0, false).await;
+    let (su, su_pw) = cluster.superuser();
+    let relay = start_relay(
+        &cluster,
+        &format!(
+            "pool_mode: transaction\nauth_type: plain\nadmin_users: {su}\ndefault_pool_size: 1"
+        ),
+    )
+    .await;
+    let base = relay.conn_string(&cluster);
+    let holder = common::connect(&format!("{base} application_name=holder")).await;
+    let idle = common::connect(&format!("{base} application_name=idler")).await;
+    let waiter = common::connect(&format!("{base} application_name=waiter")).await;
+    let console = common::connect(&format!(
+        "host=127.0.0.1 port={} user={su} password={su_pw} dbname=pgbouncer application_name=console",
+        relay.port
+    ))
+    .await;
+
+    // The holder keeps the pool's one server in a transaction; the waiter queues.
+    holder.batch_execute("BEGIN; SELECT 1").await.unwrap();
+    let queued = tokio::spawn(async move {
+        waiter.simple_query("SELECT 1").await.unwrap();
+        waiter
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let clients = loop {
+        let clients = show_clients(&console).await;
+        if clients
+            .get("waiter")
+            .is_some_and(|c| c["state"] == "waiting")
+        {
+            break clients;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the waiter never showed as waiting: {clients:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let (app_user, _) = cluster.app_user();
+    let holding = &clients["holder"];
+    assert_eq!(holding["type"], "C");
+    assert_eq!(holding["user"], app_user);
+    assert_eq!(holding["database"], cluster.database());
+    assert_eq!(holding["state"], "active");
+    assert_eq!(holding["addr"], "127.0.0.1");
+    assert_eq!(holding["local_port"], relay.port.to_string());
+    assert_eq!(holding["tls"], "");
+    assert_ne!(holding["link"], "", "attached to the server");
+    assert_eq!(clients["idler"]["state"], "active");
+    assert_eq!(clients["idler"]["link"], "", "idle between transactions");
+    assert_eq!(clients["waiter"]["link"], "");
+    assert_eq!(clients["console"]["database"], "pgbouncer");
+    assert_eq!(clients.len(), 4, "{clients:?}");
+    let ids: std::collections::BTreeSet<&String> = clients.values().map(|c| &c["ptr"]).collect();
+    assert_eq!(ids.len(), 4, "each client has its own id");
+    // wait/wait_us: whole seconds plus microseconds, only for the waiter.
+    let waited = |c: &HashMap<String, String>| {
+        c["wait"].parse::<u64>().unwrap() * 1_000_000 + c["wait_us"].parse::<u64>().unwrap()
+    };
+    assert!(waited(&clients["waiter"]) > 0, "{:?}", clients["waiter"]);
+    assert_eq!(waited(&clients["idler"]), 0);
+
+    // The holder commits: the waiter gets the server, runs, and goes idle.
+    holder.batch_execute("COMMIT").await.unwrap();
+    let waiter = tokio::time::timeout(std::time::Duration::from_secs(10), queued)
+        .await
+        .expect("the waiter is served")
+        .unwrap();
+    let clients = show_clients(&console).await;
+    assert_eq!(clients["waiter"]["state"], "active");
+    assert_eq!(clients["waiter"]["link"], "");
+    assert_eq!(clients["holder"]["link"], "");
+    // Same format, so the strings order as the times do.
+    for name in ["waiter", "holder"] {
+        let c = &clients[name];
+        assert!(c["request_time"] >= c["connect_time"], "{c:?}");
+    }
+
+    drop(idle);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while show_clients(&console).await.contains_key("idler") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a closed client stays listed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    drop((waiter, holder, console));
     relay.stop().await;
 }

@@ -17,7 +17,7 @@ mod rows;
 mod table;
 mod view;
 
-pub use view::LiveView;
+pub use view::{ClientList, LiveView};
 
 use thiserror::Error;
 

@@ -1,6 +1,6 @@
-//! The console's numbers, read from the running pools, the traffic counters
-//! and the current configuration. Per-client and per-server lists are not
-//! kept by pgrelay yet: those SHOWs answer with no rows.
+//! The console's numbers, read from the running pools, the traffic counters,
+//! the connected clients and the current configuration. A per-server list is
+//! not kept by pgrelay yet: `SHOW SERVERS` answers with no rows.
 
 use std::sync::Arc;
 
@@ -12,18 +12,30 @@ use crate::cluster::PoolRegistry;
 use crate::config::Config;
 use crate::metrics::{Traffic, TrafficAverages, TrafficWindow};
 
-pub struct LiveView {
+/// The connected clients, as the frontend's registry knows them.
+pub trait ClientList {
+    fn clients(&self) -> Vec<ClientRow>;
+}
+
+pub struct LiveView<'a> {
     config: Config,
     pools: Arc<PoolRegistry>,
     traffic: Arc<TrafficWindow>,
+    clients: &'a dyn ClientList,
 }
 
-impl LiveView {
-    pub fn new(config: Config, pools: Arc<PoolRegistry>, traffic: Arc<TrafficWindow>) -> Self {
+impl<'a> LiveView<'a> {
+    pub fn new(
+        config: Config,
+        pools: Arc<PoolRegistry>,
+        traffic: Arc<TrafficWindow>,
+        clients: &'a dyn ClientList,
+    ) -> Self {
         LiveView {
             config,
             pools,
             traffic,
+            clients,
         }
     }
 }
@@ -63,7 +75,7 @@ fn settings(cfg: &Config) -> Vec<(String, String)> {
         .collect()
 }
 
-impl AdminView for LiveView {
+impl AdminView for LiveView<'_> {
     fn pools(&self) -> Vec<PoolRow> {
         self.pools
             .all()
@@ -154,7 +166,7 @@ impl AdminView for LiveView {
     }
 
     fn clients(&self) -> Vec<ClientRow> {
-        Vec::new()
+        self.clients.clients()
     }
 
     fn servers(&self) -> Vec<ServerRow> {

@@ -68,6 +68,7 @@ fn run_command(sql: &str, privilege: Privilege, shared: &Shared, out: &mut bytes
             shared.directory.config(),
             shared.pools.clone(),
             shared.traffic.clone(),
+            &shared.cancels,
         );
         let outcome = admin::render(&cmd, &view, out)?;
         Ok((cmd, outcome))

@@ -1,11 +1,18 @@
-//! pgrelay's own cancel keys: each client gets a (process id, secret) pair that
-//! maps to whichever server runs its query right now, and to nothing else.
+//! pgrelay's own cancel keys, and the list of connected clients behind them:
+//! each client gets a (process id, secret) pair that maps to whichever server
+//! runs its query right now, and to nothing else. The same entry says who the
+//! client is and what it is doing, for the console's `SHOW CLIENTS`.
 
+use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::hash::{Hash, Hasher};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
 
 use rand::Rng;
 
+use crate::admin::{ClientRow, ClientState};
 use crate::backend::CancelKey;
 
 #[derive(Default)]
@@ -18,24 +25,79 @@ struct Entry {
     slot: Arc<CancelSlot>,
 }
 
-/// The server a client is attached to, if any.
+/// Who a logged-in client is: set once, after its login.
+#[derive(Debug, Clone)]
+pub struct ClientCard {
+    pub user: String,
+    pub database: String,
+    pub peer: SocketAddr,
+    pub local: SocketAddr,
+    pub connect_time: SystemTime,
+    /// TLS version and cipher, empty for plain TCP.
+    pub tls: String,
+    /// As sent in the startup packet.
+    pub application_name: String,
+}
+
+/// What a client is doing now.
+#[derive(Debug, Default, Clone, Copy)]
+struct Activity {
+    /// The server attached to the client, if any.
+    target: Option<CancelKey>,
+    /// Since when the client has waited for a server, while it does.
+    waiting_since: Option<Instant>,
+    /// When the client last asked for a server.
+    last_request: Option<Instant>,
+}
+
+/// One client: the server it is attached to, if any, and who it is.
 #[derive(Default)]
 pub struct CancelSlot {
-    target: Mutex<Option<CancelKey>>,
+    activity: Mutex<Activity>,
+    card: OnceLock<ClientCard>,
 }
 
 impl CancelSlot {
+    /// The client asked for a server at `at` and waits for one.
+    pub fn waiting(&self, at: Instant) {
+        let mut activity = self.lock();
+        activity.waiting_since = Some(at);
+        activity.last_request = Some(at);
+    }
+
     pub fn attach(&self, key: CancelKey) {
-        *self.target.lock().unwrap() = Some(key);
+        let mut activity = self.lock();
+        activity.target = Some(key);
+        activity.waiting_since = None;
     }
 
     pub fn detach(&self) {
-        *self.target.lock().unwrap() = None;
+        let mut activity = self.lock();
+        activity.target = None;
+        activity.waiting_since = None;
+    }
+
+    /// Says who the client is; only the first call counts.
+    pub fn describe(&self, card: ClientCard) {
+        let _ = self.card.set(card);
     }
 
     fn current(&self) -> Option<CancelKey> {
-        *self.target.lock().unwrap()
+        self.lock().target
     }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Activity> {
+        // Every update is one assignment: a panic cannot leave it half done.
+        self.activity.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The console's id for the server behind `key`: the same for every client
+/// attached to it, and for its `SHOW SERVERS` row.
+pub fn server_ref(key: &CancelKey) -> u64 {
+    let mut h = DefaultHasher::new();
+    (key.addr, key.process_id).hash(&mut h);
+    h.finish()
 }
 
 /// Removes the client's keys when its session ends.
@@ -44,6 +106,8 @@ pub struct Registration<'a> {
     pub process_id: i32,
     pub secret: i32,
     pub slot: Arc<CancelSlot>,
+    /// When the client connected (registered right after its startup packet).
+    pub connect_time: SystemTime,
 }
 
 impl Drop for Registration<'_> {
@@ -80,9 +144,53 @@ impl CancelRegistry {
             process_id,
             secret,
             slot,
+            connect_time: SystemTime::now(),
         }
     }
+}
 
+impl crate::admin::ClientList for CancelRegistry {
+    /// `SHOW CLIENTS`: every logged-in client, oldest first.
+    fn clients(&self) -> Vec<ClientRow> {
+        let slots: Vec<(i32, Arc<CancelSlot>)> = {
+            let map = self.map.lock().unwrap();
+            map.iter().map(|(id, e)| (*id, e.slot.clone())).collect()
+        };
+        let (now, wall) = (Instant::now(), SystemTime::now());
+        let wall_time = |at: Instant| wall - now.saturating_duration_since(at);
+        let mut rows: Vec<ClientRow> = slots
+            .into_iter()
+            .filter_map(|(id, slot)| {
+                let card = slot.card.get()?;
+                let activity = *slot.lock();
+                Some(ClientRow {
+                    id: id as u64,
+                    user: card.user.clone(),
+                    database: card.database.clone(),
+                    state: match activity.waiting_since {
+                        Some(_) => ClientState::Waiting,
+                        None => ClientState::Active,
+                    },
+                    peer: card.peer,
+                    local: card.local,
+                    connect_time: card.connect_time,
+                    request_time: activity.last_request.map_or(card.connect_time, wall_time),
+                    wait: activity
+                        .waiting_since
+                        .map_or(Duration::ZERO, |since| now.saturating_duration_since(since)),
+                    link: activity.target.as_ref().map(server_ref),
+                    tls: card.tls.clone(),
+                    application_name: card.application_name.clone(),
+                    prepared_statements: 0,
+                })
+            })
+            .collect();
+        rows.sort_by_key(|r| (r.connect_time, r.id));
+        rows
+    }
+}
+
+impl CancelRegistry {
     /// The server to cancel for a client's keys; `None` for wrong keys or an
     /// idle client. The secret is compared in constant time.
     pub fn lookup(&self, process_id: i32, secret: i32) -> Option<CancelKey> {
@@ -125,5 +233,59 @@ mod tests {
         let pid = a.process_id;
         drop(a);
         assert!(registry.map.lock().unwrap().get(&pid).is_none());
+    }
+
+    fn card(name: &str) -> ClientCard {
+        ClientCard {
+            user: "u".into(),
+            database: "db".into(),
+            peer: "127.0.0.1:40000".parse().unwrap(),
+            local: "127.0.0.1:6432".parse().unwrap(),
+            connect_time: SystemTime::now(),
+            tls: String::new(),
+            application_name: name.into(),
+        }
+    }
+
+    #[test]
+    fn clients_lists_described_clients_with_their_state_wait_and_server() {
+        use crate::admin::ClientList;
+        let registry = CancelRegistry::new();
+        let a = registry.register();
+        let _logging_in = registry.register();
+        assert!(registry.clients().is_empty(), "not described yet");
+        a.slot.describe(card("a"));
+        let rows = registry.clients();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].id, a.process_id as u64);
+        assert_eq!(rows[0].state, ClientState::Active);
+        assert_eq!((rows[0].wait, rows[0].link), (Duration::ZERO, None));
+        assert_eq!(rows[0].request_time, rows[0].connect_time, "no request yet");
+
+        a.slot.waiting(Instant::now() - Duration::from_secs(2));
+        let row = &registry.clients()[0];
+        assert_eq!(row.state, ClientState::Waiting);
+        assert!(row.wait >= Duration::from_secs(2), "{:?}", row.wait);
+
+        let key = CancelKey {
+            addr: "127.0.0.1:5432".parse().unwrap(),
+            process_id: 42,
+            secret_key: 7,
+        };
+        a.slot.attach(key);
+        let row = &registry.clients()[0];
+        assert_eq!((row.state, row.wait), (ClientState::Active, Duration::ZERO));
+        assert_eq!(row.link, Some(server_ref(&key)));
+        assert_ne!(
+            server_ref(&key),
+            server_ref(&CancelKey {
+                process_id: 43,
+                ..key
+            })
+        );
+        a.slot.detach();
+        assert_eq!(registry.clients()[0].link, None);
+        drop(a);
+        assert!(registry.clients().is_empty());
     }
 }

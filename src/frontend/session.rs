@@ -8,7 +8,7 @@ use tokio::net::TcpStream;
 use tracing::{debug, info, warn};
 
 use super::admin_session::serve_admin;
-use super::cancel::Registration;
+use super::cancel::{ClientCard, Registration};
 use super::client::ClientConn;
 use super::handshake::{handshake, Handshake};
 use super::login::authenticate;
@@ -183,6 +183,18 @@ async fn login<'a>(
         shared.directory.as_ref(),
     )
     .await?;
+    registration.slot.describe(ClientCard {
+        user: startup.user.clone(),
+        database: startup.database.clone(),
+        peer: client.stream.tcp().peer_addr()?,
+        local: client.stream.tcp().local_addr()?,
+        connect_time: registration.connect_time,
+        tls: client.stream.tls_description(),
+        application_name: client_params
+            .get("application_name")
+            .unwrap_or_default()
+            .to_string(),
+    });
     if startup.database == crate::config::ADMIN_DATABASE {
         let privilege = shared
             .directory

@@ -194,19 +194,21 @@ impl<C: Connector> Pool<C> {
 
     /// Checks out a connection: an idle one (most recently used first), else a new one.
     pub async fn get(&self) -> Result<Pooled<C>, PoolError<C::Error>> {
-        self.get_timed(&mut ReusableSleep::new()).await
+        self.get_timed(Instant::now(), &mut ReusableSleep::new())
+            .await
     }
 
     /// [`Pool::get`] for a caller that checks out again and again (a client
     /// session): a wait for a slot re-arms `timer` rather than making a timer.
+    /// `started` is when the caller asked (it has just read the clock): the
+    /// wait limit runs from then, and it serves the lifetime check and the
+    /// checkout time when a slot and an idle connection are at hand.
     pub async fn get_timed(
         &self,
+        started: Instant,
         timer: &mut ReusableSleep,
     ) -> Result<Pooled<C>, PoolError<C::Error>> {
         let inner = &self.inner;
-        // One clock read serves the lifetime check, the wait limit and the
-        // checkout time when a slot and an idle connection are at hand.
-        let started = Instant::now();
         let deadline = || inner.settings.wait_timeout.map(|t| started + t);
         // The common case, a free slot, needs no timers.
         let (slot, waited) = match inner.main.clone().try_acquire_owned() {

@@ -121,9 +121,12 @@ async fn a_reused_wait_timer_times_each_wait_from_its_own_start() {
         held.release();
     });
     // Served halfway through its wait; the timer stays armed for 150 ms more.
-    let _second = pool.get_timed(&mut timer).await.expect("released in time");
+    let _second = pool
+        .get_timed(Instant::now(), &mut timer)
+        .await
+        .expect("released in time");
     let started = Instant::now();
-    let third = pool.get_timed(&mut timer).await;
+    let third = pool.get_timed(Instant::now(), &mut timer).await;
     assert!(matches!(third, Err(PoolError::WaitTimeout)));
     // Timers never fire early: a timer still set for the first wait's end
     // would have failed this wait after about 150 ms.

@@ -29,7 +29,20 @@ impl Session<'_> {
     /// and another is tried once; then the read falls back to the primary
     /// (or fails, if the database says so).
     pub async fn attach(&mut self, dest: Destination) -> Result<(), FrontendError> {
+        let attached = self.check_out(dest).await;
+        if attached.is_err() && self.server.is_none() {
+            // The session may go on (e.g. after a wait timeout): it no longer waits.
+            self.cancel.slot.detach();
+            self.set_client_state(ClientState::Idle);
+        }
+        attached
+    }
+
+    async fn check_out(&mut self, dest: Destination) -> Result<(), FrontendError> {
         self.set_client_state(ClientState::Waiting);
+        // One clock read: the console's request time, and the pool wait's start.
+        let requested = Instant::now();
+        self.cancel.slot.waiting(requested);
         let fresh = self.freshness();
         let dest = match fresh {
             freshness::Freshness::PrimaryOnly => Destination::Primary,
@@ -48,7 +61,11 @@ impl Session<'_> {
                     let Some(endpoint) = replicas.pick(tried) else {
                         break;
                     };
-                    match endpoint.pool.get_timed(&mut self.wait_timer).await {
+                    match endpoint
+                        .pool
+                        .get_timed(requested, &mut self.wait_timer)
+                        .await
+                    {
                         Ok(mut conn) => {
                             endpoint.report_success();
                             if let freshness::Freshness::AtLeast(lsn) = fresh {
@@ -79,18 +96,27 @@ impl Session<'_> {
                 match (found, replicas.fallback) {
                     (Some(found), _) => found,
                     (None, _) if behind_own_write => (
-                        self.pools.primary.get_timed(&mut self.wait_timer).await?,
+                        self.pools
+                            .primary
+                            .get_timed(requested, &mut self.wait_timer)
+                            .await?,
                         ServerRole::Primary,
                     ),
                     (None, ReadFallback::Primary) => (
-                        self.pools.primary.get_timed(&mut self.wait_timer).await?,
+                        self.pools
+                            .primary
+                            .get_timed(requested, &mut self.wait_timer)
+                            .await?,
                         ServerRole::Primary,
                     ),
                     (None, ReadFallback::Error) => return Err(FrontendError::NoReplica),
                 }
             }
             None => (
-                self.pools.primary.get_timed(&mut self.wait_timer).await?,
+                self.pools
+                    .primary
+                    .get_timed(requested, &mut self.wait_timer)
+                    .await?,
                 ServerRole::Primary,
             ),
         };
