@@ -189,26 +189,39 @@ async fn show_clients(
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn show_clients_lists_who_is_connected_what_they_wait_for_and_their_server() {
+/// A cluster, pgrelay in front in transaction mode with `pool_size` servers,
+/// and a console session as the superuser (`application_name=console`).
+async fn relay_with_console(
+    pool_size: usize,
+) -> (
+    pgrelay_testcontainers::Cluster,
+    common::Relay,
+    tokio_postgres::Client,
+) {
     let cluster = cluster(0, false).await;
     let (su, su_pw) = cluster.superuser();
     let relay = start_relay(
         &cluster,
         &format!(
-            "pool_mode: transaction\nauth_type: plain\nadmin_users: {su}\ndefault_pool_size: 1"
+            "pool_mode: transaction\nauth_type: plain\nadmin_users: {su}\ndefault_pool_size: {pool_size}"
         ),
     )
     .await;
-    let base = relay.conn_string(&cluster);
-    let holder = common::connect(&format!("{base} application_name=holder")).await;
-    let idle = common::connect(&format!("{base} application_name=idler")).await;
-    let waiter = common::connect(&format!("{base} application_name=waiter")).await;
     let console = common::connect(&format!(
         "host=127.0.0.1 port={} user={su} password={su_pw} dbname=pgbouncer application_name=console",
         relay.port
     ))
     .await;
+    (cluster, relay, console)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn show_clients_lists_who_is_connected_what_they_wait_for_and_their_server() {
+    let (cluster, relay, console) = relay_with_console(1).await;
+    let base = relay.conn_string(&cluster);
+    let holder = common::connect(&format!("{base} application_name=holder")).await;
+    let idle = common::connect(&format!("{base} application_name=idler")).await;
+    let waiter = common::connect(&format!("{base} application_name=waiter")).await;
 
     // The holder keeps the pool's one server in a transaction; the waiter queues.
     holder.batch_execute("BEGIN; SELECT 1").await.unwrap();
@@ -281,5 +294,61 @@ async fn show_clients_lists_who_is_connected_what_they_wait_for_and_their_server
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     drop((waiter, holder, console));
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn show_servers_lists_pooled_servers_and_the_client_on_each() {
+    let (cluster, relay, console) = relay_with_console(2).await;
+    let base = relay.conn_string(&cluster);
+    let holder = common::connect(&format!("{base} application_name=holder")).await;
+    let other = common::connect(&format!("{base} application_name=other")).await;
+    // Two transactions at once open two servers; one stays attached.
+    holder.batch_execute("BEGIN").await.unwrap();
+    other.batch_execute("BEGIN").await.unwrap();
+    let statement = holder.prepare("SELECT pg_backend_pid()").await.unwrap();
+    let pid: i32 = holder.query_one(&statement, &[]).await.unwrap().get(0);
+    other.batch_execute("COMMIT").await.unwrap();
+
+    let servers = console_rows(&console, "SHOW SERVERS").await;
+    assert_eq!(servers.len(), 2, "{servers:?}");
+    let clients = show_clients(&console).await;
+    let active: Vec<_> = servers.iter().filter(|s| s["state"] == "active").collect();
+    assert_eq!(active.len(), 1, "{servers:?}");
+    let active = active[0];
+    let (app_user, _) = cluster.app_user();
+    assert_eq!(active["type"], "S");
+    assert_eq!(active["user"], app_user);
+    assert_eq!(active["database"], cluster.database());
+    assert_eq!(active["addr"], "127.0.0.1");
+    assert_eq!(active["port"], cluster.port().to_string());
+    assert_eq!(
+        active["remote_pid"],
+        pid.to_string(),
+        "the holder's backend"
+    );
+    assert_eq!(active["link"], clients["holder"]["ptr"]);
+    assert_eq!(clients["holder"]["link"], active["ptr"]);
+    assert_eq!(active["application_name"], "holder");
+    assert_ne!(active["prepared_statements"], "0", "{active:?}");
+    let idle = servers.iter().find(|s| s["state"] == "idle").unwrap();
+    assert_eq!(idle["link"], "");
+    assert_eq!(idle["application_name"], "");
+    assert_ne!(idle["ptr"], active["ptr"]);
+    assert_eq!(active["request_time"], clients["holder"]["request_time"]);
+    assert_eq!(idle["request_time"], idle["connect_time"]);
+    let lists = console_rows(&console, "SHOW LISTS").await;
+    let used_servers = lists.iter().find(|r| r["list"] == "used_servers").unwrap();
+    assert_eq!(used_servers["items"], "2", "{lists:?}");
+
+    holder.batch_execute("COMMIT").await.unwrap();
+    let servers = console_rows(&console, "SHOW SERVERS").await;
+    assert!(
+        servers
+            .iter()
+            .all(|s| s["state"] == "idle" && s["link"].is_empty()),
+        "{servers:?}"
+    );
+    drop((holder, other, console));
     relay.stop().await;
 }

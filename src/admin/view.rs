@@ -1,12 +1,12 @@
-//! The console's numbers, read from the running pools, the traffic counters,
-//! the connected clients and the current configuration. A per-server list is
-//! not kept by pgrelay yet: `SHOW SERVERS` answers with no rows.
+//! The console's numbers, read from the running pools and their server list,
+//! the traffic counters, the connected clients and the current configuration.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::rows::{
-    AdminView, ClientRow, ConfigRow, DatabaseRow, PoolRow, ReplicaRow, ServerRow, StatsRow,
-    DEFAULT_GROUP,
+    AdminView, ClientRow, ConfigRow, DatabaseRow, PoolRow, ReplicaRow, ServerRow, ServerState,
+    StatsRow, DEFAULT_GROUP,
 };
 use crate::cluster::PoolRegistry;
 use crate::config::Config;
@@ -169,8 +169,43 @@ impl AdminView for LiveView<'_> {
         self.clients.clients()
     }
 
+    /// Pooled servers, `active` while a client is attached (the client list
+    /// names them by the same id); health probes are not listed.
     fn servers(&self) -> Vec<ServerRow> {
-        Vec::new()
+        let clients = self.clients.clients();
+        let attached: HashMap<u64, &ClientRow> =
+            clients.iter().filter_map(|c| Some((c.link?, c))).collect();
+        self.pools
+            .servers()
+            .iter()
+            .map(|card| {
+                let id = card.key.console_id();
+                let client = attached.get(&id);
+                ServerRow {
+                    id,
+                    user: card.user.clone(),
+                    database: card.database.clone(),
+                    state: match client {
+                        Some(_) => ServerState::Active,
+                        None => ServerState::Idle,
+                    },
+                    addr: card.key.addr,
+                    local: card.local,
+                    connect_time: card.connect_time,
+                    // The client's last request while attached; an idle
+                    // server's last use is not kept (see `ServerCard`).
+                    request_time: client.map_or(card.connect_time, |c| c.request_time),
+                    close_needed: false,
+                    link: client.map(|c| c.id),
+                    remote_pid: card.key.process_id,
+                    tls: card.tls.clone(),
+                    application_name: client
+                        .map(|c| c.application_name.clone())
+                        .unwrap_or_default(),
+                    prepared_statements: card.prepared() as u64,
+                }
+            })
+            .collect()
     }
 
     /// One row per configured database (zeros until a client uses it) and

@@ -1,6 +1,7 @@
 //! One server connection: connect (TCP, optionally TLS), log in, and the
 //! protocol state pgrelay keeps about it.
 
+mod list;
 mod login;
 
 use std::collections::HashSet;
@@ -21,6 +22,7 @@ use crate::protocol::framing::{self, Frame};
 use crate::protocol::ProtocolError;
 use crate::stream::Stream;
 
+pub use list::{ServerCard, ServerList};
 pub use login::ServerSecret;
 
 #[derive(Debug, Error)]
@@ -167,6 +169,8 @@ pub struct ServerConn {
     /// The client parameter values this server's tracked parameters were last
     /// seen to match; cleared when the server reports a change.
     synced_to: Option<Arc<Vec<(String, String)>>>,
+    /// Its place on the console's server list, if a pool opened it.
+    listing: Option<list::Listing>,
 }
 
 impl std::fmt::Debug for ServerConn {
@@ -207,12 +211,32 @@ impl ServerConn {
             max_message: opts.max_message,
             prepared: HashSet::new(),
             synced_to: None,
+            listing: None,
         };
         let login = tokio::time::timeout(opts.connect_timeout, login::login(&mut conn, opts));
         login
             .await
             .map_err(|_| BackendError::ConnectTimeout(addr_text))??;
         Ok(conn)
+    }
+
+    /// Puts this connection on `servers` for `SHOW SERVERS` (a pool's
+    /// connection, not a health probe's).
+    pub fn list_in(&mut self, servers: &Arc<ServerList>, user: &str, database: &str) {
+        let card = ServerCard::new(
+            self.cancel,
+            user,
+            database,
+            self.stream.tcp().local_addr().ok(),
+            self.stream.tls_description(),
+        );
+        self.listing = Some(servers.add(card));
+    }
+
+    fn note_prepared(&self) {
+        if let Some(listing) = &self.listing {
+            listing.set_prepared(self.prepared.len());
+        }
     }
 
     /// The server's backend process id: unique per server at any moment.
@@ -261,15 +285,18 @@ impl ServerConn {
 
     pub fn mark_prepared(&mut self, name: Arc<str>) {
         self.prepared.insert(name);
+        self.note_prepared();
     }
 
     pub fn forget_prepared(&mut self, name: &str) {
         self.prepared.remove(name);
+        self.note_prepared();
     }
 
     /// After `DISCARD ALL` or `DEALLOCATE ALL` the server has none left.
     pub fn forget_all_prepared(&mut self) {
         self.prepared.clear();
+        self.note_prepared();
     }
 
     pub fn prepared_count(&self) -> usize {

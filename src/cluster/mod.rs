@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 
 use tracing::warn;
 
-use crate::backend::{BackendError, ConnectOptions, ServerConn};
+use crate::backend::{BackendError, ConnectOptions, ServerCard, ServerConn, ServerList};
 use crate::config::PoolMode;
 use crate::pool::{ConnLimit, Connector, Pool, PoolSettings};
 use crate::shutdown::ShutdownSignal;
@@ -33,13 +33,31 @@ pub struct ServerConnector {
     pub opts: Arc<ConnectOptions>,
     /// For a primary named by DNS: where the name points now.
     pub primary: Option<PrimaryAddress>,
+    /// Where the connections it opens are listed for `SHOW SERVERS`.
+    pub servers: Arc<ServerList>,
 }
 
 impl ServerConnector {
-    pub fn new(opts: ConnectOptions) -> Self {
+    pub fn new(opts: ConnectOptions, servers: Arc<ServerList>) -> Self {
         ServerConnector {
             opts: Arc::new(opts),
             primary: None,
+            servers,
+        }
+    }
+
+    /// The same connector for the server at `addr` (a replica endpoint).
+    pub fn at(&self, addr: std::net::SocketAddr) -> Self {
+        let mut opts = ConnectOptions::clone(&self.opts);
+        opts.host = addr.ip().to_string();
+        opts.port = addr.port();
+        ServerConnector::new(opts, self.servers.clone())
+    }
+
+    async fn open(&self) -> Result<ServerConn, BackendError> {
+        match &self.primary {
+            Some(primary) => self.connect_primary(primary).await,
+            None => ServerConn::connect(&self.opts).await,
         }
     }
 
@@ -70,10 +88,9 @@ impl Connector for ServerConnector {
     type Conn = ServerConn;
     type Error = BackendError;
     async fn connect(&self) -> Result<ServerConn, BackendError> {
-        match &self.primary {
-            Some(primary) => self.connect_primary(primary).await,
-            None => ServerConn::connect(&self.opts).await,
-        }
+        let mut conn = self.open().await?;
+        conn.list_in(&self.servers, &self.opts.user, &self.opts.database);
+        Ok(conn)
     }
 
     fn is_alive(&self, conn: &ServerConn) -> bool {
@@ -192,6 +209,8 @@ pub struct PoolRegistry {
     primaries: Mutex<HashMap<String, PrimaryWatch>>,
     shutdown: ShutdownSignal,
     metrics: Arc<crate::metrics::Metrics>,
+    /// Every pooled server connection, for the console.
+    servers: Arc<ServerList>,
 }
 
 impl PoolRegistry {
@@ -205,7 +224,13 @@ impl PoolRegistry {
             primary_probes: Mutex::default(),
             primaries: Mutex::default(),
             shutdown,
+            servers: ServerList::new(),
         }
+    }
+
+    /// Every pooled server connection alive now, in the order opened.
+    pub fn servers(&self) -> Vec<Arc<ServerCard>> {
+        self.servers.cards()
     }
 
     /// The shared monitor of `spec`'s replica `group` ("" = default),
@@ -307,7 +332,7 @@ impl PoolRegistry {
             let monitor = self.group_monitor(&spec, name, r)?;
             Some(ReplicaSet::new(
                 group,
-                spec.connect.clone(),
+                ServerConnector::new(spec.connect.clone(), self.servers.clone()),
                 spec.pool.clone(),
                 limits.clone(),
                 monitor,
@@ -334,8 +359,8 @@ impl PoolRegistry {
         );
         let primary = Pool::new(
             ServerConnector {
-                opts: Arc::new(spec.connect.clone()),
                 primary: self.primary_address(&spec),
+                ..ServerConnector::new(spec.connect.clone(), self.servers.clone())
             },
             spec.pool.clone(),
             limits,

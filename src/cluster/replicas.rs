@@ -17,7 +17,6 @@ use super::groups::GroupId;
 use super::health::{self, HealthPolicy, Lsn};
 use super::monitor::{EndpointState, GroupMonitor, Reading};
 use super::{ReplicaSpec, ServerConnector, ServerPool};
-use crate::backend::ConnectOptions;
 use crate::pool::{ConnLimit, Pool, PoolSettings};
 
 /// How replicas are probed and judged.
@@ -112,7 +111,8 @@ impl ReplicaEndpoint {
 
 pub struct ReplicaSet {
     pub group: GroupId,
-    template: ConnectOptions,
+    /// Opens connections to any of the group's servers ([`ServerConnector::at`]).
+    connector: ServerConnector,
     pool_settings: PoolSettings,
     limits: Vec<Arc<ConnLimit>>,
     monitor: Arc<GroupMonitor>,
@@ -126,7 +126,7 @@ pub struct ReplicaSet {
 impl ReplicaSet {
     pub fn new(
         group: GroupId,
-        template: ConnectOptions,
+        connector: ServerConnector,
         pool_settings: PoolSettings,
         limits: Vec<Arc<ConnLimit>>,
         monitor: Arc<GroupMonitor>,
@@ -134,7 +134,7 @@ impl ReplicaSet {
     ) -> Self {
         let set = ReplicaSet {
             group,
-            template,
+            connector,
             pool_settings,
             limits,
             monitor,
@@ -180,14 +180,11 @@ impl ReplicaSet {
     }
 
     fn new_endpoint(&self, shared: Arc<EndpointState>) -> ReplicaEndpoint {
-        let mut opts = self.template.clone();
-        opts.host = shared.addr.ip().to_string();
-        opts.port = shared.addr.port();
         ReplicaEndpoint {
             addr: shared.addr,
             group: self.group,
             pool: Pool::new(
-                ServerConnector::new(opts),
+                self.connector.at(shared.addr),
                 self.pool_settings.clone(),
                 self.limits.clone(),
             ),

@@ -3,9 +3,7 @@
 //! runs its query right now, and to nothing else. The same entry says who the
 //! client is and what it is doing, for the console's `SHOW CLIENTS`.
 
-use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
@@ -92,14 +90,6 @@ impl CancelSlot {
     }
 }
 
-/// The console's id for the server behind `key`: the same for every client
-/// attached to it, and for its `SHOW SERVERS` row.
-pub fn server_ref(key: &CancelKey) -> u64 {
-    let mut h = DefaultHasher::new();
-    (key.addr, key.process_id).hash(&mut h);
-    h.finish()
-}
-
 /// Removes the client's keys when its session ends.
 pub struct Registration<'a> {
     registry: &'a CancelRegistry,
@@ -178,7 +168,7 @@ impl crate::admin::ClientList for CancelRegistry {
                     wait: activity
                         .waiting_since
                         .map_or(Duration::ZERO, |since| now.saturating_duration_since(since)),
-                    link: activity.target.as_ref().map(server_ref),
+                    link: activity.target.as_ref().map(CancelKey::console_id),
                     tls: card.tls.clone(),
                     application_name: card.application_name.clone(),
                     prepared_statements: 0,
@@ -275,14 +265,7 @@ mod tests {
         a.slot.attach(key);
         let row = &registry.clients()[0];
         assert_eq!((row.state, row.wait), (ClientState::Active, Duration::ZERO));
-        assert_eq!(row.link, Some(server_ref(&key)));
-        assert_ne!(
-            server_ref(&key),
-            server_ref(&CancelKey {
-                process_id: 43,
-                ..key
-            })
-        );
+        assert_eq!(row.link, Some(key.console_id()));
         a.slot.detach();
         assert_eq!(registry.clients()[0].link, None);
         drop(a);
