@@ -189,35 +189,9 @@ async fn show_clients(
         .collect()
 }
 
-/// A cluster, pgrelay in front in transaction mode with `pool_size` servers,
-/// and a console session as the superuser (`application_name=console`).
-async fn relay_with_console(
-    pool_size: usize,
-) -> (
-    pgrelay_testcontainers::Cluster,
-    common::Relay,
-    tokio_postgres::Client,
-) {
-    let cluster = cluster(0, false).await;
-    let (su, su_pw) = cluster.superuser();
-    let relay = start_relay(
-        &cluster,
-        &format!(
-            "pool_mode: transaction\nauth_type: plain\nadmin_users: {su}\ndefault_pool_size: {pool_size}"
-        ),
-    )
-    .await;
-    let console = common::connect(&format!(
-        "host=127.0.0.1 port={} user={su} password={su_pw} dbname=pgbouncer application_name=console",
-        relay.port
-    ))
-    .await;
-    (cluster, relay, console)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn show_clients_lists_who_is_connected_what_they_wait_for_and_their_server() {
-    let (cluster, relay, console) = relay_with_console(1).await;
+    let (cluster, relay, console) = common::relay_with_console("default_pool_size: 1").await;
     let base = relay.conn_string(&cluster);
     let holder = common::connect(&format!("{base} application_name=holder")).await;
     let idle = common::connect(&format!("{base} application_name=idler")).await;
@@ -299,7 +273,7 @@ async fn show_clients_lists_who_is_connected_what_they_wait_for_and_their_server
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn show_servers_lists_pooled_servers_and_the_client_on_each() {
-    let (cluster, relay, console) = relay_with_console(2).await;
+    let (cluster, relay, console) = common::relay_with_console("default_pool_size: 2").await;
     let base = relay.conn_string(&cluster);
     let holder = common::connect(&format!("{base} application_name=holder")).await;
     let other = common::connect(&format!("{base} application_name=other")).await;

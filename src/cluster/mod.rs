@@ -8,6 +8,7 @@ pub mod discovery;
 mod groups;
 pub mod health;
 mod monitor;
+mod pause;
 mod primary;
 mod replicas;
 pub mod snapshots;
@@ -24,6 +25,7 @@ use crate::shutdown::ShutdownSignal;
 
 pub use groups::{GroupId, NamedGroup, ReplicaGroups};
 pub use monitor::{EndpointState, GroupMonitor};
+pub use pause::{PauseError, PauseGate};
 pub use primary::{PrimaryAddress, PrimaryWatch};
 pub use replicas::{HealthSettings, ReadFallback, ReadYourWrites, ReplicaEndpoint, ReplicaSet};
 
@@ -154,6 +156,8 @@ pub struct DatabasePools {
     server_params: std::sync::OnceLock<ServerParams>,
     /// Client parameter values shared by like clients of these pools.
     pub param_snapshots: snapshots::ParamSnapshots,
+    /// The console's PAUSE state, shared by every database's pools.
+    pub pause: Arc<PauseGate>,
 }
 
 impl DatabasePools {
@@ -174,6 +178,15 @@ impl DatabasePools {
         } else {
             self.groups.get(id)
         }
+    }
+
+    /// Every server pool: the primary's and each replica endpoint's.
+    pub fn server_pools(&self) -> Vec<ServerPool> {
+        let mut pools = vec![self.primary.clone()];
+        for (_, set) in self.replica_sets() {
+            pools.extend(set.endpoints().iter().map(|e| e.pool.clone()));
+        }
+        pools
     }
 
     /// Every replica set with its group name (`None` for the default group).
@@ -211,6 +224,7 @@ pub struct PoolRegistry {
     metrics: Arc<crate::metrics::Metrics>,
     /// Every pooled server connection, for the console.
     servers: Arc<ServerList>,
+    pause: Arc<PauseGate>,
 }
 
 impl PoolRegistry {
@@ -225,6 +239,33 @@ impl PoolRegistry {
             primaries: Mutex::default(),
             shutdown,
             servers: ServerList::new(),
+            pause: Arc::default(),
+        }
+    }
+
+    pub fn pause_gate(&self) -> &PauseGate {
+        &self.pause
+    }
+
+    /// For `PAUSE`: waits until no server of `database` (of every database
+    /// with `None`) is checked out, then closes their idle servers. Call
+    /// after pausing, so no new checkout starts meanwhile.
+    pub async fn drain(&self, database: Option<&str>) {
+        let pools = || -> Vec<ServerPool> {
+            self.all()
+                .iter()
+                .filter(|p| database.is_none_or(|d| p.spec.name == d))
+                .flat_map(|p| p.server_pools())
+                .collect()
+        };
+        while pools().iter().any(|p| {
+            let stats = p.stats();
+            stats.live > stats.idle
+        }) {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        for pool in pools() {
+            pool.close_idle();
         }
     }
 
@@ -373,6 +414,7 @@ impl PoolRegistry {
             groups,
             server_params: std::sync::OnceLock::new(),
             param_snapshots: Default::default(),
+            pause: self.pause.clone(),
         });
         self.pools
             .lock()
@@ -401,6 +443,10 @@ impl PoolRegistry {
     /// Runs pool upkeep (idle eviction, min_pool_size) for every pool.
     pub async fn maintain(&self) {
         for pools in self.all() {
+            if self.pause.is_paused(&pools.spec.name) {
+                // A paused database keeps no servers, not even min_pool_size.
+                continue;
+            }
             let stats = pools.primary.stats();
             pools.metrics.set_server_connections(
                 crate::metrics::Role::Primary,

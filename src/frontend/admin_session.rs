@@ -46,7 +46,9 @@ pub(crate) async fn serve_admin(
             tag::TERMINATE => return Ok(()),
             tag::QUERY => {
                 let sql = fe::query(frame.body)?;
-                run_command(sql, privilege, shared, &mut client.wbuf);
+                if let Some(pause) = run_command(sql, privilege, shared, &mut client.wbuf) {
+                    pause_or_resume(pause, shared, &mut client.wbuf).await;
+                }
                 be::write_ready_for_query(TxStatus::Idle, &mut client.wbuf);
                 client.flush().await?;
             }
@@ -61,7 +63,19 @@ pub(crate) async fn serve_admin(
     }
 }
 
-fn run_command(sql: &str, privilege: Privilege, shared: &Shared, out: &mut bytes::BytesMut) {
+/// A console command that waits: `PAUSE` returns once the servers are idle.
+enum PauseCommand {
+    Pause(Option<String>),
+    Resume(Option<String>),
+}
+
+/// Runs `sql`; a PAUSE or RESUME is handed back to run asynchronously.
+fn run_command(
+    sql: &str,
+    privilege: Privilege,
+    shared: &Shared,
+    out: &mut bytes::BytesMut,
+) -> Option<PauseCommand> {
     let result = AdminCommand::parse(sql).and_then(|cmd| {
         admin::authorize(&cmd, privilege)?;
         let view = LiveView::new(
@@ -75,6 +89,8 @@ fn run_command(sql: &str, privilege: Privilege, shared: &Shared, out: &mut bytes
     });
     match result {
         Ok((_, AdminOutcome::Shown)) => {}
+        Ok((_, AdminOutcome::Pause(db))) => return Some(PauseCommand::Pause(db)),
+        Ok((_, AdminOutcome::Resume(db))) => return Some(PauseCommand::Resume(db)),
         Ok((cmd, AdminOutcome::Reload)) => match shared.directory.reload() {
             Ok(()) => be::write_command_complete(cmd.command_tag(), out),
             Err(e) => be::write_error(Severity::Error, "F0000", &e, out),
@@ -86,5 +102,37 @@ fn run_command(sql: &str, privilege: Privilege, shared: &Shared, out: &mut bytes
             out,
         ),
         Err(e) => be::write_error(Severity::Error, e.sqlstate(), &e.to_string(), out),
+    }
+    None
+}
+
+/// `PAUSE [db]`: no new checkouts of the database (every one without a name),
+/// then waits until its servers are all back and closes them, as PgBouncer
+/// does before a server restart. `RESUME [db]` lets checkouts go on.
+async fn pause_or_resume(command: PauseCommand, shared: &Shared, out: &mut bytes::BytesMut) {
+    let name = match &command {
+        PauseCommand::Pause(db) | PauseCommand::Resume(db) => db.as_deref(),
+    };
+    if let Some(name) = name {
+        let config = shared.directory.config();
+        if !config.databases.contains_key(name) && !config.databases.contains_key("*") {
+            let message = format!("no such database: {name}");
+            be::write_error(Severity::Error, "3D000", &message, out);
+            return;
+        }
+    }
+    let gate = shared.pools.pause_gate();
+    let (result, tag) = match &command {
+        PauseCommand::Pause(db) => (gate.pause(db.as_deref()), "PAUSE"),
+        PauseCommand::Resume(db) => (gate.resume(db.as_deref()), "RESUME"),
+    };
+    match result {
+        Err(e) => be::write_error(Severity::Error, e.sqlstate(), &e.to_string(), out),
+        Ok(()) => {
+            if let PauseCommand::Pause(db) = &command {
+                shared.pools.drain(db.as_deref()).await;
+            }
+            be::write_command_complete(tag, out);
+        }
     }
 }

@@ -323,6 +323,12 @@ impl<C: Connector> Pool<C> {
         }
     }
 
+    /// Closes the idle connections; the pool goes on (opening new ones as needed).
+    pub fn close_idle(&self) {
+        let idle = std::mem::take(&mut *self.inner.idle.lock().unwrap());
+        drop(idle);
+    }
+
     /// Stops handing out connections and closes the idle ones.
     pub fn close(&self) {
         self.inner.main.close();

@@ -273,3 +273,22 @@ pub async fn backend_pid(client: &tokio_postgres::Client) -> i32 {
         .expect("pg_backend_pid")
         .get(0)
 }
+
+/// A cluster, pgrelay in front in transaction mode with plain passwords and
+/// `extra` settings, and a console session as the superuser
+/// (`application_name=console`).
+pub async fn relay_with_console(extra: &str) -> (Cluster, Relay, tokio_postgres::Client) {
+    let cluster = cluster(0, false).await;
+    let (su, su_pw) = cluster.superuser();
+    let relay = start_relay(
+        &cluster,
+        &format!("pool_mode: transaction\nauth_type: plain\nadmin_users: {su}\n{extra}"),
+    )
+    .await;
+    let console = connect(&format!(
+        "host=127.0.0.1 port={} user={su} password={su_pw} dbname=pgbouncer application_name=console",
+        relay.port
+    ))
+    .await;
+    (cluster, relay, console)
+}

@@ -38,11 +38,29 @@ impl Session<'_> {
         attached
     }
 
+    /// Waits out a console `PAUSE` of this database, within the pool's wait
+    /// limit (`query_wait_timeout`), which runs on into the checkout after it.
+    async fn wait_while_paused(&self, requested: Instant) -> Result<(), FrontendError> {
+        let resumed = self.pools.pause.until_resumed(&self.pools.spec.name);
+        match self.pools.primary.settings().wait_timeout {
+            Some(limit) => tokio::time::timeout_at((requested + limit).into(), resumed)
+                .await
+                .map_err(|_| FrontendError::Pool(PoolError::WaitTimeout)),
+            None => {
+                resumed.await;
+                Ok(())
+            }
+        }
+    }
+
     async fn check_out(&mut self, dest: Destination) -> Result<(), FrontendError> {
         self.set_client_state(ClientState::Waiting);
         // One clock read: the console's request time, and the pool wait's start.
         let requested = Instant::now();
         self.cancel.slot.waiting(requested);
+        if self.pools.pause.is_paused(&self.pools.spec.name) {
+            Box::pin(self.wait_while_paused(requested)).await?;
+        }
         let fresh = self.freshness();
         let dest = match fresh {
             freshness::Freshness::PrimaryOnly => Destination::Primary,
