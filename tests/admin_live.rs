@@ -178,6 +178,40 @@ async fn in_session_mode_a_query_is_timed_from_when_it_is_sent_not_from_login() 
     relay.stop().await;
 }
 
+/// The rows of `sql` once `ready` accepts them, polling for up to 10 s: a
+/// client sees its reply a moment before pgrelay releases the server.
+async fn rows_when(
+    console: &tokio_postgres::Client,
+    sql: &str,
+    ready: impl Fn(&[HashMap<String, String>]) -> bool,
+) -> Vec<HashMap<String, String>> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let rows = console_rows(console, sql).await;
+        if ready(&rows) {
+            return rows;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{sql} never got there: {rows:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// [`rows_when`] for `SHOW CLIENTS`, by `application_name`.
+async fn clients_when(
+    console: &tokio_postgres::Client,
+    ready: impl Fn(&HashMap<String, HashMap<String, String>>) -> bool,
+) -> HashMap<String, HashMap<String, String>> {
+    let by_name = |rows: &[HashMap<String, String>]| -> HashMap<String, HashMap<String, String>> {
+        rows.iter()
+            .map(|row| (row["application_name"].clone(), row.clone()))
+            .collect()
+    };
+    by_name(&rows_when(console, "SHOW CLIENTS", |rows| ready(&by_name(rows))).await)
+}
+
 /// `SHOW CLIENTS` rows by `application_name`.
 async fn show_clients(
     console: &tokio_postgres::Client,
@@ -203,21 +237,10 @@ async fn show_clients_lists_who_is_connected_what_they_wait_for_and_their_server
         waiter.simple_query("SELECT 1").await.unwrap();
         waiter
     });
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let clients = loop {
-        let clients = show_clients(&console).await;
-        if clients
-            .get("waiter")
-            .is_some_and(|c| c["state"] == "waiting")
-        {
-            break clients;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the waiter never showed as waiting: {clients:?}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    };
+    let clients = clients_when(&console, |c| {
+        c.get("waiter").is_some_and(|w| w["state"] == "waiting")
+    })
+    .await;
     let (app_user, _) = cluster.app_user();
     let holding = &clients["holder"];
     assert_eq!(holding["type"], "C");
@@ -248,9 +271,8 @@ async fn show_clients_lists_who_is_connected_what_they_wait_for_and_their_server
         .await
         .expect("the waiter is served")
         .unwrap();
-    let clients = show_clients(&console).await;
+    let clients = clients_when(&console, |c| c["waiter"]["link"].is_empty()).await;
     assert_eq!(clients["waiter"]["state"], "active");
-    assert_eq!(clients["waiter"]["link"], "");
     assert_eq!(clients["holder"]["link"], "");
     // Same format, so the strings order as the times do.
     for name in ["waiter", "holder"] {
@@ -259,14 +281,7 @@ async fn show_clients_lists_who_is_connected_what_they_wait_for_and_their_server
     }
 
     drop(idle);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while show_clients(&console).await.contains_key("idler") {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "a closed client stays listed"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    clients_when(&console, |c| !c.contains_key("idler")).await;
     drop((waiter, holder, console));
     relay.stop().await;
 }
@@ -284,7 +299,10 @@ async fn show_servers_lists_pooled_servers_and_the_client_on_each() {
     let pid: i32 = holder.query_one(&statement, &[]).await.unwrap().get(0);
     other.batch_execute("COMMIT").await.unwrap();
 
-    let servers = console_rows(&console, "SHOW SERVERS").await;
+    let servers = rows_when(&console, "SHOW SERVERS", |rows| {
+        rows.iter().filter(|s| s["state"] == "active").count() == 1
+    })
+    .await;
     assert_eq!(servers.len(), 2, "{servers:?}");
     let clients = show_clients(&console).await;
     let active: Vec<_> = servers.iter().filter(|s| s["state"] == "active").collect();
@@ -316,13 +334,11 @@ async fn show_servers_lists_pooled_servers_and_the_client_on_each() {
     assert_eq!(used_servers["items"], "2", "{lists:?}");
 
     holder.batch_execute("COMMIT").await.unwrap();
-    let servers = console_rows(&console, "SHOW SERVERS").await;
-    assert!(
-        servers
-            .iter()
-            .all(|s| s["state"] == "idle" && s["link"].is_empty()),
-        "{servers:?}"
-    );
+    let servers = rows_when(&console, "SHOW SERVERS", |rows| {
+        rows.iter().all(|s| s["state"] == "idle")
+    })
+    .await;
+    assert!(servers.iter().all(|s| s["link"].is_empty()), "{servers:?}");
     drop((holder, other, console));
     relay.stop().await;
 }
