@@ -531,12 +531,19 @@ pub struct Running {
     /// Where Prometheus can scrape, when enabled.
     pub metrics_addr: Option<SocketAddr>,
     metrics_stop: tokio::sync::oneshot::Sender<()>,
+    stop_requested: Arc<tokio::sync::Notify>,
     shutdown: Shutdown,
     listeners: Vec<ListenerHandle>,
     upkeep: tokio::task::JoinHandle<()>,
 }
 
 impl Running {
+    /// Returns once a console user ran `SHUTDOWN` (the caller then calls
+    /// [`Running::shutdown`]).
+    pub async fn stop_requested(&self) {
+        self.stop_requested.notified().await;
+    }
+
     /// Stops accepting, drains sessions (up to `shutdown_timeout`) and closes the pools.
     pub async fn shutdown(self) {
         self.shutdown.trigger();
@@ -571,6 +578,7 @@ pub async fn start_from(config: Config, source: Option<PathBuf>) -> Result<Runni
     let shutdown = Shutdown::new();
     let metrics = Arc::new(Metrics::new()?);
     let pools = Arc::new(PoolRegistry::new(shutdown.signal(), metrics.clone()));
+    let stop_requested = Arc::new(tokio::sync::Notify::new());
     let shared = Arc::new(Shared {
         directory: app.clone(),
         pools: pools.clone(),
@@ -579,6 +587,7 @@ pub async fn start_from(config: Config, source: Option<PathBuf>) -> Result<Runni
         client_slots: Arc::new(tokio::sync::Semaphore::new(max_clients)),
         metrics: metrics.clone(),
         traffic: traffic.clone(),
+        stop_requested: stop_requested.clone(),
     });
     let mut listeners = Vec::new();
     let mut addrs = Vec::new();
@@ -629,6 +638,7 @@ pub async fn start_from(config: Config, source: Option<PathBuf>) -> Result<Runni
         addrs,
         metrics_addr: metrics_server,
         metrics_stop,
+        stop_requested,
         shutdown,
         listeners,
         upkeep,

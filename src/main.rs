@@ -182,14 +182,17 @@ fn build_runtime(worker_threads: u32) -> std::io::Result<tokio::runtime::Runtime
 
 async fn run(cfg: Config, config_path: Option<PathBuf>) -> Result<(), pgrelay::app::AppError> {
     use tokio::signal::unix::{signal, SignalKind};
-    let running = pgrelay::app::start_from(cfg, config_path.clone()).await?;
+    // Handlers first: a SIGTERM as soon as "listening" is logged must drain,
+    // not kill the process.
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
     let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
     let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
+    let running = pgrelay::app::start_from(cfg, config_path.clone()).await?;
     loop {
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
+            _ = running.stop_requested() => break,
             _ = hup.recv() => match pgrelay::frontend::Directory::reload(running.app.as_ref()) {
                 Ok(()) => info!("configuration reloaded"),
                 Err(e) => error!("reload failed, keeping the old configuration: {e}"),

@@ -1,71 +1,157 @@
-//! Where `pgrelay run` writes its logs: stderr, as PgBouncer does without a
-//! logfile, so stdout carries only what a command prints.
+//! `pgrelay run` as a deployment runs it: the built binary with a config file,
+//! no PostgreSQL needed (pools connect on a client's first query). Where its
+//! logs go, and the console's SHUTDOWN.
 
 use std::io::{BufRead, BufReader, Read};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+struct Run {
+    child: Child,
+    stderr: mpsc::Receiver<String>,
+    seen: Vec<String>,
+    _dir: tempfile::TempDir,
+}
+
+impl Run {
+    /// Starts the binary with a userlist holding `admin`/`secret` and `extra` settings.
+    fn start(extra: &str) -> Run {
+        let dir = tempfile::tempdir().unwrap();
+        let userlist = dir.path().join("userlist.txt");
+        std::fs::write(&userlist, "\"admin\" \"secret\"\n").unwrap();
+        let config = dir.path().join("pgrelay.yaml");
+        std::fs::write(
+            &config,
+            format!(
+                "listen_addr: 127.0.0.1\nlisten_port: 0\nmetrics_addr: off\nauth_file: {}\n{extra}\n\
+                 databases:\n  app:\n    host: 127.0.0.1\n    port: 1\n",
+                userlist.display()
+            ),
+        )
+        .unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_pgrelay"))
+            .args(["run", "-c"])
+            .arg(&config)
+            .env("PGRELAY_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn pgrelay run");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Run {
+            child,
+            stderr: lines,
+            seen: Vec::new(),
+            _dir: dir,
+        }
+    }
+
+    /// The first stderr line containing `text`, within 20 s.
+    fn wait_log(&mut self, text: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.stderr.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(text) {
+                        return line;
+                    }
+                }
+                Err(e) => panic!("no {text:?} on stderr ({e}): {:?}", self.seen),
+            }
+        }
+    }
+
+    /// The port from the "listening" log line.
+    fn port(&mut self) -> u16 {
+        let line = self.wait_log("listening");
+        let addr = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("addr="))
+            .unwrap_or_else(|| panic!("no addr= in {line:?}"));
+        addr.rsplit(':').next().unwrap().parse().unwrap()
+    }
+
+    /// Waits up to `limit` for the process to exit on its own.
+    fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    fn stdout(&mut self) -> String {
+        let mut out = String::new();
+        if let Some(mut stdout) = self.child.stdout.take() {
+            stdout.read_to_string(&mut out).unwrap();
+        }
+        out
+    }
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
 
 #[test]
 fn logs_go_to_stderr_and_stdout_stays_empty() {
-    let dir = tempfile::tempdir().unwrap();
-    let userlist = dir.path().join("userlist.txt");
-    std::fs::write(&userlist, "\"app\" \"secret\"\n").unwrap();
-    let config = dir.path().join("pgrelay.yaml");
-    // No server is contacted: pools connect on a client's first query.
-    std::fs::write(
-        &config,
-        format!(
-            "listen_addr: 127.0.0.1\nlisten_port: 0\nmetrics_addr: off\nauth_file: {}\n\
-             databases:\n  app:\n    host: 127.0.0.1\n    port: 1\n",
-            userlist.display()
-        ),
-    )
-    .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pgrelay"))
-        .args(["run", "-c"])
-        .arg(&config)
-        .env("PGRELAY_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn pgrelay run");
-    let stderr = child.stderr.take().unwrap();
-    let (tx, lines) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut seen = Vec::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while !seen.iter().any(|l: &String| l.contains("listening")) {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        match lines.recv_timeout(left) {
-            Ok(line) => seen.push(line),
-            Err(_) => break,
-        }
-    }
+    let mut run = Run::start("");
+    run.wait_log("listening");
     // SAFETY: kill(2) on our own child's pid; no memory is shared.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let status = child.wait().expect("wait for pgrelay");
-    let mut stdout = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut stdout)
-        .unwrap();
-    assert!(
-        seen.iter().any(|l| l.contains("listening")),
-        "no \"listening\" log line on stderr: {seen:?}"
-    );
-    assert!(
-        seen.iter().all(|l| !l.contains('\u{1b}')),
-        "no colour codes when stderr is not a terminal: {seen:?}"
-    );
+    unsafe { libc::kill(run.child.id() as i32, libc::SIGTERM) };
+    let status = run
+        .wait_exit(Duration::from_secs(20))
+        .expect("exits on SIGTERM");
     assert!(status.success(), "{status}");
-    assert_eq!(stdout, "", "nothing on stdout");
+    assert!(
+        run.seen.iter().all(|l| !l.contains('\u{1b}')),
+        "no colour codes when stderr is not a terminal: {:?}",
+        run.seen
+    );
+    assert_eq!(run.stdout(), "", "nothing on stdout");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_shutdown_command_stops_the_process() {
+    let mut run = Run::start("auth_type: plain\nadmin_users: admin");
+    let port = run.port();
+    let (console, connection) = tokio_postgres::connect(
+        &format!("host=127.0.0.1 port={port} user=admin password=secret dbname=pgbouncer"),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .expect("console login");
+    tokio::spawn(connection);
+    console
+        .simple_query("SHUTDOWN")
+        .await
+        .expect("SHUTDOWN is answered before the session ends");
+    let status = tokio::task::spawn_blocking(move || {
+        let status = run.wait_exit(Duration::from_secs(20));
+        (status, run)
+    })
+    .await
+    .unwrap();
+    let (status, mut run) = status;
+    let status = status.expect("the process exits after SHUTDOWN");
+    assert!(status.success(), "{status}");
+    run.wait_log("shutting down");
+    assert!(console.is_closed() || console.simple_query("SHOW VERSION").await.is_err());
 }

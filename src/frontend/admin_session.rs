@@ -46,8 +46,20 @@ pub(crate) async fn serve_admin(
             tag::TERMINATE => return Ok(()),
             tag::QUERY => {
                 let sql = fe::query(frame.body)?;
-                if let Some(pause) = run_command(sql, privilege, shared, &mut client.wbuf) {
-                    pause_or_resume(pause, shared, &mut client.wbuf).await;
+                match run_command(sql, privilege, shared, &mut client.wbuf) {
+                    Some(Waiting::Pause(pause)) => {
+                        pause_or_resume(pause, shared, &mut client.wbuf).await
+                    }
+                    Some(Waiting::Shutdown) => {
+                        be::write_command_complete("SHUTDOWN", &mut client.wbuf);
+                        be::write_ready_for_query(TxStatus::Idle, &mut client.wbuf);
+                        client.flush().await?;
+                        // The process stops; this console session ends first
+                        // rather than hold up the drain.
+                        shared.stop_requested.notify_one();
+                        return Ok(());
+                    }
+                    None => {}
                 }
                 be::write_ready_for_query(TxStatus::Idle, &mut client.wbuf);
                 client.flush().await?;
@@ -69,13 +81,19 @@ enum PauseCommand {
     Resume(Option<String>),
 }
 
-/// Runs `sql`; a PAUSE or RESUME is handed back to run asynchronously.
+/// A console command the session loop finishes itself.
+enum Waiting {
+    Pause(PauseCommand),
+    Shutdown,
+}
+
+/// Runs `sql`; PAUSE, RESUME and SHUTDOWN are handed back to the session loop.
 fn run_command(
     sql: &str,
     privilege: Privilege,
     shared: &Shared,
     out: &mut bytes::BytesMut,
-) -> Option<PauseCommand> {
+) -> Option<Waiting> {
     let result = AdminCommand::parse(sql).and_then(|cmd| {
         admin::authorize(&cmd, privilege)?;
         let view = LiveView::new(
@@ -89,18 +107,13 @@ fn run_command(
     });
     match result {
         Ok((_, AdminOutcome::Shown)) => {}
-        Ok((_, AdminOutcome::Pause(db))) => return Some(PauseCommand::Pause(db)),
-        Ok((_, AdminOutcome::Resume(db))) => return Some(PauseCommand::Resume(db)),
+        Ok((_, AdminOutcome::Pause(db))) => return Some(Waiting::Pause(PauseCommand::Pause(db))),
+        Ok((_, AdminOutcome::Resume(db))) => return Some(Waiting::Pause(PauseCommand::Resume(db))),
+        Ok((_, AdminOutcome::Shutdown)) => return Some(Waiting::Shutdown),
         Ok((cmd, AdminOutcome::Reload)) => match shared.directory.reload() {
             Ok(()) => be::write_command_complete(cmd.command_tag(), out),
             Err(e) => be::write_error(Severity::Error, "F0000", &e, out),
         },
-        Ok((cmd, _)) => be::write_error(
-            Severity::Error,
-            "0A000",
-            &format!("{} is not supported by pgrelay yet", cmd.command_tag()),
-            out,
-        ),
         Err(e) => be::write_error(Severity::Error, e.sqlstate(), &e.to_string(), out),
     }
     None

@@ -93,6 +93,9 @@ pub struct Shared {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// `SHOW STATS` averages, advanced by the upkeep task.
     pub traffic: Arc<crate::metrics::TrafficWindow>,
+    /// Told by the console's `SHUTDOWN`; the entry point then stops the
+    /// process as it does on SIGTERM.
+    pub stop_requested: Arc<tokio::sync::Notify>,
 }
 
 #[derive(Debug, Error)]
