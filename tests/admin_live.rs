@@ -321,6 +321,8 @@ async fn show_servers_lists_pooled_servers_and_the_client_on_each() {
     );
     assert_eq!(active["link"], clients["holder"]["ptr"]);
     assert_eq!(clients["holder"]["link"], active["ptr"]);
+    assert_eq!(clients["holder"]["prepared_statements"], "1");
+    assert_eq!(clients["other"]["prepared_statements"], "0");
     assert_eq!(active["application_name"], "holder");
     assert_ne!(active["prepared_statements"], "0", "{active:?}");
     let idle = servers.iter().find(|s| s["state"] == "idle").unwrap();

@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -53,6 +54,8 @@ struct Activity {
 pub struct CancelSlot {
     activity: Mutex<Activity>,
     card: OnceLock<ClientCard>,
+    /// Named statements the client has prepared (kept in transaction pooling).
+    prepared: AtomicUsize,
 }
 
 impl CancelSlot {
@@ -73,6 +76,10 @@ impl CancelSlot {
         let mut activity = self.lock();
         activity.target = None;
         activity.waiting_since = None;
+    }
+
+    pub fn set_prepared(&self, count: usize) {
+        self.prepared.store(count, Ordering::Relaxed);
     }
 
     /// Says who the client is; only the first call counts.
@@ -171,7 +178,7 @@ impl crate::admin::ClientList for CancelRegistry {
                     link: activity.target.as_ref().map(CancelKey::console_id),
                     tls: card.tls.clone(),
                     application_name: card.application_name.clone(),
-                    prepared_statements: 0,
+                    prepared_statements: slot.prepared.load(Ordering::Relaxed) as u64,
                 })
             })
             .collect();
@@ -268,6 +275,8 @@ mod tests {
         assert_eq!(row.link, Some(key.console_id()));
         a.slot.detach();
         assert_eq!(registry.clients()[0].link, None);
+        a.slot.set_prepared(2);
+        assert_eq!(registry.clients()[0].prepared_statements, 2);
         drop(a);
         assert!(registry.clients().is_empty());
     }

@@ -56,6 +56,10 @@ impl ClientStatements {
     pub fn remove(&mut self, client_name: &str) {
         self.by_name.remove(client_name);
     }
+
+    pub fn len(&self) -> usize {
+        self.by_name.len()
+    }
 }
 
 /// `pgrelay_` + 128 bits of SHA-256 over the text and parameter types: unique

@@ -42,6 +42,7 @@ impl Session<'_> {
                 match fe::target_and_name(frame.body, "Close")? {
                     (Target::Statement, name) => {
                         self.statements.remove(name);
+                        self.cancel.slot.set_prepared(self.statements.len());
                         to_client.extend_from_slice(&[be::tag::CLOSE_COMPLETE, 0, 0, 0, 4]);
                         Ok(true)
                     }
@@ -104,6 +105,7 @@ impl Session<'_> {
                 let parse = fe::parse(frame.body)?;
                 let destination = dest.unwrap_or(Destination::Primary);
                 let statement = self.statements.define(&parse, destination);
+                self.cancel.slot.set_prepared(self.statements.len());
                 if conn.has_prepared(&statement.server_name) {
                     relay.owe(Owed::AnswerParseComplete);
                 } else {
@@ -149,6 +151,7 @@ impl Session<'_> {
                 if renames && target == Target::Statement {
                     // The server keeps the statement for other clients.
                     self.statements.remove(name);
+                    self.cancel.slot.set_prepared(self.statements.len());
                     relay.owe(Owed::AnswerCloseComplete);
                 } else {
                     relay.owe(Owed::Close);
