@@ -154,7 +154,10 @@ impl crate::admin::ClientList for CancelRegistry {
             map.iter().map(|(id, e)| (*id, e.slot.clone())).collect()
         };
         let (now, wall) = (Instant::now(), SystemTime::now());
-        let wall_time = |at: Instant| wall - now.saturating_duration_since(at);
+        let wall_time = |at: Instant| {
+            wall.checked_sub(now.saturating_duration_since(at))
+                .unwrap_or(SystemTime::UNIX_EPOCH)
+        };
         let mut rows: Vec<ClientRow> = slots
             .into_iter()
             .filter_map(|(id, slot)| {
