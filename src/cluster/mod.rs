@@ -258,10 +258,9 @@ impl PoolRegistry {
                 .flat_map(|p| p.server_pools())
                 .collect()
         };
-        while pools().iter().any(|p| {
-            let stats = p.stats();
-            stats.live > stats.idle
-        }) {
+        // Slots, not live connections: a checkout still opening its server
+        // holds a slot before the connection counts as live.
+        while pools().iter().any(|p| p.stats().checked_out > 0) {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
         for pool in pools() {

@@ -101,6 +101,8 @@ pub struct PoolStats {
     pub live: usize,
     pub idle: usize,
     pub waiting: usize,
+    /// Checkouts holding a slot: handed out, or still opening their connection.
+    pub checked_out: usize,
 }
 
 /// A live connection with the permits and counters that its existence holds.
@@ -185,7 +187,11 @@ impl<C: Connector> Pool<C> {
     }
 
     pub fn stats(&self) -> PoolStats {
+        let settings = &self.inner.settings;
+        let in_use = |sem: &Semaphore, size: usize| size.saturating_sub(sem.available_permits());
         PoolStats {
+            checked_out: in_use(&self.inner.main, settings.size)
+                + in_use(&self.inner.reserve, settings.reserve_size),
             live: self.inner.live.load(Ordering::Relaxed),
             idle: self.inner.idle.lock().unwrap().len(),
             waiting: self.inner.waiting.load(Ordering::Relaxed),

@@ -42,7 +42,9 @@ async fn release_reuses_and_drop_closes() {
     let (pool, c) = counting_pool(settings(2));
     let a = pool.get().await.unwrap();
     assert_eq!(*a, 0);
+    assert_eq!(pool.stats().checked_out, 1);
     a.release();
+    assert_eq!(pool.stats().checked_out, 0);
     let b = pool.get().await.unwrap();
     assert_eq!(*b, 0, "released connection is reused");
     drop(b);
@@ -312,4 +314,39 @@ async fn close_fails_waiters_and_later_checkouts() {
         (0, 0),
         "released into a closed pool: closed"
     );
+}
+
+/// Opens its connections only after `delay`.
+struct Slow {
+    delay: Duration,
+}
+
+impl Connector for Slow {
+    type Conn = ();
+    type Error = Refused;
+    async fn connect(&self) -> Result<(), Refused> {
+        tokio::time::sleep(self.delay).await;
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_checkout_still_connecting_counts_as_checked_out_not_live() {
+    let pool = Pool::new(
+        Slow {
+            delay: Duration::from_millis(200),
+        },
+        settings(2),
+        vec![],
+    );
+    let opening = {
+        let pool = pool.clone();
+        tokio::spawn(async move { pool.get().await.map(|c| c.release()) })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let stats = pool.stats();
+    assert_eq!((stats.checked_out, stats.live), (1, 0), "{stats:?}");
+    opening.await.unwrap().unwrap();
+    let stats = pool.stats();
+    assert_eq!((stats.checked_out, stats.live, stats.idle), (0, 1, 1));
 }
