@@ -24,24 +24,18 @@ impl Stream {
     /// The TLS version and cipher suite, as `SHOW CLIENTS` prints them
     /// (`TLSv1.3/TLS13_AES_256_GCM_SHA384`); empty for plain TCP.
     pub fn tls_description(&self) -> String {
-        let (version, suite) = match self {
+        let tls: &rustls::CommonState = match self {
             Stream::Plain(_) => return String::new(),
-            Stream::TlsToServer(s) => {
-                let c = s.get_ref().1;
-                (c.protocol_version(), c.negotiated_cipher_suite())
-            }
-            Stream::TlsFromClient(s) => {
-                let c = s.get_ref().1;
-                (c.protocol_version(), c.negotiated_cipher_suite())
-            }
+            Stream::TlsToServer(s) => s.get_ref().1,
+            Stream::TlsFromClient(s) => s.get_ref().1,
         };
-        let version = match version {
+        let version = match tls.protocol_version() {
             Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3".to_string(),
             Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2".to_string(),
             Some(other) => format!("{other:?}"),
             None => "TLS".to_string(),
         };
-        match suite {
+        match tls.negotiated_cipher_suite() {
             Some(suite) => format!("{version}/{:?}", suite.suite()),
             None => version,
         }

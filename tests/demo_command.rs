@@ -6,7 +6,6 @@
 mod common;
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -30,15 +29,7 @@ impl Demo {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("spawn pgrelay demo");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let lines = common::line_channel(child.stdout.take().expect("piped stdout"));
         Demo {
             child,
             lines,
@@ -74,14 +65,7 @@ impl Demo {
 
     /// Waits up to `limit` for the process to exit on its own.
     fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
-        let deadline = Instant::now() + limit;
-        while Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        None
+        common::wait_exit(&mut self.child, limit)
     }
 }
 

@@ -47,10 +47,13 @@ pub(crate) async fn serve_admin(
             tag::QUERY => {
                 let sql = fe::query(frame.body)?;
                 match run_command(sql, privilege, shared, &mut client.wbuf) {
-                    Some(Waiting::Pause(pause)) => {
-                        pause_or_resume(pause, shared, &mut client.wbuf).await
+                    Some(AdminOutcome::Pause(db)) => {
+                        pause(db.as_deref(), shared, &mut client.wbuf).await
                     }
-                    Some(Waiting::Shutdown) => {
+                    Some(AdminOutcome::Resume(db)) => {
+                        resume(db.as_deref(), shared, &mut client.wbuf)
+                    }
+                    Some(AdminOutcome::Shutdown) => {
                         be::write_command_complete("SHUTDOWN", &mut client.wbuf);
                         be::write_ready_for_query(TxStatus::Idle, &mut client.wbuf);
                         client.flush().await?;
@@ -59,7 +62,7 @@ pub(crate) async fn serve_admin(
                         shared.stop_requested.notify_one();
                         return Ok(());
                     }
-                    None => {}
+                    Some(AdminOutcome::Shown | AdminOutcome::Reload) | None => {}
                 }
                 be::write_ready_for_query(TxStatus::Idle, &mut client.wbuf);
                 client.flush().await?;
@@ -75,25 +78,14 @@ pub(crate) async fn serve_admin(
     }
 }
 
-/// A console command that waits: `PAUSE` returns once the servers are idle.
-enum PauseCommand {
-    Pause(Option<String>),
-    Resume(Option<String>),
-}
-
-/// A console command the session loop finishes itself.
-enum Waiting {
-    Pause(PauseCommand),
-    Shutdown,
-}
-
-/// Runs `sql`; PAUSE, RESUME and SHUTDOWN are handed back to the session loop.
+/// Runs `sql`; PAUSE, RESUME and SHUTDOWN are handed back to the session
+/// loop, which may wait for them or end the session.
 fn run_command(
     sql: &str,
     privilege: Privilege,
     shared: &Shared,
     out: &mut bytes::BytesMut,
-) -> Option<Waiting> {
+) -> Option<AdminOutcome> {
     let result = AdminCommand::parse(sql).and_then(|cmd| {
         admin::authorize(&cmd, privilege)?;
         let view = LiveView::new(
@@ -107,9 +99,10 @@ fn run_command(
     });
     match result {
         Ok((_, AdminOutcome::Shown)) => {}
-        Ok((_, AdminOutcome::Pause(db))) => return Some(Waiting::Pause(PauseCommand::Pause(db))),
-        Ok((_, AdminOutcome::Resume(db))) => return Some(Waiting::Pause(PauseCommand::Resume(db))),
-        Ok((_, AdminOutcome::Shutdown)) => return Some(Waiting::Shutdown),
+        Ok((_, deferred @ (AdminOutcome::Pause(_) | AdminOutcome::Resume(_)))) => {
+            return Some(deferred)
+        }
+        Ok((_, AdminOutcome::Shutdown)) => return Some(AdminOutcome::Shutdown),
         Ok((cmd, AdminOutcome::Reload)) => match shared.directory.reload() {
             Ok(()) => be::write_command_complete(cmd.command_tag(), out),
             Err(e) => be::write_error(Severity::Error, "F0000", &e, out),
@@ -121,31 +114,45 @@ fn run_command(
 
 /// `PAUSE [db]`: no new checkouts of the database (every one without a name),
 /// then waits until its servers are all back and closes them, as PgBouncer
-/// does before a server restart. `RESUME [db]` lets checkouts go on.
-async fn pause_or_resume(command: PauseCommand, shared: &Shared, out: &mut bytes::BytesMut) {
-    let name = match &command {
-        PauseCommand::Pause(db) | PauseCommand::Resume(db) => db.as_deref(),
-    };
-    if let Some(name) = name {
-        let config = shared.directory.config();
-        if !config.databases.contains_key(name) && !config.databases.contains_key("*") {
-            let message = format!("no such database: {name}");
-            be::write_error(Severity::Error, "3D000", &message, out);
-            return;
-        }
+/// does before a server restart.
+async fn pause(database: Option<&str>, shared: &Shared, out: &mut bytes::BytesMut) {
+    if !is_known(database, shared, out) {
+        return;
     }
-    let gate = shared.pools.pause_gate();
-    let (result, tag) = match &command {
-        PauseCommand::Pause(db) => (gate.pause(db.as_deref()), "PAUSE"),
-        PauseCommand::Resume(db) => (gate.resume(db.as_deref()), "RESUME"),
-    };
-    match result {
+    match shared.pools.pause_gate().pause(database) {
         Err(e) => be::write_error(Severity::Error, e.sqlstate(), &e.to_string(), out),
         Ok(()) => {
-            if let PauseCommand::Pause(db) = &command {
-                shared.pools.drain(db.as_deref()).await;
-            }
-            be::write_command_complete(tag, out);
+            shared.pools.drain(database).await;
+            be::write_command_complete("PAUSE", out);
         }
     }
+}
+
+/// `RESUME [db]`: checkouts go on.
+fn resume(database: Option<&str>, shared: &Shared, out: &mut bytes::BytesMut) {
+    if !is_known(database, shared, out) {
+        return;
+    }
+    match shared.pools.pause_gate().resume(database) {
+        Err(e) => be::write_error(Severity::Error, e.sqlstate(), &e.to_string(), out),
+        Ok(()) => be::write_command_complete("RESUME", out),
+    }
+}
+
+/// Whether `database` (none means all) is configured; if not, says so to the client.
+fn is_known(database: Option<&str>, shared: &Shared, out: &mut bytes::BytesMut) -> bool {
+    let Some(name) = database else {
+        return true;
+    };
+    let config = shared.directory.config();
+    let known = config.databases.contains_key(name) || config.databases.contains_key("*");
+    if !known {
+        be::write_error(
+            Severity::Error,
+            "3D000",
+            &format!("no such database: {name}"),
+            out,
+        );
+    }
+    known
 }

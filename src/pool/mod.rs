@@ -339,7 +339,7 @@ impl<C: Connector> Pool<C> {
     pub fn close(&self) {
         self.inner.main.close();
         self.inner.reserve.close();
-        self.inner.idle.lock().unwrap().clear();
+        self.close_idle();
     }
 }
 

@@ -239,22 +239,27 @@ async fn a_checkout_reports_how_long_it_waited() {
 async fn a_newcomer_does_not_overtake_a_woken_waiter() {
     let (pool, c) = counting_pool(settings(1));
     let held = pool.get().await.unwrap();
-    let take_and_release = |pool: Pool<Arc<Counting>>| async move {
-        let conn = pool.get().await.unwrap();
-        let id = *conn;
-        conn.release();
-        id
+    let first = {
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            let conn = pool.get().await.unwrap();
+            let id = *conn;
+            conn.release();
+            id
+        })
     };
-    let first = tokio::spawn(take_and_release(pool.clone()));
     tokio::task::yield_now().await;
     held.release();
-    // Arrives after the release but before the woken waiter ran: the slot is
-    // already spoken for, so this one must wait rather than open a second
-    // connection.
-    let second = tokio::spawn(take_and_release(pool.clone()));
-    tokio::task::yield_now().await;
+    // Asks after the release but before the woken waiter ran: the slot is
+    // already spoken for, so this checkout must wait its turn rather than
+    // take the released connection or open a second one.
+    let mut second = std::pin::pin!(pool.get());
+    let ready_at_once =
+        std::future::poll_fn(|cx| std::task::Poll::Ready(second.as_mut().poll(cx).is_ready()))
+            .await;
+    assert!(!ready_at_once, "the newcomer overtook the woken waiter");
     assert_eq!(first.await.unwrap(), 0, "the released connection itself");
-    assert_eq!(second.await.unwrap(), 0);
+    assert_eq!(*second.await.unwrap(), 0);
     assert_eq!(c.opened.load(Ordering::SeqCst), 1);
 }
 
