@@ -256,7 +256,7 @@ async fn malformed_and_oversized_input_gets_an_error_and_a_closed_connection() {
     assert!(closed);
 
     // Garbage after a good login: an unknown message type.
-    let mut raw = logged_in_socket(&cluster, port).await;
+    let mut raw = common::raw_login(&cluster, port, &[]).await;
     raw.write_all(&[b'?', 0, 0, 0, 4]).await.unwrap();
     let (text, closed) = read_error(&mut raw).await;
     assert!(closed);
@@ -264,7 +264,7 @@ async fn malformed_and_oversized_input_gets_an_error_and_a_closed_connection() {
 
     // The same inside a transaction, with a server attached: still refused,
     // and the server is not pooled with the transaction open.
-    let mut raw = logged_in_socket(&cluster, port).await;
+    let mut raw = common::raw_login(&cluster, port, &[]).await;
     let mut batch = vec![b'Q', 0, 0, 0, 10];
     batch.extend_from_slice(b"BEGIN\0");
     batch.extend_from_slice(&[b'?', 0, 0, 0, 4]);
@@ -274,7 +274,7 @@ async fn malformed_and_oversized_input_gets_an_error_and_a_closed_connection() {
     assert!(text.contains("08P01"), "{text:?}");
 
     // A query message announcing more than max_packet_size.
-    let mut raw = logged_in_socket(&cluster, port).await;
+    let mut raw = common::raw_login(&cluster, port, &[]).await;
     raw.write_all(&[b'Q', 0x01, 0, 0, 0]).await.unwrap();
     let (text, closed) = read_error(&mut raw).await;
     assert!(closed);
@@ -284,47 +284,4 @@ async fn malformed_and_oversized_input_gets_an_error_and_a_closed_connection() {
     let client = relay.connect(&cluster).await;
     assert_eq!(common::scalar(&client, "select 1").await, "1");
     relay.stop().await;
-}
-
-/// A raw socket past authentication (plain password auth via the userlist).
-async fn logged_in_socket(cluster: &pgrelay_testcontainers::Cluster, port: u16) -> TcpStream {
-    let (user, password) = cluster.app_user();
-    let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    s.write_all(&common::startup_packet(user, cluster.database()))
-        .await
-        .unwrap();
-    // Expect an authentication request (default auth_type md5).
-    let mut header = [0u8; 9];
-    s.read_exact(&mut header).await.unwrap();
-    assert_eq!(header[0], b'R');
-    let code = i32::from_be_bytes([header[5], header[6], header[7], header[8]]);
-    let mut rest =
-        vec![0u8; i32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize - 8];
-    s.read_exact(&mut rest).await.unwrap();
-    let response = match code {
-        5 => {
-            let salt = [rest[0], rest[1], rest[2], rest[3]];
-            postgres_protocol::authentication::md5_hash(user.as_bytes(), password.as_bytes(), salt)
-        }
-        3 => password.to_string(),
-        other => panic!("unexpected auth request {other}"),
-    };
-    let mut pw = vec![b'p'];
-    pw.extend_from_slice(&((response.len() + 5) as i32).to_be_bytes());
-    pw.extend_from_slice(response.as_bytes());
-    pw.push(0);
-    s.write_all(&pw).await.unwrap();
-    // Read until ReadyForQuery.
-    let mut seen = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !seen.windows(6).any(|w| w == [b'Z', 0, 0, 0, 5, b'I']) {
-        let n = s.read(&mut buf).await.unwrap();
-        assert!(
-            n > 0,
-            "login closed early: {:?}",
-            String::from_utf8_lossy(&seen)
-        );
-        seen.extend_from_slice(&buf[..n]);
-    }
-    s
 }

@@ -427,8 +427,10 @@ impl ServerConn {
                 be::tag::ERROR_RESPONSE => error = Some(be::error_fields(frame.body)?),
                 be::tag::PARAMETER_STATUS => {
                     let (name, value) = be::parameter_status(frame.body)?;
-                    let (name, value) = (name.to_string(), value.to_string());
-                    self.set_param(&name, &value);
+                    if let Ok(value) = std::str::from_utf8(value) {
+                        let (name, value) = (name.to_string(), value.to_string());
+                        self.set_param(&name, &value);
+                    }
                 }
                 be::tag::COPY_IN_RESPONSE => {
                     // Nothing pgrelay runs itself copies; refuse cleanly.

@@ -45,7 +45,7 @@ pub(crate) async fn serve_admin(
         match frame.tag {
             tag::TERMINATE => return Ok(()),
             tag::QUERY => {
-                let sql = fe::query(frame.body)?;
+                let sql = fe::query_utf8(frame.body)?;
                 match run_command(sql, privilege, shared, &mut client.wbuf) {
                     Some(AdminOutcome::Pause(db)) => {
                         pause(db.as_deref(), shared, &mut client.wbuf).await

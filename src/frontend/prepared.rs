@@ -65,10 +65,10 @@ impl ClientStatements {
 /// `pgrelay_` + 128 bits of SHA-256 over the text and parameter types: unique
 /// enough that two different statements never share a name, and short enough
 /// for PostgreSQL's 63-byte identifiers.
-fn server_name(query: &str, param_types: &[u8]) -> String {
+fn server_name(query: &[u8], param_types: &[u8]) -> String {
     let mut hash = Sha256::new();
     hash.update((query.len() as u64).to_be_bytes());
-    hash.update(query.as_bytes());
+    hash.update(query);
     hash.update(param_types);
     let digest = hash.finalize();
     let mut name = String::with_capacity(8 + 32);
@@ -87,7 +87,7 @@ mod tests {
     fn parse<'a>(name: &'a str, query: &'a str, types: &'a [u8]) -> Parse<'a> {
         Parse {
             statement: name,
-            query,
+            query: query.as_bytes(),
             param_types: types,
         }
     }
@@ -105,7 +105,10 @@ mod tests {
         assert!(s1.server_name.len() <= 63);
         let frame = Frame::new(&s1.parse);
         let p = crate::protocol::frontend::parse(frame.body).unwrap();
-        assert_eq!((p.statement, p.query), (&*s1.server_name, "select $1"));
+        assert_eq!(
+            (p.statement, p.query),
+            (&*s1.server_name, &b"select $1"[..])
+        );
         assert!(a.get("s0").is_some());
         a.remove("s0");
         assert!(a.get("s0").is_none());

@@ -63,9 +63,13 @@ pub fn ready_for_query_status(body: &[u8]) -> Result<TxStatus, ProtocolError> {
     }
 }
 
-pub fn parameter_status(body: &[u8]) -> Result<(&str, &str), ProtocolError> {
+/// A parameter's name and value. The value is in the client's encoding
+/// (the server converts it), so it is UTF-8 only when that encoding is.
+/// A parameter's name and value. The value is in the client's encoding
+/// (the server converts it), so it is UTF-8 only when that encoding is.
+pub fn parameter_status(body: &[u8]) -> Result<(&str, &[u8]), ProtocolError> {
     let mut r = Reader::new(body, "ParameterStatus");
-    Ok((r.cstr()?, r.cstr()?))
+    Ok((r.cstr()?, r.cstr_bytes()?))
 }
 
 pub fn backend_key_data(body: &[u8]) -> Result<(i32, i32), ProtocolError> {
@@ -295,7 +299,7 @@ mod tests {
         write_parameter_status("TimeZone", "UTC", &mut buf);
         assert_eq!(
             parameter_status(Frame::new(&buf).body).unwrap(),
-            ("TimeZone", "UTC")
+            ("TimeZone", &b"UTC"[..])
         );
     }
 }

@@ -24,8 +24,16 @@ pub mod tag {
     pub const PASSWORD: u8 = b'p';
 }
 
-/// The SQL text of a simple Query message.
-pub fn query(body: &[u8]) -> Result<&str, ProtocolError> {
+/// The SQL text of a simple Query message, as bytes in the client's
+/// encoding: with `client_encoding` other than UTF-8 it need not be UTF-8,
+/// and the server, not pgrelay, decodes it.
+pub fn query(body: &[u8]) -> Result<&[u8], ProtocolError> {
+    Reader::new(body, "Query").cstr_bytes()
+}
+
+/// The SQL text of a simple Query message that pgrelay itself runs (the
+/// admin console), which must be UTF-8.
+pub fn query_utf8(body: &[u8]) -> Result<&str, ProtocolError> {
     Reader::new(body, "Query").cstr()
 }
 
@@ -33,7 +41,8 @@ pub fn query(body: &[u8]) -> Result<&str, ProtocolError> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Parse<'a> {
     pub statement: &'a str,
-    pub query: &'a str,
+    /// In the client's encoding, as for [`query`].
+    pub query: &'a [u8],
     /// Parameter count and type OIDs, kept raw for re-encoding.
     pub param_types: &'a [u8],
 }
@@ -41,7 +50,7 @@ pub struct Parse<'a> {
 pub fn parse(body: &[u8]) -> Result<Parse<'_>, ProtocolError> {
     let mut r = Reader::new(body, "Parse");
     let statement = r.cstr()?;
-    let query = r.cstr()?;
+    let query = r.cstr_bytes()?;
     let count = r.i16()?;
     if count < 0 || r.remaining().len() != count as usize * 4 {
         return Err(ProtocolError::malformed(
@@ -56,10 +65,11 @@ pub fn parse(body: &[u8]) -> Result<Parse<'_>, ProtocolError> {
     })
 }
 
-pub fn write_parse(statement: &str, query: &str, param_types: &[u8], buf: &mut BytesMut) {
+pub fn write_parse(statement: &str, query: &[u8], param_types: &[u8], buf: &mut BytesMut) {
     write_message(tag::PARSE, buf, |buf| {
         put_cstr(buf, statement);
-        put_cstr(buf, query);
+        buf.put_slice(query);
+        buf.put_u8(0);
         buf.put_slice(param_types);
     });
 }
@@ -166,7 +176,7 @@ mod tests {
     fn parse_round_trips() {
         let mut buf = BytesMut::new();
         let types = [0u8, 1, 0, 0, 0, 23];
-        write_parse("s1", "select $1", &types, &mut buf);
+        write_parse("s1", b"select $1", &types, &mut buf);
         let f = only_frame(&buf);
         assert_eq!(f.tag, tag::PARSE);
         let p = parse(f.body).unwrap();
@@ -174,7 +184,7 @@ mod tests {
             p,
             Parse {
                 statement: "s1",
-                query: "select $1",
+                query: b"select $1",
                 param_types: &types
             }
         );

@@ -43,8 +43,16 @@ impl Relay {
 /// A protocol 3.0 StartupMessage for `user` on `database`, for tests that
 /// drive the login by hand.
 pub fn startup_packet(user: &str, database: &str) -> Vec<u8> {
+    startup_packet_with(user, database, &[])
+}
+
+/// [`startup_packet`] with more startup parameters (e.g. `client_encoding`).
+pub fn startup_packet_with(user: &str, database: &str, params: &[(&str, &str)]) -> Vec<u8> {
     let mut body = 196608i32.to_be_bytes().to_vec();
-    for (k, v) in [("user", user), ("database", database)] {
+    for (k, v) in [("user", user), ("database", database)]
+        .into_iter()
+        .chain(params.iter().copied())
+    {
         body.extend_from_slice(k.as_bytes());
         body.push(0);
         body.extend_from_slice(v.as_bytes());
@@ -54,6 +62,71 @@ pub fn startup_packet(user: &str, database: &str) -> Vec<u8> {
     let mut packet = ((body.len() + 4) as i32).to_be_bytes().to_vec();
     packet.extend_from_slice(&body);
     packet
+}
+
+/// A raw socket past authentication as the cluster's app user (md5 or plain
+/// password, as the userlist has it), at its first ReadyForQuery.
+pub async fn raw_login(
+    cluster: &Cluster,
+    port: u16,
+    params: &[(&str, &str)],
+) -> tokio::net::TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (user, password) = cluster.app_user();
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    s.write_all(&startup_packet_with(user, cluster.database(), params))
+        .await
+        .unwrap();
+    let mut header = [0u8; 9];
+    s.read_exact(&mut header).await.unwrap();
+    assert_eq!(header[0], b'R');
+    let code = i32::from_be_bytes([header[5], header[6], header[7], header[8]]);
+    let mut rest =
+        vec![0u8; i32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize - 8];
+    s.read_exact(&mut rest).await.unwrap();
+    let response = match code {
+        5 => {
+            let salt = [rest[0], rest[1], rest[2], rest[3]];
+            postgres_protocol::authentication::md5_hash(user.as_bytes(), password.as_bytes(), salt)
+        }
+        3 => password.to_string(),
+        other => panic!("unexpected auth request {other}"),
+    };
+    let mut pw = vec![b'p'];
+    pw.extend_from_slice(&((response.len() + 5) as i32).to_be_bytes());
+    pw.extend_from_slice(response.as_bytes());
+    pw.push(0);
+    s.write_all(&pw).await.unwrap();
+    let login = read_until_ready(&mut s).await;
+    assert!(
+        !login.iter().any(|(tag, _)| *tag == b'E'),
+        "login failed: {login:?}"
+    );
+    s
+}
+
+/// Backend messages (tag, body) up to and including the next ReadyForQuery;
+/// panics if the connection closes first or nothing arrives for 30 s.
+pub async fn read_until_ready(s: &mut tokio::net::TcpStream) -> Vec<(u8, Vec<u8>)> {
+    use tokio::io::AsyncReadExt;
+    let mut messages = Vec::new();
+    loop {
+        let mut header = [0u8; 5];
+        tokio::time::timeout(Duration::from_secs(30), s.read_exact(&mut header))
+            .await
+            .expect("a reply within 30 s")
+            .unwrap_or_else(|e| panic!("connection closed after {messages:?}: {e}"));
+        let len = i32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
+        let mut body = vec![0u8; len - 4];
+        s.read_exact(&mut body).await.unwrap();
+        let done = header[0] == b'Z';
+        messages.push((header[0], body));
+        if done {
+            return messages;
+        }
+    }
 }
 
 /// Connects with tokio-postgres and drives the connection in the background.
@@ -221,18 +294,32 @@ pub async fn psql_conninfo(
     password: &str,
     sql: &str,
 ) -> (bool, String) {
-    let out = tokio::time::timeout(
-        Duration::from_secs(60),
-        tokio::process::Command::new(cluster.bin_dir().join("psql"))
-            .args(["-XAt", "-c", sql, conninfo])
-            .env("PGPASSWORD", password)
-            .env("PGCONNECT_TIMEOUT", "10")
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .expect("psql finished")
-    .expect("psql runs");
+    psql_with(cluster, conninfo, password, sql.as_ref(), &[]).await
+}
+
+/// [`psql_conninfo`] with SQL that need not be UTF-8 (in the client encoding
+/// `env` may set, e.g. `PGCLIENTENCODING`) and more environment variables.
+pub async fn psql_with(
+    cluster: &Cluster,
+    conninfo: &str,
+    password: &str,
+    sql: &std::ffi::OsStr,
+    env: &[(&str, &str)],
+) -> (bool, String) {
+    let mut command = tokio::process::Command::new(cluster.bin_dir().join("psql"));
+    command
+        .arg("-XAt")
+        .arg("-c")
+        .arg(sql)
+        .arg(conninfo)
+        .env("PGPASSWORD", password)
+        .env("PGCONNECT_TIMEOUT", "10")
+        .envs(env.iter().copied())
+        .kill_on_drop(true);
+    let out = tokio::time::timeout(Duration::from_secs(60), command.output())
+        .await
+        .expect("psql finished")
+        .expect("psql runs");
     let text =
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     (out.status.success(), text)

@@ -247,7 +247,12 @@ impl<'a> Session<'a> {
             tag::QUERY => fe::query(frame.body)?,
             _ => fe::parse(frame.body)?.query,
         };
-        let (routed, names_group) = self.route_sql(sql, context);
+        // Text in another client encoding is not parsed: like SQL the
+        // classifier cannot parse, it runs on the primary.
+        let (routed, names_group) = match std::str::from_utf8(sql) {
+            Ok(sql) => self.route_sql(sql, context),
+            Err(_) => (Routed::primary(), false),
+        };
         if memo {
             self.last_route.remember(msg, context, &routed, names_group);
         }
@@ -577,7 +582,7 @@ impl<'a> Session<'a> {
             if !matches!(ran, Ok(Ok(TxStatus::Idle))) {
                 return;
             }
-            if resets_prepared_statements(query) {
+            if resets_prepared_statements(query.as_bytes()) {
                 attached.conn.forget_all_prepared();
             }
         }
@@ -600,21 +605,23 @@ fn metric_role(role: &ServerRole) -> MetricRole {
 }
 
 /// Whether SQL pgrelay forwards drops every prepared statement on the server.
-/// Runs on every simple query, so it looks at two words without allocating,
-/// and at one byte when the statement cannot start with either verb.
-fn resets_prepared_statements(sql: &str) -> bool {
-    let first_byte = sql.bytes().find(|b| !b.is_ascii_whitespace());
+/// Runs on every simple query, so it looks at two words of the raw bytes
+/// (the keywords are ASCII in every client encoding) without decoding or
+/// allocating, and at one byte when the statement cannot start with either verb.
+fn resets_prepared_statements(sql: &[u8]) -> bool {
+    let first_byte = sql.iter().find(|b| !b.is_ascii_whitespace());
     if !matches!(first_byte, Some(b'd' | b'D')) {
         return false;
     }
     let mut words = sql
-        .split_ascii_whitespace()
-        .map(|w| w.trim_end_matches(';'));
+        .split(u8::is_ascii_whitespace)
+        .filter(|w| !w.is_empty())
+        .map(|w| w.strip_suffix(b";").unwrap_or(w));
     let (Some(first), Some(second)) = (words.next(), words.next()) else {
         return false;
     };
-    (first.eq_ignore_ascii_case("discard") || first.eq_ignore_ascii_case("deallocate"))
-        && second.eq_ignore_ascii_case("all")
+    (first.eq_ignore_ascii_case(b"discard") || first.eq_ignore_ascii_case(b"deallocate"))
+        && second.eq_ignore_ascii_case(b"all")
 }
 
 /// Forwards what the server sent, tracking replies owed and parameter changes.
@@ -665,16 +672,16 @@ mod tests {
 
     #[test]
     fn recognises_statements_that_drop_prepared_statements() {
-        assert!(resets_prepared_statements("DISCARD ALL"));
-        assert!(resets_prepared_statements("  discard all;"));
-        assert!(resets_prepared_statements("DEALLOCATE ALL"));
+        assert!(resets_prepared_statements(b"DISCARD ALL"));
+        assert!(resets_prepared_statements(b"  discard all;"));
+        assert!(resets_prepared_statements(b"DEALLOCATE ALL"));
         assert!(
-            !resets_prepared_statements("deallocate s1"),
+            !resets_prepared_statements(b"deallocate s1"),
             "an SQL-level name, not pgrelay's"
         );
-        assert!(!resets_prepared_statements("DISCARD TEMP"));
-        assert!(!resets_prepared_statements("select 'discard all'"));
-        assert!(resets_prepared_statements("\n\tDiscard\tALL"));
-        assert!(!resets_prepared_statements("   "));
+        assert!(!resets_prepared_statements(b"DISCARD TEMP"));
+        assert!(!resets_prepared_statements(b"select 'discard all'"));
+        assert!(resets_prepared_statements(b"\n\tDiscard\tALL"));
+        assert!(!resets_prepared_statements(b"   "));
     }
 }

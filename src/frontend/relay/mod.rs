@@ -198,7 +198,12 @@ impl RelayState {
             let frame = Frame::new(&rest[..total]);
             if frame.tag == be::tag::PARAMETER_STATUS {
                 let (name, value) = be::parameter_status(frame.body)?;
-                on_parameter(name, value);
+                // A value in another client encoding reaches the client as
+                // sent but is not tracked: parameters are replayed as UTF-8.
+                match std::str::from_utf8(value) {
+                    Ok(value) => on_parameter(name, value),
+                    Err(_) => tracing::debug!(name, "parameter value is not UTF-8; not tracked"),
+                }
             }
             let keep = self.on_server_message(frame)?;
             if !keep {

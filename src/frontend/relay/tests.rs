@@ -20,6 +20,21 @@ fn relay(state: &mut RelayState, server: &[u8]) -> (Vec<u8>, usize) {
     (render(&out, server), n)
 }
 
+/// Like [`relay`], with the parameters the scan reported, in order.
+fn relay_tracking(
+    state: &mut RelayState,
+    server: &[u8],
+) -> (Vec<u8>, usize, Vec<(String, String)>) {
+    let mut seen = Vec::new();
+    let mut out = Vec::new();
+    let n = state
+        .scan(server, &mut out, |k, v| {
+            seen.push((k.to_string(), v.to_string()))
+        })
+        .unwrap();
+    (render(&out, server), n, seen)
+}
+
 fn render(out: &[Out], server: &[u8]) -> Vec<u8> {
     let mut bytes = Vec::new();
     for o in out {
@@ -250,4 +265,19 @@ fn ready_for_query_counts_queries_and_the_transactions_they_close() {
     r.owe(Owed::UntilReady);
     relay(&mut r, &ready(TxStatus::Failed));
     assert_eq!(r.take_completed().transactions, 0);
+}
+
+#[test]
+fn a_parameter_value_in_another_encoding_is_forwarded_but_not_tracked() {
+    let mut r = RelayState::default();
+    r.owe(Owed::UntilReady);
+    // session_authorization for a role named "josé", as a LATIN1 client gets it.
+    let mut reply = msg(b'S', b"session_authorization\0jos\xe9\0");
+    reply.extend_from_slice(&msg(b'S', b"TimeZone\0UTC\0"));
+    reply.extend_from_slice(&ready(TxStatus::Idle));
+    let (out, n, seen) = relay_tracking(&mut r, &reply);
+    assert_eq!(n, reply.len());
+    assert_eq!(out, reply, "forwarded whole, untouched");
+    assert_eq!(seen, vec![("TimeZone".to_string(), "UTC".to_string())]);
+    assert!(r.is_idle(0));
 }
