@@ -4,7 +4,7 @@ mod common;
 
 use std::collections::HashMap;
 
-use common::{cluster, psql, start_relay};
+use common::{cluster, console_rows, psql, rows_when, start_relay};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_and_stats_users_use_the_console_and_others_are_refused() {
@@ -55,24 +55,6 @@ async fn admin_and_stats_users_use_the_console_and_others_are_refused() {
         "{out}"
     );
     relay.stop().await;
-}
-
-/// A console command's rows, each as column name → value (NULL as empty).
-async fn console_rows(console: &tokio_postgres::Client, sql: &str) -> Vec<HashMap<String, String>> {
-    let rows = console.simple_query(sql).await.expect(sql);
-    rows.iter()
-        .filter_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(row) => Some(
-                (0..row.len())
-                    .map(|i| {
-                        let value = row.get(i).unwrap_or_default().to_string();
-                        (row.columns()[i].name().to_string(), value)
-                    })
-                    .collect(),
-            ),
-            _ => None,
-        })
-        .collect()
 }
 
 /// The console's `SHOW STATS` row for `database`, by column name.
@@ -176,27 +158,6 @@ async fn in_session_mode_a_query_is_timed_from_when_it_is_sent_not_from_login() 
     assert!(stats["total_query_time"] < 250_000, "{stats:?}");
     assert!(stats["total_xact_time"] < 250_000, "{stats:?}");
     relay.stop().await;
-}
-
-/// The rows of `sql` once `ready` accepts them, polling for up to 10 s: a
-/// client sees its reply a moment before pgrelay releases the server.
-async fn rows_when(
-    console: &tokio_postgres::Client,
-    sql: &str,
-    ready: impl Fn(&[HashMap<String, String>]) -> bool,
-) -> Vec<HashMap<String, String>> {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        let rows = console_rows(console, sql).await;
-        if ready(&rows) {
-            return rows;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{sql} never got there: {rows:?}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
 }
 
 /// [`rows_when`] for `SHOW CLIENTS`, by `application_name`.

@@ -4,27 +4,6 @@ mod common;
 
 use std::time::Duration;
 
-use pgrelay_testcontainers::Cluster;
-
-/// Server processes PostgreSQL runs for the app user (pgrelay's pooled servers).
-async fn app_backends(cluster: &Cluster) -> i64 {
-    let (su, su_pw) = cluster.superuser();
-    let (app, _) = cluster.app_user();
-    let direct = common::connect(&format!(
-        "host=127.0.0.1 port={} user={su} password={su_pw} dbname=postgres",
-        cluster.port()
-    ))
-    .await;
-    direct
-        .query_one(
-            "SELECT count(*) FROM pg_stat_activity WHERE usename = $1",
-            &[&app],
-        )
-        .await
-        .unwrap()
-        .get(0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pause_waits_for_transactions_closes_servers_and_holds_queries_until_resume() {
     let (cluster, relay, console) = common::relay_with_console("default_pool_size: 2").await;
@@ -54,7 +33,7 @@ async fn pause_waits_for_transactions_closes_servers_and_holds_queries_until_res
         .unwrap();
     paused.expect("PAUSE succeeds");
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while app_backends(&cluster).await > 0 {
+    while !common::app_backend_pids(&cluster).await.is_empty() {
         assert!(
             std::time::Instant::now() < deadline,
             "paused, yet PostgreSQL still runs pgrelay's servers"
@@ -66,7 +45,17 @@ async fn pause_waits_for_transactions_closes_servers_and_holds_queries_until_res
 
     let err = console.simple_query("PAUSE").await.unwrap_err();
     assert_eq!(err.code().unwrap().code(), "55000", "{err}");
+    let paused = |rows: Vec<std::collections::HashMap<String, String>>| {
+        rows.iter()
+            .find(|r| r["name"] == cluster.database())
+            .expect("the database's row")["paused"]
+            .clone()
+    };
+    let databases = common::console_rows(&console, "SHOW DATABASES").await;
+    assert_eq!(paused(databases), "1");
     console.simple_query("RESUME").await.expect("RESUME");
+    let databases = common::console_rows(&console, "SHOW DATABASES").await;
+    assert_eq!(paused(databases), "0");
     let (later, answer) = tokio::time::timeout(Duration::from_secs(10), held)
         .await
         .expect("the held query runs after RESUME")

@@ -24,22 +24,22 @@ pub enum AdminCommand {
     Pause(Option<String>),
     /// Resume one database, or all of them with `None`.
     Resume(Option<String>),
+    /// Close the servers of one database (all with `None`) as they are
+    /// released, so new ones are opened.
+    Reconnect(Option<String>),
+    /// Wait until no server marked by `RECONNECT` is left.
+    WaitClose(Option<String>),
+    /// Refuse new client logins to a database.
+    Disable(String),
+    /// Take client logins to a database again.
+    Enable(String),
     Shutdown,
 }
 
 /// PgBouncer commands pgrelay knows by name but does not implement; they get
 /// "not supported" (0A000) rather than "invalid command" (42601), which tells
 /// an operator the spelling is right.
-const UNSUPPORTED_COMMANDS: &[&str] = &[
-    "SUSPEND",
-    "KILL",
-    "KILL_CLIENT",
-    "DISABLE",
-    "ENABLE",
-    "RECONNECT",
-    "WAIT_CLOSE",
-    "SET",
-];
+const UNSUPPORTED_COMMANDS: &[&str] = &["SUSPEND", "KILL", "KILL_CLIENT", "SET"];
 
 const UNSUPPORTED_SHOW: &[&str] = &[
     "USERS",
@@ -82,6 +82,18 @@ impl AdminCommand {
             "RESUME" => Ok(AdminCommand::Resume(
                 optional_database(args).ok_or_else(invalid)?,
             )),
+            "RECONNECT" => Ok(AdminCommand::Reconnect(
+                optional_database(args).ok_or_else(invalid)?,
+            )),
+            "WAIT_CLOSE" => Ok(AdminCommand::WaitClose(
+                optional_database(args).ok_or_else(invalid)?,
+            )),
+            "DISABLE" => Ok(AdminCommand::Disable(
+                one_database(args).ok_or_else(invalid)?,
+            )),
+            "ENABLE" => Ok(AdminCommand::Enable(
+                one_database(args).ok_or_else(invalid)?,
+            )),
             k if UNSUPPORTED_COMMANDS.contains(&k) => Err(AdminError::Unsupported(k.to_string())),
             _ => Err(invalid()),
         }
@@ -94,6 +106,10 @@ impl AdminCommand {
             AdminCommand::Reload
                 | AdminCommand::Pause(_)
                 | AdminCommand::Resume(_)
+                | AdminCommand::Reconnect(_)
+                | AdminCommand::WaitClose(_)
+                | AdminCommand::Disable(_)
+                | AdminCommand::Enable(_)
                 | AdminCommand::Shutdown
         )
     }
@@ -104,6 +120,10 @@ impl AdminCommand {
             AdminCommand::Reload => "RELOAD",
             AdminCommand::Pause(_) => "PAUSE",
             AdminCommand::Resume(_) => "RESUME",
+            AdminCommand::Reconnect(_) => "RECONNECT",
+            AdminCommand::WaitClose(_) => "WAIT_CLOSE",
+            AdminCommand::Disable(_) => "DISABLE",
+            AdminCommand::Enable(_) => "ENABLE",
             AdminCommand::Shutdown => "SHUTDOWN",
             _ => "SHOW",
         }
@@ -134,6 +154,14 @@ fn parse_show(args: &[Token], text: &str) -> Result<AdminCommand, AdminError> {
         s => return Err(AdminError::UnknownShow(echo(s))),
     };
     Ok(cmd)
+}
+
+/// `[db]` → `Some(db)`; none or more → `None`.
+fn one_database(args: &[Token]) -> Option<String> {
+    match args {
+        [db] => Some(db.text().to_string()),
+        _ => None,
+    }
 }
 
 /// `[]` → `Some(None)`, `[db]` → `Some(Some(db))`, anything longer → `None`.
@@ -265,6 +293,36 @@ mod tests {
             parse("PAUSE a b"),
             Err(AdminError::InvalidCommand(_))
         ));
+    }
+
+    #[test]
+    fn reconnect_and_wait_close_take_an_optional_database_disable_and_enable_one() {
+        assert_eq!(parse("RECONNECT"), Ok(AdminCommand::Reconnect(None)));
+        assert_eq!(
+            parse("reconnect db1;"),
+            Ok(AdminCommand::Reconnect(Some("db1".into())))
+        );
+        assert_eq!(parse("wait_close"), Ok(AdminCommand::WaitClose(None)));
+        assert_eq!(
+            parse("WAIT_CLOSE db1"),
+            Ok(AdminCommand::WaitClose(Some("db1".into())))
+        );
+        assert_eq!(
+            parse("DISABLE db1"),
+            Ok(AdminCommand::Disable("db1".into()))
+        );
+        assert_eq!(parse("enable db1;"), Ok(AdminCommand::Enable("db1".into())));
+        for sql in ["DISABLE", "ENABLE", "DISABLE a b", "RECONNECT a b"] {
+            assert!(
+                matches!(parse(sql), Err(AdminError::InvalidCommand(_))),
+                "{sql:?}"
+            );
+        }
+        for cmd in ["RECONNECT", "WAIT_CLOSE", "DISABLE x", "ENABLE x"] {
+            let parsed = parse(cmd).unwrap();
+            assert!(!parsed.is_show(), "{cmd}: admin users only");
+            assert_eq!(parsed.command_tag(), cmd.split(' ').next().unwrap());
+        }
     }
 
     #[test]

@@ -21,6 +21,10 @@ pub enum AdminOutcome {
     Reload,
     Pause(Option<String>),
     Resume(Option<String>),
+    Reconnect(Option<String>),
+    WaitClose(Option<String>),
+    Disable(String),
+    Enable(String),
     Shutdown,
 }
 
@@ -30,6 +34,10 @@ const HELP: &str = "Console usage\n\
     \tRELOAD\n\
     \tPAUSE [<db>]\n\
     \tRESUME [<db>]\n\
+    \tRECONNECT [<db>]\n\
+    \tWAIT_CLOSE [<db>]\n\
+    \tDISABLE <db>\n\
+    \tENABLE <db>\n\
     \tSHUTDOWN";
 
 /// Writes the result of a `SHOW` (RowDescription, DataRows, CommandComplete
@@ -72,6 +80,10 @@ pub fn render(
         AdminCommand::Reload => return Ok(AdminOutcome::Reload),
         AdminCommand::Pause(db) => return Ok(AdminOutcome::Pause(db.clone())),
         AdminCommand::Resume(db) => return Ok(AdminOutcome::Resume(db.clone())),
+        AdminCommand::Reconnect(db) => return Ok(AdminOutcome::Reconnect(db.clone())),
+        AdminCommand::WaitClose(db) => return Ok(AdminOutcome::WaitClose(db.clone())),
+        AdminCommand::Disable(db) => return Ok(AdminOutcome::Disable(db.clone())),
+        AdminCommand::Enable(db) => return Ok(AdminOutcome::Enable(db.clone())),
         AdminCommand::Shutdown => return Ok(AdminOutcome::Shutdown),
     }
     Ok(AdminOutcome::Shown)

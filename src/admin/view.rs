@@ -138,8 +138,8 @@ impl AdminView for LiveView<'_> {
                             .unwrap_or(self.config.pool.max_db_connections),
                     ),
                     current_connections: current as u64,
-                    paused: false,
-                    disabled: false,
+                    paused: self.pools.pause_gate().is_paused(name),
+                    disabled: self.pools.disabled().is_disabled(name),
                 }
             })
             .collect()
@@ -195,7 +195,7 @@ impl AdminView for LiveView<'_> {
                     // The client's last request while attached; an idle
                     // server's last use is not kept (see `ServerCard`).
                     request_time: client.map_or(card.connect_time, |c| c.request_time),
-                    close_needed: false,
+                    close_needed: card.close_needed(),
                     link: client.map(|c| c.id),
                     remote_pid: card.key.process_id,
                     tls: card.tls.clone(),

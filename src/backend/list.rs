@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
@@ -36,12 +36,19 @@ pub struct ServerCard {
     /// TLS version and cipher, empty for plain TCP.
     pub tls: String,
     prepared: AtomicUsize,
+    /// Set by the console's `RECONNECT`: closed when next released.
+    close_needed: AtomicBool,
 }
 
 impl ServerCard {
     /// Statements pgrelay has prepared on it.
     pub fn prepared(&self) -> usize {
         self.prepared.load(Ordering::Relaxed)
+    }
+
+    /// Whether the server is to be closed instead of pooled again.
+    pub fn close_needed(&self) -> bool {
+        self.close_needed.load(Ordering::Relaxed)
     }
 }
 
@@ -50,6 +57,9 @@ impl ServerCard {
 pub struct ServerList {
     cards: Mutex<HashMap<u64, Arc<ServerCard>>>,
     next: AtomicU64,
+    /// Counts `RECONNECT`s, so a server that was logging in during one (not
+    /// yet on the list to be marked) is marked when it is added.
+    reconnects: AtomicU64,
 }
 
 impl ServerList {
@@ -70,13 +80,46 @@ impl ServerList {
         cards.into_iter().map(|(_, c)| c).collect()
     }
 
-    pub(super) fn add(self: &Arc<Self>, card: ServerCard) -> Listing {
+    /// The `RECONNECT` count now: read before a connection starts, passed to
+    /// [`ServerConn::list_in`](super::ServerConn::list_in) once it is up.
+    pub fn reconnects(&self) -> u64 {
+        self.reconnects.load(Ordering::Acquire)
+    }
+
+    /// `RECONNECT`: marks the listed servers of `database` (of every database
+    /// with `None`) to be closed when released. Servers still logging in are
+    /// marked as they are added, whatever their database: closing one server
+    /// too many only costs a new login.
+    pub fn mark_close_needed(&self, database: Option<&str>) {
+        let cards = self.cards.lock().unwrap_or_else(|e| e.into_inner());
+        self.reconnects.fetch_add(1, Ordering::AcqRel);
+        for card in cards.values() {
+            if database.is_none_or(|d| card.database == d) {
+                card.close_needed.store(true, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Whether a listed server of `database` (of any with `None`) is still
+    /// marked by `RECONNECT`: `WAIT_CLOSE` waits for none.
+    pub fn any_close_needed(&self, database: Option<&str>) -> bool {
+        let cards = self.cards.lock().unwrap_or_else(|e| e.into_inner());
+        cards
+            .values()
+            .any(|c| c.close_needed() && database.is_none_or(|d| c.database == d))
+    }
+
+    pub(super) fn add(self: &Arc<Self>, card: ServerCard, reconnects_at_start: u64) -> Listing {
         let number = self.next.fetch_add(1, Ordering::Relaxed);
         let card = Arc::new(card);
-        self.cards
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(number, card.clone());
+        let mut cards = self.cards.lock().unwrap_or_else(|e| e.into_inner());
+        // Under the list's lock, so a RECONNECT either saw this card or
+        // counted before this read.
+        if self.reconnects.load(Ordering::Acquire) != reconnects_at_start {
+            card.close_needed.store(true, Ordering::Relaxed);
+        }
+        cards.insert(number, card.clone());
+        drop(cards);
         Listing {
             list: self.clone(),
             number,
@@ -96,6 +139,10 @@ pub(super) struct Listing {
 impl Listing {
     pub(super) fn set_prepared(&self, count: usize) {
         self.card.prepared.store(count, Ordering::Relaxed);
+    }
+
+    pub(super) fn close_needed(&self) -> bool {
+        self.card.close_needed()
     }
 }
 
@@ -125,6 +172,7 @@ impl ServerCard {
             connect_time: SystemTime::now(),
             tls,
             prepared: AtomicUsize::new(0),
+            close_needed: AtomicBool::new(false),
         }
     }
 }
@@ -145,8 +193,8 @@ mod tests {
     fn a_listing_is_removed_when_dropped_and_counts_prepared_statements() {
         let list = ServerList::new();
         let card = |pid| ServerCard::new(key(pid), "u", "db", None, String::new());
-        let a = list.add(card(1));
-        let b = list.add(card(2));
+        let a = list.add(card(1), 0);
+        let b = list.add(card(2), 0);
         let pids: Vec<i32> = list.cards().iter().map(|c| c.key.process_id).collect();
         assert_eq!(pids, vec![1, 2], "in the order opened");
         a.set_prepared(3);
@@ -167,5 +215,29 @@ mod tests {
             ..key(1)
         };
         assert_ne!(key(1).console_id(), elsewhere.console_id());
+    }
+
+    #[test]
+    fn reconnect_marks_its_database_and_servers_that_were_logging_in() {
+        let list = ServerList::new();
+        let card = |pid, db| ServerCard::new(key(pid), "u", db, None, String::new());
+        let a = list.add(card(1, "a"), list.reconnects());
+        let b = list.add(card(2, "b"), list.reconnects());
+        let started = list.reconnects();
+        list.mark_close_needed(Some("a"));
+        assert!(a.close_needed() && !b.close_needed());
+        assert!(list.any_close_needed(Some("a")) && !list.any_close_needed(Some("b")));
+        // Its login began before the RECONNECT: it may use the old settings.
+        let late = list.add(card(3, "b"), started);
+        assert!(late.close_needed());
+        let fresh = list.add(card(4, "b"), list.reconnects());
+        assert!(!fresh.close_needed());
+        drop((a, late));
+        assert!(
+            !list.any_close_needed(None),
+            "closed servers leave the list"
+        );
+        list.mark_close_needed(None);
+        assert!(b.close_needed() && fresh.close_needed());
     }
 }

@@ -221,8 +221,15 @@ impl ServerConn {
     }
 
     /// Puts this connection on `servers` for `SHOW SERVERS` (a pool's
-    /// connection, not a health probe's).
-    pub fn list_in(&mut self, servers: &Arc<ServerList>, user: &str, database: &str) {
+    /// connection, not a health probe's). `reconnects_at_start` is
+    /// [`ServerList::reconnects`] read before the connection was begun.
+    pub fn list_in(
+        &mut self,
+        servers: &Arc<ServerList>,
+        user: &str,
+        database: &str,
+        reconnects_at_start: u64,
+    ) {
         let card = ServerCard::new(
             self.cancel,
             user,
@@ -230,7 +237,12 @@ impl ServerConn {
             self.stream.tcp().local_addr().ok(),
             self.stream.tls_description(),
         );
-        self.listing = Some(servers.add(card));
+        self.listing = Some(servers.add(card, reconnects_at_start));
+    }
+
+    /// Marked by the console's `RECONNECT`: to be closed, not pooled again.
+    pub fn close_needed(&self) -> bool {
+        self.listing.as_ref().is_some_and(|l| l.close_needed())
     }
 
     fn note_prepared(&self) {

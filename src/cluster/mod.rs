@@ -4,6 +4,7 @@
 //! Pools are created on first use and shared by every client of the pair.
 
 pub mod balance;
+mod disabled;
 pub mod discovery;
 mod groups;
 pub mod health;
@@ -23,6 +24,7 @@ use crate::config::PoolMode;
 use crate::pool::{ConnLimit, Connector, Pool, PoolSettings};
 use crate::shutdown::ShutdownSignal;
 
+pub use disabled::DisabledDatabases;
 pub use groups::{GroupId, NamedGroup, ReplicaGroups};
 pub use monitor::{EndpointState, GroupMonitor};
 pub use pause::{PauseError, PauseGate};
@@ -32,6 +34,9 @@ pub use replicas::{HealthSettings, ReadFallback, ReadYourWrites, ReplicaEndpoint
 /// Opens logged-in server connections for a pool.
 #[derive(Debug, Clone)]
 pub struct ServerConnector {
+    /// The database as clients name it (the console's name for it), which
+    /// may differ from the server's `dbname`.
+    pub name: Arc<str>,
     pub opts: Arc<ConnectOptions>,
     /// For a primary named by DNS: where the name points now.
     pub primary: Option<PrimaryAddress>,
@@ -40,8 +45,9 @@ pub struct ServerConnector {
 }
 
 impl ServerConnector {
-    pub fn new(opts: ConnectOptions, servers: Arc<ServerList>) -> Self {
+    pub fn new(name: &str, opts: ConnectOptions, servers: Arc<ServerList>) -> Self {
         ServerConnector {
+            name: name.into(),
             opts: Arc::new(opts),
             primary: None,
             servers,
@@ -53,7 +59,7 @@ impl ServerConnector {
         let mut opts = ConnectOptions::clone(&self.opts);
         opts.host = addr.ip().to_string();
         opts.port = addr.port();
-        ServerConnector::new(opts, self.servers.clone())
+        ServerConnector::new(&self.name, opts, self.servers.clone())
     }
 
     async fn open(&self) -> Result<ServerConn, BackendError> {
@@ -90,8 +96,9 @@ impl Connector for ServerConnector {
     type Conn = ServerConn;
     type Error = BackendError;
     async fn connect(&self) -> Result<ServerConn, BackendError> {
+        let reconnects = self.servers.reconnects();
         let mut conn = self.open().await?;
-        conn.list_in(&self.servers, &self.opts.user, &self.opts.database);
+        conn.list_in(&self.servers, &self.opts.user, &self.name, reconnects);
         Ok(conn)
     }
 
@@ -99,11 +106,14 @@ impl Connector for ServerConnector {
         conn.is_idle_and_open() && self.may_reuse(conn)
     }
 
-    /// A server of a primary whose DNS name moved is not pooled again.
+    /// A server marked by `RECONNECT`, or of a primary whose DNS name moved,
+    /// is not pooled again.
     fn may_reuse(&self, conn: &ServerConn) -> bool {
-        self.primary
-            .as_ref()
-            .is_none_or(|p| p.is_current(conn.cancel_key().addr))
+        !conn.close_needed()
+            && self
+                .primary
+                .as_ref()
+                .is_none_or(|p| p.is_current(conn.cancel_key().addr))
     }
 }
 
@@ -225,6 +235,7 @@ pub struct PoolRegistry {
     /// Every pooled server connection, for the console.
     servers: Arc<ServerList>,
     pause: Arc<PauseGate>,
+    disabled: DisabledDatabases,
 }
 
 impl PoolRegistry {
@@ -240,6 +251,7 @@ impl PoolRegistry {
             shutdown,
             servers: ServerList::new(),
             pause: Arc::default(),
+            disabled: DisabledDatabases::default(),
         }
     }
 
@@ -247,23 +259,51 @@ impl PoolRegistry {
         &self.pause
     }
 
+    /// Databases the console's `DISABLE` closed to new logins.
+    pub fn disabled(&self) -> &DisabledDatabases {
+        &self.disabled
+    }
+
+    /// The server pools of `database` (of every database with `None`).
+    fn server_pools_of(&self, database: Option<&str>) -> Vec<ServerPool> {
+        self.all()
+            .iter()
+            .filter(|p| database.is_none_or(|d| p.spec.name == d))
+            .flat_map(|p| p.server_pools())
+            .collect()
+    }
+
+    /// `RECONNECT`: every server of `database` (of every database with
+    /// `None`) is closed instead of pooled again: idle ones now, the others
+    /// when their clients release them. New servers open as needed.
+    pub fn reconnect(&self, database: Option<&str>) {
+        self.servers.mark_close_needed(database);
+        for pool in self.server_pools_of(database) {
+            pool.close_idle();
+        }
+    }
+
+    /// `WAIT_CLOSE`: returns once no server `RECONNECT` marked is left.
+    pub async fn wait_close(&self, database: Option<&str>) {
+        while self.servers.any_close_needed(database) {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
     /// For `PAUSE`: waits until no server of `database` (of every database
     /// with `None`) is checked out, then closes their idle servers. Call
     /// after pausing, so no new checkout starts meanwhile.
     pub async fn drain(&self, database: Option<&str>) {
-        let pools = || -> Vec<ServerPool> {
-            self.all()
-                .iter()
-                .filter(|p| database.is_none_or(|d| p.spec.name == d))
-                .flat_map(|p| p.server_pools())
-                .collect()
-        };
         // Slots, not live connections: a checkout still opening its server
         // holds a slot before the connection counts as live.
-        while pools().iter().any(|p| p.stats().checked_out > 0) {
+        while self
+            .server_pools_of(database)
+            .iter()
+            .any(|p| p.stats().checked_out > 0)
+        {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
-        for pool in pools() {
+        for pool in self.server_pools_of(database) {
             pool.close_idle();
         }
     }
@@ -372,7 +412,7 @@ impl PoolRegistry {
             let monitor = self.group_monitor(&spec, name, r)?;
             Some(ReplicaSet::new(
                 group,
-                ServerConnector::new(spec.connect.clone(), self.servers.clone()),
+                ServerConnector::new(&spec.name, spec.connect.clone(), self.servers.clone()),
                 spec.pool.clone(),
                 limits.clone(),
                 monitor,
@@ -400,7 +440,7 @@ impl PoolRegistry {
         let primary = Pool::new(
             ServerConnector {
                 primary: self.primary_address(&spec),
-                ..ServerConnector::new(spec.connect.clone(), self.servers.clone())
+                ..ServerConnector::new(&spec.name, spec.connect.clone(), self.servers.clone())
             },
             spec.pool.clone(),
             limits,

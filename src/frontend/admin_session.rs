@@ -62,7 +62,18 @@ pub(crate) async fn serve_admin(
                         shared.stop_requested.notify_one();
                         return Ok(());
                     }
-                    Some(AdminOutcome::Shown | AdminOutcome::Reload) | None => {}
+                    Some(AdminOutcome::WaitClose(db)) => {
+                        wait_close(db.as_deref(), shared, &mut client.wbuf).await
+                    }
+                    // Answered by run_command itself.
+                    Some(
+                        AdminOutcome::Shown
+                        | AdminOutcome::Reload
+                        | AdminOutcome::Reconnect(_)
+                        | AdminOutcome::Disable(_)
+                        | AdminOutcome::Enable(_),
+                    )
+                    | None => {}
                 }
                 be::write_ready_for_query(TxStatus::Idle, &mut client.wbuf);
                 client.flush().await?;
@@ -78,8 +89,8 @@ pub(crate) async fn serve_admin(
     }
 }
 
-/// Runs `sql`; PAUSE, RESUME and SHUTDOWN are handed back to the session
-/// loop, which may wait for them or end the session.
+/// Runs `sql`; PAUSE, RESUME, WAIT_CLOSE and SHUTDOWN are handed back to
+/// the session loop, which may wait for them or end the session.
 fn run_command(
     sql: &str,
     privilege: Privilege,
@@ -99,8 +110,29 @@ fn run_command(
     });
     match result {
         Ok((_, AdminOutcome::Shown)) => {}
-        Ok((_, deferred @ (AdminOutcome::Pause(_) | AdminOutcome::Resume(_)))) => {
-            return Some(deferred)
+        Ok((
+            _,
+            deferred @ (AdminOutcome::Pause(_)
+            | AdminOutcome::Resume(_)
+            | AdminOutcome::WaitClose(_)),
+        )) => return Some(deferred),
+        Ok((cmd, AdminOutcome::Reconnect(db))) => {
+            if is_known(db.as_deref(), shared, out) {
+                shared.pools.reconnect(db.as_deref());
+                be::write_command_complete(cmd.command_tag(), out);
+            }
+        }
+        Ok((cmd, AdminOutcome::Disable(db))) => {
+            if is_known(Some(&db), shared, out) {
+                shared.pools.disabled().disable(&db);
+                be::write_command_complete(cmd.command_tag(), out);
+            }
+        }
+        Ok((cmd, AdminOutcome::Enable(db))) => {
+            if is_known(Some(&db), shared, out) {
+                shared.pools.disabled().enable(&db);
+                be::write_command_complete(cmd.command_tag(), out);
+            }
         }
         Ok((_, AdminOutcome::Shutdown)) => return Some(AdminOutcome::Shutdown),
         Ok((cmd, AdminOutcome::Reload)) => match shared.directory.reload() {
@@ -136,6 +168,14 @@ fn resume(database: Option<&str>, shared: &Shared, out: &mut bytes::BytesMut) {
     match shared.pools.pause_gate().resume(database) {
         Err(e) => be::write_error(Severity::Error, e.sqlstate(), &e.to_string(), out),
         Ok(()) => be::write_command_complete("RESUME", out),
+    }
+}
+
+/// `WAIT_CLOSE [db]`: returns once every server `RECONNECT` marked is closed.
+async fn wait_close(database: Option<&str>, shared: &Shared, out: &mut bytes::BytesMut) {
+    if is_known(database, shared, out) {
+        shared.pools.wait_close(database).await;
+        be::write_command_complete("WAIT_CLOSE", out);
     }
 }
 

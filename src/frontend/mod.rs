@@ -116,6 +116,9 @@ pub enum FrontendError {
     TlsRequired,
     #[error("database \"{0}\" does not exist")]
     UnknownDatabase(String),
+    /// The console's `DISABLE`.
+    #[error("database \"{0}\" is not currently accepting connections")]
+    DatabaseDisabled(String),
     #[error("unsupported startup parameter: {0}")]
     UnsupportedParameter(String),
     #[error("no user name in the startup packet")]
@@ -153,6 +156,8 @@ impl FrontendError {
                 "28000"
             }
             FrontendError::UnknownDatabase(_) => "3D000",
+            // PostgreSQL's code for a database that does not allow connections.
+            FrontendError::DatabaseDisabled(_) => "55000",
             FrontendError::UnsupportedParameter(_) => "08P01",
             FrontendError::TooManyClients => "53300",
             // The server's own reason is more precise than "could not connect":

@@ -206,6 +206,9 @@ async fn login<'a>(
         .directory
         .database_pools(&startup.database, &startup.user, &shared.pools)
         .ok_or_else(|| FrontendError::UnknownDatabase(startup.database.clone()))?;
+    if shared.pools.disabled().is_disabled(&startup.database) {
+        return Err(FrontendError::DatabaseDisabled(startup.database.clone()));
+    }
     let mode = pools.spec.pool_mode;
     let mut session = Session::new(
         shared.metrics.clone(),

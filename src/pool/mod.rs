@@ -299,8 +299,9 @@ impl<C: Connector> Pool<C> {
         }
     }
 
-    /// Closes idle connections past their idle timeout or lifetime, and opens
-    /// connections up to `min_size`. Call periodically.
+    /// Closes idle connections past their idle timeout or lifetime, or no
+    /// longer to be reused, and opens connections up to `min_size`. Call
+    /// periodically.
     pub async fn maintain(&self) {
         let inner = &self.inner;
         let now = Instant::now();
@@ -308,6 +309,7 @@ impl<C: Connector> Pool<C> {
             let mut idle = inner.idle.lock().unwrap();
             let (keep, expired) = std::mem::take(&mut *idle).into_iter().partition(|e| {
                 !inner.is_past_lifetime(e, now)
+                    && inner.connector.may_reuse(&e.conn)
                     && inner
                         .settings
                         .idle_timeout

@@ -12,6 +12,8 @@ struct Refused;
 struct Counting {
     opened: AtomicUsize,
     fail: AtomicBool,
+    /// Connections numbered below this may not be reused (a RECONNECT).
+    reuse_from: AtomicUsize,
 }
 
 impl Connector for Arc<Counting> {
@@ -22,6 +24,9 @@ impl Connector for Arc<Counting> {
             return Err(Refused);
         }
         Ok(self.opened.fetch_add(1, Ordering::SeqCst))
+    }
+    fn may_reuse(&self, conn: &usize) -> bool {
+        *conn >= self.reuse_from.load(Ordering::SeqCst)
     }
 }
 
@@ -208,6 +213,19 @@ async fn maintain_warms_min_size_and_evicts_idle_and_old() {
     tokio::time::sleep(Duration::from_millis(20)).await;
     conn.release();
     assert_eq!(pool.stats().live, 0, "past its lifetime: closed at release");
+}
+
+#[tokio::test]
+async fn maintain_closes_idle_connections_that_may_not_be_reused() {
+    let (pool, c) = counting_pool(settings(4));
+    let (a, b) = (pool.get().await.unwrap(), pool.get().await.unwrap());
+    a.release();
+    b.release();
+    assert_eq!(pool.stats().idle, 2);
+    c.reuse_from.store(1, Ordering::SeqCst);
+    pool.maintain().await;
+    assert_eq!((pool.stats().live, pool.stats().idle), (1, 1));
+    assert_eq!(*pool.get().await.unwrap(), 1, "the one still reusable");
 }
 
 #[tokio::test]

@@ -380,6 +380,70 @@ pub async fn relay_with_console(extra: &str) -> (Cluster, Relay, tokio_postgres:
     (cluster, relay, console)
 }
 
+/// A console command's rows, each as column name → value (NULL as empty).
+pub async fn console_rows(
+    console: &tokio_postgres::Client,
+    sql: &str,
+) -> Vec<std::collections::HashMap<String, String>> {
+    let rows = console.simple_query(sql).await.expect(sql);
+    rows.iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(row) => Some(
+                (0..row.len())
+                    .map(|i| {
+                        let value = row.get(i).unwrap_or_default().to_string();
+                        (row.columns()[i].name().to_string(), value)
+                    })
+                    .collect(),
+            ),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The rows of `sql` once `ready` accepts them, polling for up to 10 s: a
+/// client sees its reply a moment before pgrelay releases the server.
+pub async fn rows_when(
+    console: &tokio_postgres::Client,
+    sql: &str,
+    ready: impl Fn(&[std::collections::HashMap<String, String>]) -> bool,
+) -> Vec<std::collections::HashMap<String, String>> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let rows = console_rows(console, sql).await;
+        if ready(&rows) {
+            return rows;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{sql} never got there: {rows:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// Process ids of the server connections PostgreSQL runs for the app user
+/// (pgrelay's pooled servers), asked straight from PostgreSQL.
+pub async fn app_backend_pids(cluster: &Cluster) -> Vec<i32> {
+    let (su, su_pw) = cluster.superuser();
+    let (app, _) = cluster.app_user();
+    let direct = connect(&format!(
+        "host=127.0.0.1 port={} user={su} password={su_pw} dbname=postgres",
+        cluster.port()
+    ))
+    .await;
+    direct
+        .query(
+            "SELECT pid FROM pg_stat_activity WHERE usename = $1 ORDER BY pid",
+            &[&app],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
 /// Lines read from `from` (a child's stdout or stderr) on a thread of their
 /// own, as they arrive.
 pub fn line_channel(
