@@ -114,6 +114,33 @@ async fn show_stats_counts_transactions_queries_and_bytes_and_averages_them() {
         "{stats:?}"
     );
 
+    let extended = |s: &HashMap<String, u64>| {
+        (
+            s["total_client_parse_count"],
+            s["total_server_parse_count"],
+            s["total_bind_count"],
+        )
+    };
+    assert_eq!(extended(&stats), (0, 0, 0), "simple queries only");
+    // A named statement, prepared once and executed three times. Its server
+    // prepares it once, more only if an execution lands on another server.
+    let statement = client.prepare("select $1::int").await.unwrap();
+    for i in 0..3 {
+        client.query_one(&statement, &[&i]).await.unwrap();
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let stats = loop {
+        // Published just after the client has its reply: poll.
+        let stats = show_stats(relay.port, su, su_pw, db).await;
+        if stats["total_bind_count"] == 3 || std::time::Instant::now() > deadline {
+            break stats;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let (client_parses, server_parses, binds) = extended(&stats);
+    assert_eq!((client_parses, binds), (1, 3), "{stats:?}");
+    assert!((1..=4).contains(&server_parses), "{stats:?}");
+
     // Averages cover the last complete second: keep traffic going until one
     // such second has some.
     let mut averaged = None;
@@ -133,6 +160,7 @@ async fn show_stats_counts_transactions_queries_and_bytes_and_averages_them() {
     );
     assert!(stats["avg_recv"] > 0 && stats["avg_sent"] > 0, "{stats:?}");
     assert!(stats["avg_xact_time"] > 0, "{stats:?}");
+    drop(statement);
     relay.stop().await;
 }
 

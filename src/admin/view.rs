@@ -59,8 +59,12 @@ fn stats_row(database: String, total: &Traffic, avg: &TrafficAverages) -> StatsR
         avg_xact_time: avg.transaction_us,
         avg_query_time: avg.query_us,
         avg_wait_time: avg.wait_us,
-        // Parse and Bind are not counted separately.
-        ..StatsRow::default()
+        total_client_parse_count: total.client_parses,
+        total_server_parse_count: total.server_parses,
+        total_bind_count: total.binds,
+        avg_client_parse_count: avg.client_parses_per_second,
+        avg_server_parse_count: avg.server_parses_per_second,
+        avg_bind_count: avg.binds_per_second,
     }
 }
 

@@ -23,7 +23,7 @@ use thiserror::Error;
 pub use client::ClientTracker;
 pub use http::{serve, MetricsServer, MAX_REQUEST_HEAD, REQUEST_TIMEOUT};
 pub use labels::{ClientState, ConnectResult, ErrorOrigin, LoginResult, Role, ServerState};
-pub use pool::PoolMetrics;
+pub use pool::{ExtendedCounts, PoolMetrics};
 pub use replica::ReplicaMetrics;
 pub use traffic::{Traffic, TrafficAverages, TrafficWindow};
 

@@ -32,6 +32,9 @@ pub(super) struct PoolFamilies {
     transaction_seconds: CounterVec,
     received: IntCounterVec,
     sent: IntCounterVec,
+    client_parses: IntCounterVec,
+    server_parses: IntCounterVec,
+    binds: IntCounterVec,
 }
 
 const POOL: &[&str] = &["database", "user"];
@@ -102,6 +105,25 @@ impl PoolFamilies {
                 "Bytes sent to clients of a pool.",
                 POOL,
             )?,
+            client_parses: counter_vec(
+                r,
+                "pgrelay_client_parses_total",
+                "Parse messages clients of a pool sent.",
+                POOL,
+            )?,
+            server_parses: counter_vec(
+                r,
+                "pgrelay_server_parses_total",
+                "Parse messages pgrelay sent to servers for clients of a pool (a named \
+                 statement is prepared once per server in transaction pooling).",
+                POOL,
+            )?,
+            binds: counter_vec(
+                r,
+                "pgrelay_binds_total",
+                "Bind messages clients of a pool sent.",
+                POOL,
+            )?,
         })
     }
 
@@ -120,6 +142,9 @@ impl PoolFamilies {
                 clients,
                 received: self.received.with_label_values(&pool),
                 sent: self.sent.with_label_values(&pool),
+                client_parses: self.client_parses.with_label_values(&pool),
+                server_parses: self.server_parses.with_label_values(&pool),
+                binds: self.binds.with_label_values(&pool),
                 primary: RoleHandles::resolve(self, database, user, Role::Primary),
                 replica: OnceLock::new(),
                 families: self.clone(),
@@ -186,6 +211,9 @@ struct PoolHandles {
     clients: Vec<Option<IntGauge>>,
     received: IntCounter,
     sent: IntCounter,
+    client_parses: IntCounter,
+    server_parses: IntCounter,
+    binds: IntCounter,
     primary: RoleHandles,
     /// Resolved on first use, so pools without replicas export no replica series.
     replica: OnceLock<RoleHandles>,
@@ -262,6 +290,9 @@ impl PoolMetrics {
         let mut total = Traffic {
             received: h.received.get(),
             sent: h.sent.get(),
+            client_parses: h.client_parses.get(),
+            server_parses: h.server_parses.get(),
+            binds: h.binds.get(),
             ..Traffic::default()
         };
         for role in std::iter::once(&h.primary).chain(h.replica.get()) {
@@ -278,6 +309,29 @@ impl PoolMetrics {
         if sent > 0 {
             self.inner.sent.inc_by(sent);
         }
+    }
+}
+
+/// Extended-protocol messages a session handled since it last published them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ExtendedCounts {
+    pub client_parses: u32,
+    pub server_parses: u32,
+    pub binds: u32,
+}
+
+impl PoolMetrics {
+    /// Publishes and resets a session's extended-protocol counts; nothing
+    /// to do for simple-protocol clients.
+    pub fn extended_done(&self, counts: &mut ExtendedCounts) {
+        if *counts == ExtendedCounts::default() {
+            return;
+        }
+        let h = &self.inner;
+        h.client_parses.inc_by(u64::from(counts.client_parses));
+        h.server_parses.inc_by(u64::from(counts.server_parses));
+        h.binds.inc_by(u64::from(counts.binds));
+        *counts = ExtendedCounts::default();
     }
 }
 

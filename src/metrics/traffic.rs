@@ -21,6 +21,10 @@ pub struct Traffic {
     pub query_us: u64,
     /// Time clients waited for a server connection.
     pub wait_us: u64,
+    /// Parse messages from clients, Parse messages sent to servers, Binds.
+    pub client_parses: u64,
+    pub server_parses: u64,
+    pub binds: u64,
 }
 
 impl Traffic {
@@ -33,6 +37,9 @@ impl Traffic {
         self.transaction_us += other.transaction_us;
         self.query_us += other.query_us;
         self.wait_us += other.wait_us;
+        self.client_parses += other.client_parses;
+        self.server_parses += other.server_parses;
+        self.binds += other.binds;
     }
 
     /// What happened between `earlier` and `self` (counters only grow; a
@@ -47,6 +54,9 @@ impl Traffic {
             transaction_us: self.transaction_us.saturating_sub(earlier.transaction_us),
             query_us: self.query_us.saturating_sub(earlier.query_us),
             wait_us: self.wait_us.saturating_sub(earlier.wait_us),
+            client_parses: self.client_parses.saturating_sub(earlier.client_parses),
+            server_parses: self.server_parses.saturating_sub(earlier.server_parses),
+            binds: self.binds.saturating_sub(earlier.binds),
         }
     }
 }
@@ -63,6 +73,9 @@ pub struct TrafficAverages {
     pub transaction_us: u64,
     pub query_us: u64,
     pub wait_us: u64,
+    pub client_parses_per_second: u64,
+    pub server_parses_per_second: u64,
+    pub binds_per_second: u64,
 }
 
 impl TrafficAverages {
@@ -79,6 +92,9 @@ impl TrafficAverages {
             transaction_us: per_item(delta.transaction_us, delta.transactions),
             query_us: per_item(delta.query_us, delta.queries),
             wait_us: per_item(delta.wait_us, delta.assignments),
+            client_parses_per_second: per_second(delta.client_parses),
+            server_parses_per_second: per_second(delta.server_parses),
+            binds_per_second: per_second(delta.binds),
         }
     }
 }
@@ -153,6 +169,9 @@ mod tests {
             transaction_us,
             query_us: transaction_us / 2,
             wait_us: 10 * transactions,
+            client_parses: transactions,
+            server_parses: transactions / 2,
+            binds: 3 * transactions,
         }
     }
 
@@ -183,6 +202,14 @@ mod tests {
         assert_eq!(avg.transaction_us, 1_000);
         assert_eq!(avg.query_us, 250);
         assert_eq!(avg.wait_us, 10);
+        assert_eq!(
+            (
+                avg.client_parses_per_second,
+                avg.server_parses_per_second,
+                avg.binds_per_second
+            ),
+            (20, 10, 60)
+        );
         assert_eq!(window.averages("other"), TrafficAverages::default());
         // A quiet period averages to zero, not to the period before it.
         window.tick(

@@ -100,6 +100,7 @@ impl Session<'_> {
             tag::PARSE if !renames || frame.body.first() == Some(&0) => {
                 relay.owe(Owed::Parse { prepared: None });
                 out.extend_from_slice(msg);
+                self.extended.server_parses += 1;
             }
             tag::PARSE => {
                 let parse = fe::parse(frame.body)?;
@@ -114,13 +115,16 @@ impl Session<'_> {
                         prepared: Some(statement.server_name.clone()),
                     });
                     out.extend_from_slice(&statement.parse);
+                    self.extended.server_parses += 1;
                 }
             }
             tag::BIND => {
                 let bind = fe::bind(frame.body)?;
                 match self.statements.get(bind.statement).filter(|_| renames) {
                     Some(statement) => {
-                        ensure_prepared(conn, relay, out, statement);
+                        if ensure_prepared(conn, relay, out, statement) {
+                            self.extended.server_parses += 1;
+                        }
                         fe::write_bind(bind.portal, &statement.server_name, bind.rest, out);
                     }
                     None => out.extend_from_slice(msg),
@@ -139,7 +143,9 @@ impl Session<'_> {
                     .filter(|_| renames && target == Target::Statement)
                 {
                     Some(statement) => {
-                        ensure_prepared(conn, relay, out, statement);
+                        if ensure_prepared(conn, relay, out, statement) {
+                            self.extended.server_parses += 1;
+                        }
                         fe::write_describe(Target::Statement, &statement.server_name, out);
                     }
                     None => out.extend_from_slice(msg),
@@ -199,18 +205,20 @@ fn unexpected(tag: u8) -> FrontendError {
 
 /// Prepares `statement` on the server first if it does not have it yet; the
 /// injected Parse's reply is owed to pgrelay, before the message that needs it.
+/// True if it did (a Parse sent to the server).
 fn ensure_prepared(
     conn: &mut crate::backend::ServerConn,
     relay: &mut RelayState,
     out: &mut BytesMut,
     statement: &crate::frontend::prepared::Statement,
-) {
+) -> bool {
     if conn.has_prepared(&statement.server_name) {
-        return;
+        return false;
     }
     conn.mark_prepared(statement.server_name.clone());
     relay.owe(Owed::InjectedParse {
         prepared: statement.server_name.clone(),
     });
     out.extend_from_slice(&statement.parse);
+    true
 }

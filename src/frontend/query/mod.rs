@@ -117,6 +117,8 @@ pub(crate) struct Session<'a> {
     replay: Option<BytesMut>,
     /// The replay buffer of the last read, kept for the next (small ones only).
     spare_replay: BytesMut,
+    /// Parse and Bind messages not yet published to the pool's statistics.
+    extended: crate::metrics::ExtendedCounts,
     /// The relay state of the last server, emptied, so that a checkout does not
     /// allocate its reply queue anew (empty until the first server is released).
     spare_relay: RelayState,
@@ -158,6 +160,7 @@ impl<'a> Session<'a> {
             tracker: None,
             replay: None,
             spare_replay: BytesMut::new(),
+            extended: Default::default(),
             spare_relay: RelayState::empty(),
             write_mark: None,
             wait_timer: ReusableSleep::new(),
@@ -379,10 +382,15 @@ impl<'a> Session<'a> {
         let mut done = 0;
         while let Some(len) = framing::check(&client.rbuf[done..], max)? {
             let msg = &client.rbuf[done..done + len];
-            if msg[0] == tag::TERMINATE {
-                done += len;
-                flow = Flow::Quit;
-                break;
+            match msg[0] {
+                tag::TERMINATE => {
+                    done += len;
+                    flow = Flow::Quit;
+                    break;
+                }
+                tag::PARSE => self.extended.client_parses += 1,
+                tag::BIND => self.extended.binds += 1,
+                _ => {}
             }
             let routed = self.route_message(msg)?;
             let mut dest = None;
@@ -474,6 +482,7 @@ impl<'a> Session<'a> {
         if completed.queries > 0 {
             attached.record_completed(completed, &self.pools.metrics);
             self.pools.metrics.client_bytes(client.take_byte_counts());
+            self.pools.metrics.extended_done(&mut self.extended);
         }
         let tx_left_open = attached.relay.is_quiet() && attached.relay.tx != TxStatus::Idle;
         if answered {
@@ -592,6 +601,7 @@ impl<'a> Session<'a> {
 
     /// The client is gone: the server is reset and pooled, or closed.
     pub async fn finish(&mut self) {
+        self.pools.metrics.extended_done(&mut self.extended);
         let reset = self.mode == PoolMode::Session || self.settings.server_reset_query_always;
         self.detach(reset).await;
     }
