@@ -269,8 +269,16 @@ async fn show_clients_lists_who_is_connected_what_they_wait_for_and_their_server
         assert!(c["request_time"] >= c["connect_time"], "{c:?}");
     }
 
+    // A client that renames itself is listed under its new name, as the
+    // server reported it.
+    idle.batch_execute("SET application_name = 'renamed'")
+        .await
+        .unwrap();
+    let clients = clients_when(&console, |c| c.contains_key("renamed")).await;
+    assert!(!clients.contains_key("idler"), "{clients:?}");
+
     drop(idle);
-    clients_when(&console, |c| !c.contains_key("idler")).await;
+    clients_when(&console, |c| !c.contains_key("renamed")).await;
     drop((waiter, holder, console));
     relay.stop().await;
 }

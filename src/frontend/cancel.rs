@@ -34,7 +34,7 @@ pub struct ClientCard {
     pub connect_time: SystemTime,
     /// TLS version and cipher, empty for plain TCP.
     pub tls: String,
-    /// As sent in the startup packet.
+    /// As sent in the startup packet (a later change is kept in the slot).
     pub application_name: String,
 }
 
@@ -56,6 +56,8 @@ pub struct CancelSlot {
     card: OnceLock<ClientCard>,
     /// Named statements the client has prepared (kept in transaction pooling).
     prepared: AtomicUsize,
+    /// The client's `application_name` once it changed it after login.
+    application_name: Mutex<Option<String>>,
 }
 
 impl CancelSlot {
@@ -80,6 +82,24 @@ impl CancelSlot {
 
     pub fn set_prepared(&self, count: usize) {
         self.prepared.store(count, Ordering::Relaxed);
+    }
+
+    /// The client set `application_name` (its server reported the new value).
+    pub fn set_application_name(&self, name: &str) {
+        *self
+            .application_name
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(name.to_string());
+    }
+
+    fn application_name(&self, card: &ClientCard) -> String {
+        let renamed = self
+            .application_name
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        renamed
+            .clone()
+            .unwrap_or_else(|| card.application_name.clone())
     }
 
     /// Says who the client is; only the first call counts.
@@ -180,7 +200,7 @@ impl crate::admin::ClientList for CancelRegistry {
                         .map_or(Duration::ZERO, |since| now.saturating_duration_since(since)),
                     link: activity.target.as_ref().map(CancelKey::console_id),
                     tls: card.tls.clone(),
-                    application_name: card.application_name.clone(),
+                    application_name: slot.application_name(card),
                     prepared_statements: slot.prepared.load(Ordering::Relaxed) as u64,
                 })
             })

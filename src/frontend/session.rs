@@ -202,13 +202,15 @@ async fn login<'a>(
             .ok_or_else(|| FrontendError::NotAdmin(startup.user.clone()))?;
         return Ok(Login::Admin(privilege));
     }
+    // Only configured databases can be disabled: no pools are made for a
+    // refused login.
+    if shared.pools.disabled().is_disabled(&startup.database) {
+        return Err(FrontendError::DatabaseDisabled(startup.database.clone()));
+    }
     let pools = shared
         .directory
         .database_pools(&startup.database, &startup.user, &shared.pools)
         .ok_or_else(|| FrontendError::UnknownDatabase(startup.database.clone()))?;
-    if shared.pools.disabled().is_disabled(&startup.database) {
-        return Err(FrontendError::DatabaseDisabled(startup.database.clone()));
-    }
     let mode = pools.spec.pool_mode;
     let mut session = Session::new(
         shared.metrics.clone(),

@@ -476,8 +476,14 @@ impl<'a> Session<'a> {
     /// left open ends the session.
     async fn relay_from_server(&mut self, client: &mut ClientConn) -> Result<(), FrontendError> {
         let attached = self.server.as_mut().expect("attached");
-        let answered =
-            relay_server_data(attached, &mut self.params, &mut self.to_client, client).await?;
+        let answered = relay_server_data(
+            attached,
+            &mut self.params,
+            &self.cancel.slot,
+            &mut self.to_client,
+            client,
+        )
+        .await?;
         let completed = attached.relay.take_completed();
         if completed.queries > 0 {
             attached.record_completed(completed, &self.pools.metrics);
@@ -638,6 +644,7 @@ fn resets_prepared_statements(sql: &[u8]) -> bool {
 async fn relay_server_data(
     attached: &mut Attached,
     params: &mut ClientParams,
+    slot: &crate::frontend::cancel::CancelSlot,
     to_client: &mut Vec<Out>,
     client: &mut ClientConn,
 ) -> Result<bool, FrontendError> {
@@ -649,6 +656,9 @@ async fn relay_server_data(
         changed.push((name.to_string(), value.to_string()))
     })?;
     for (name, value) in changed {
+        if name.eq_ignore_ascii_case("application_name") {
+            slot.set_application_name(&value); // for SHOW CLIENTS
+        }
         conn.set_param(&name, &value);
         params.set(&name, &value);
     }
