@@ -12,10 +12,7 @@ async fn pause_waits_for_transactions_closes_servers_and_holds_queries_until_res
     let later = common::connect(&base).await;
     holder.batch_execute("BEGIN; SELECT 1").await.unwrap();
 
-    let pausing = tokio::spawn(async move {
-        let done = console.simple_query("PAUSE").await.map(|_| ());
-        (console, done)
-    });
+    let pausing = common::console_in_background(console, "PAUSE");
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(
         !pausing.is_finished(),

@@ -53,10 +53,7 @@ async fn reconnect_closes_idle_servers_now_busy_ones_at_release_and_wait_close_w
     assert_eq!(row["close_needed"], "1", "{row:?}");
     assert_eq!(row["state"], "active", "{row:?}");
 
-    let waiting = tokio::spawn(async move {
-        let done = console.simple_query("WAIT_CLOSE").await.map(|_| ());
-        (console, done)
-    });
+    let waiting = common::console_in_background(console, "WAIT_CLOSE");
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(
         !waiting.is_finished(),

@@ -60,10 +60,7 @@ fn errors(messages: &[(u8, Vec<u8>)]) -> Vec<String> {
 /// Runs `sql` with `psql -XAt -c` as a LATIN1 client; its trimmed output.
 async fn psql_latin1(cluster: &pgrelay_testcontainers::Cluster, port: u16, sql: Vec<u8>) -> String {
     let (user, password) = cluster.app_user();
-    let conninfo = format!(
-        "host=127.0.0.1 port={port} user={user} dbname={}",
-        cluster.database()
-    );
+    let conninfo = common::app_conninfo(cluster, port, user);
     let sql = OsString::from_vec(sql);
     let env = [("PGCLIENTENCODING", "LATIN1")];
     let (ok, text) = psql_with(cluster, &conninfo, password, &sql, &env).await;

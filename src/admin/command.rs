@@ -76,24 +76,24 @@ impl AdminCommand {
             "SHOW" => parse_show(args, text),
             "RELOAD" if args.is_empty() => Ok(AdminCommand::Reload),
             "SHUTDOWN" if args.is_empty() => Ok(AdminCommand::Shutdown),
-            "PAUSE" => Ok(AdminCommand::Pause(
-                optional_database(args).ok_or_else(invalid)?,
-            )),
-            "RESUME" => Ok(AdminCommand::Resume(
-                optional_database(args).ok_or_else(invalid)?,
-            )),
-            "RECONNECT" => Ok(AdminCommand::Reconnect(
-                optional_database(args).ok_or_else(invalid)?,
-            )),
-            "WAIT_CLOSE" => Ok(AdminCommand::WaitClose(
-                optional_database(args).ok_or_else(invalid)?,
-            )),
-            "DISABLE" => Ok(AdminCommand::Disable(
-                one_database(args).ok_or_else(invalid)?,
-            )),
-            "ENABLE" => Ok(AdminCommand::Enable(
-                one_database(args).ok_or_else(invalid)?,
-            )),
+            "PAUSE" => optional_database(args)
+                .map(AdminCommand::Pause)
+                .ok_or_else(invalid),
+            "RESUME" => optional_database(args)
+                .map(AdminCommand::Resume)
+                .ok_or_else(invalid),
+            "RECONNECT" => optional_database(args)
+                .map(AdminCommand::Reconnect)
+                .ok_or_else(invalid),
+            "WAIT_CLOSE" => optional_database(args)
+                .map(AdminCommand::WaitClose)
+                .ok_or_else(invalid),
+            "DISABLE" => one_database(args)
+                .map(AdminCommand::Disable)
+                .ok_or_else(invalid),
+            "ENABLE" => one_database(args)
+                .map(AdminCommand::Enable)
+                .ok_or_else(invalid),
             k if UNSUPPORTED_COMMANDS.contains(&k) => Err(AdminError::Unsupported(k.to_string())),
             _ => Err(invalid()),
         }

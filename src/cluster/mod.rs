@@ -45,7 +45,7 @@ pub struct ServerConnector {
 }
 
 impl ServerConnector {
-    pub fn new(name: &str, opts: ConnectOptions, servers: Arc<ServerList>) -> Self {
+    pub fn new(name: impl Into<Arc<str>>, opts: ConnectOptions, servers: Arc<ServerList>) -> Self {
         ServerConnector {
             name: name.into(),
             opts: Arc::new(opts),
@@ -59,7 +59,7 @@ impl ServerConnector {
         let mut opts = ConnectOptions::clone(&self.opts);
         opts.host = addr.ip().to_string();
         opts.port = addr.port();
-        ServerConnector::new(&self.name, opts, self.servers.clone())
+        ServerConnector::new(self.name.clone(), opts, self.servers.clone())
     }
 
     async fn open(&self) -> Result<ServerConn, BackendError> {
@@ -412,7 +412,11 @@ impl PoolRegistry {
             let monitor = self.group_monitor(&spec, name, r)?;
             Some(ReplicaSet::new(
                 group,
-                ServerConnector::new(&spec.name, spec.connect.clone(), self.servers.clone()),
+                ServerConnector::new(
+                    spec.name.as_str(),
+                    spec.connect.clone(),
+                    self.servers.clone(),
+                ),
                 spec.pool.clone(),
                 limits.clone(),
                 monitor,
@@ -440,7 +444,11 @@ impl PoolRegistry {
         let primary = Pool::new(
             ServerConnector {
                 primary: self.primary_address(&spec),
-                ..ServerConnector::new(&spec.name, spec.connect.clone(), self.servers.clone())
+                ..ServerConnector::new(
+                    spec.name.as_str(),
+                    spec.connect.clone(),
+                    self.servers.clone(),
+                )
             },
             spec.pool.clone(),
             limits,

@@ -310,17 +310,7 @@ impl PoolMetrics {
             self.inner.sent.inc_by(sent);
         }
     }
-}
 
-/// Extended-protocol messages a session handled since it last published them.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ExtendedCounts {
-    pub client_parses: u32,
-    pub server_parses: u32,
-    pub binds: u32,
-}
-
-impl PoolMetrics {
     /// Publishes and resets a session's extended-protocol counts; nothing
     /// to do for simple-protocol clients.
     pub fn extended_done(&self, counts: &mut ExtendedCounts) {
@@ -333,6 +323,14 @@ impl PoolMetrics {
         h.binds.inc_by(u64::from(counts.binds));
         *counts = ExtendedCounts::default();
     }
+}
+
+/// Extended-protocol messages a session handled since it last published them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ExtendedCounts {
+    pub client_parses: u32,
+    pub server_parses: u32,
+    pub binds: u32,
 }
 
 fn saturating_i64(n: usize) -> i64 {

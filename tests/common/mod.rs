@@ -280,11 +280,15 @@ pub async fn psql(
     password: &str,
     sql: &str,
 ) -> (bool, String) {
-    let conninfo = format!(
+    psql_conninfo(cluster, &app_conninfo(cluster, port, user), password, sql).await
+}
+
+/// `host=127.0.0.1 port=… user=… dbname=<the cluster's database>`.
+pub fn app_conninfo(cluster: &Cluster, port: u16, user: &str) -> String {
+    format!(
         "host=127.0.0.1 port={port} user={user} dbname={}",
         cluster.database()
-    );
-    psql_conninfo(cluster, &conninfo, password, sql).await
+    )
 }
 
 /// Runs `psql -XAt -c sql "<conninfo>"`; returns (success, stdout+stderr).
@@ -420,6 +424,18 @@ pub async fn rows_when(
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+}
+
+/// Runs a console command that may wait (PAUSE, WAIT_CLOSE) on a task of its
+/// own; the task hands the console back with the command's outcome.
+pub fn console_in_background(
+    console: tokio_postgres::Client,
+    sql: &'static str,
+) -> tokio::task::JoinHandle<(tokio_postgres::Client, Result<(), tokio_postgres::Error>)> {
+    tokio::spawn(async move {
+        let done = console.simple_query(sql).await.map(|_| ());
+        (console, done)
+    })
 }
 
 /// Process ids of the server connections PostgreSQL runs for the app user
