@@ -428,6 +428,7 @@ impl Directory for App {
             connect: ConnectOptions {
                 host: db.host.clone(),
                 port: db.port,
+                tls_name: None,
                 user: server_user,
                 database: db.dbname.clone(),
                 secret,

@@ -78,6 +78,11 @@ async fn a_records_are_discovered_and_follow_changes() {
         first.addrs(),
         vec![sock(2, 6543), sock(3, 6543), sock(4, 6543)]
     );
+    // The queried name, for verify-full against the servers' certificates.
+    assert!(first
+        .endpoints()
+        .iter()
+        .all(|e| e.name.as_deref() == Some("replicas.disc.test")));
 
     dns.set_a("replicas", &[ip(2), ip(3), ip(4), ip(5)], TTL)
         .unwrap();
@@ -198,6 +203,15 @@ async fn static_lists_mix_literals_and_names() {
     let resolved = resolver.lookup(&source).await.unwrap();
     let addrs: Vec<SocketAddr> = resolved.endpoints.iter().map(|e| e.addr).collect();
     assert_eq!(addrs, vec![sock(5, 5432), sock(7, 6000), sock(8, 6000)]);
+    let names: Vec<Option<&str>> = resolved
+        .endpoints
+        .iter()
+        .map(|e| e.name.as_deref())
+        .collect();
+    assert_eq!(
+        names,
+        vec![None, Some("named.static.test"), Some("named.static.test")]
+    );
     assert_eq!(resolved.ttl, Duration::from_secs(TTL.into()));
 
     let missing = DiscoverySource::Static(vec![HostPort::new("missing.static.test.", 1)]);

@@ -20,6 +20,7 @@ fn connect_options(cluster: &Cluster, node: &Node) -> ConnectOptions {
     ConnectOptions {
         host: node.host(),
         port: cluster.port(),
+        tls_name: None,
         user: user.to_string(),
         database: cluster.database().to_string(),
         secret: ServerSecret::Password(password.to_string()),

@@ -10,7 +10,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{metric_sum, scalar, scrape, try_scalar};
-use pgrelay::config::Config;
 use pgrelay_testcontainers::{Cluster, Node};
 
 const OLD: &str = "127.0.0.1";
@@ -56,10 +55,7 @@ async fn start(cluster: &Cluster) -> common::Relay {
         port = cluster.port(),
         ns = dns.addr(),
     );
-    let path = dir.path().join("pgrelay.yaml");
-    let config = Config::load_from_str(&path, &yaml, &Default::default())
-        .unwrap_or_else(|e| panic!("test config invalid: {e}\n{yaml}"));
-    common::start_with_config(config, dir).await
+    common::start_yaml(dir, &yaml, &Default::default()).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -76,13 +72,8 @@ async fn writes_follow_the_primary_name_and_old_servers_close() {
     let dns = cluster.dns().unwrap();
     dns.set_a("primary", &[Ipv4Addr::LOCALHOST], 1).unwrap();
     cluster
-        .primary()
-        .sql_in(
-            cluster.database(),
-            "create table t (v int); grant insert, select on t to app",
-        )
+        .prepare_schema("create table t (v int); grant insert, select on t to app")
         .unwrap();
-    cluster.wait_caught_up(Duration::from_secs(30)).unwrap();
     let relay = start(&cluster).await;
 
     // Writers in parallel so the pool holds several servers on the old primary.

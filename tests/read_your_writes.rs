@@ -18,13 +18,10 @@ async fn insert_then_read(mode: &str, iterations: usize) -> Outcome {
         .await
         .unwrap();
     cluster
-        .primary()
-        .sql_in(
-            cluster.database(),
+        .prepare_schema(
             "create table ryw (id serial primary key, v int); grant all on ryw, ryw_id_seq to app",
         )
         .unwrap();
-    cluster.wait_caught_up(Duration::from_secs(30)).unwrap();
     let yaml = format!(
         "    replicas:\n      hosts: [127.0.0.2, 127.0.0.3]\n      health_check_interval: 200ms\n      \
          balance: round_robin\n      max_lag: 0\n      read_your_writes: {mode}\n"

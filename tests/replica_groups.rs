@@ -50,16 +50,13 @@ async fn spread(client: &tokio_postgres::Client, sql: &str, n: usize) -> HashMap
 async fn a_group_rule_sends_its_reads_to_that_group_and_others_to_the_default_set() {
     let cluster = cluster(2, false).await;
     cluster
-        .primary()
-        .sql_in(
-            cluster.database(),
+        .prepare_schema(
             "create table t (id int); insert into t values (1);
              create table report_daily (id int); insert into report_daily values (1);
              create table elsewhere (id int); insert into elsewhere values (1);
              grant select on t, report_daily, elsewhere to app",
         )
         .unwrap();
-    cluster.wait_caught_up(Duration::from_secs(30)).unwrap();
     let rules = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(rules.path(), RULES).unwrap();
     let default_rules = concat!(env!("CARGO_MANIFEST_DIR"), "/routing-rules/default.yaml");

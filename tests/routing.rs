@@ -15,16 +15,13 @@ const REPLICAS: [&str; 2] = ["127.0.0.2", "127.0.0.3"];
 
 fn setup_schema(cluster: &Cluster) {
     cluster
-        .primary()
-        .sql_in(
-            cluster.database(),
+        .prepare_schema(
             "create table t (id serial primary key, v int not null default 0);
              insert into t (v) select 0 from generate_series(1, 1000);
              create table pinned (id int); insert into pinned values (1);
              grant all on t, pinned, t_id_seq to app",
         )
         .unwrap();
-    cluster.wait_caught_up(Duration::from_secs(30)).unwrap();
 }
 
 /// Round robin, so one sequential client's reads visibly use both replicas.

@@ -5,8 +5,7 @@
 
 mod common;
 
-use common::{connect, scalar, sqlstate, start_with_config, try_connect};
-use pgrelay::config::Config;
+use common::{connect, scalar, sqlstate, try_connect};
 use pgrelay_testcontainers::Cluster;
 
 /// The app user's SCRAM secret as PostgreSQL stores it.
@@ -37,9 +36,7 @@ async fn relay(cluster: &Cluster, auth_type: &str, userlist: &str) -> common::Re
         db = cluster.database(),
         port = cluster.port(),
     );
-    let path = dir.path().join("pgrelay.yaml");
-    let config = Config::load_from_str(&path, &yaml, &Default::default()).expect("config");
-    start_with_config(config, dir).await
+    common::start_yaml(dir, &yaml, &Default::default()).await
 }
 
 fn conn(relay: &common::Relay, cluster: &Cluster, password: &str) -> String {

@@ -55,7 +55,7 @@ pub(super) async fn negotiate_tls(
     tcp.read_exact(&mut answer).await?;
     match answer[0] {
         b'S' => {
-            let name = server_name(&opts.host, addr)?;
+            let name = server_name(opts.certificate_name(), addr)?;
             let tls = connector
                 .connect(name, tcp)
                 .await

@@ -88,8 +88,13 @@ impl BackendError {
 /// Where and how to open server connections; shared by every connection of a pool.
 #[derive(Clone)]
 pub struct ConnectOptions {
+    /// What to dial: a DNS name or an IP address.
     pub host: String,
     pub port: u16,
+    /// The name the server's certificate must carry when `host` is an
+    /// address found by looking this name up (verify-full checks the name
+    /// the user configured, as libpq does, not the address it led to).
+    pub tls_name: Option<String>,
     pub user: String,
     pub database: String,
     pub secret: ServerSecret,
@@ -104,10 +109,29 @@ impl std::fmt::Debug for ConnectOptions {
         f.debug_struct("ConnectOptions")
             .field("host", &self.host)
             .field("port", &self.port)
+            .field("tls_name", &self.tls_name)
             .field("user", &self.user)
             .field("database", &self.database)
             .field("tls", &self.tls.mode)
             .finish_non_exhaustive()
+    }
+}
+
+impl ConnectOptions {
+    /// The same options for the server at `addr`, found under `name` (a DNS
+    /// name; `None` when the address was configured as such).
+    pub fn at_address(&self, addr: SocketAddr, name: Option<&str>) -> ConnectOptions {
+        ConnectOptions {
+            host: addr.ip().to_string(),
+            port: addr.port(),
+            tls_name: name.map(|n| n.trim_end_matches('.').to_string()),
+            ..self.clone()
+        }
+    }
+
+    /// The name checked against the server's certificate.
+    fn certificate_name(&self) -> &str {
+        self.tls_name.as_deref().unwrap_or(&self.host)
     }
 }
 

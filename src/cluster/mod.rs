@@ -54,11 +54,10 @@ impl ServerConnector {
         }
     }
 
-    /// The same connector for the server at `addr` (a replica endpoint).
-    pub fn at(&self, addr: std::net::SocketAddr) -> Self {
-        let mut opts = ConnectOptions::clone(&self.opts);
-        opts.host = addr.ip().to_string();
-        opts.port = addr.port();
+    /// The same connector for the server at `addr` (a replica endpoint),
+    /// found under the DNS name `name`.
+    pub fn at(&self, addr: std::net::SocketAddr, name: Option<&str>) -> Self {
+        let opts = self.opts.at_address(addr, name);
         ServerConnector::new(self.name.clone(), opts, self.servers.clone())
     }
 
@@ -75,9 +74,7 @@ impl ServerConnector {
         let addrs = primary.addrs(self.opts.connect_timeout).await;
         let mut last = None;
         for addr in addrs {
-            let mut opts = ConnectOptions::clone(&self.opts);
-            opts.host = addr.ip().to_string();
-            opts.port = addr.port();
+            let opts = self.opts.at_address(addr, Some(&self.opts.host));
             match ServerConn::connect(&opts).await {
                 Err(e @ (BackendError::Connect { .. } | BackendError::ConnectTimeout(_))) => {
                     last = Some(e)

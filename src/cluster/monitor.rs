@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use tracing::info;
 
 use super::balance::{Ewma, InFlight};
-use super::discovery::{Discovery, EndpointSet};
+use super::discovery::{Discovery, Endpoint, EndpointSet};
 use super::health::{
     self, HealthMonitor, HealthSnapshot, Lsn, MonitorConfig, PgProber, ProbeResult, Prober,
 };
@@ -33,6 +33,9 @@ struct Ban {
 /// The shared state of one replica endpoint.
 pub struct EndpointState {
     pub addr: SocketAddr,
+    /// The DNS name the address was found under; servers there must carry
+    /// it in their certificates under verify-full.
+    pub name: Option<String>,
     weight: f64,
     outstanding: Arc<AtomicU32>,
     latency: Ewma,
@@ -225,7 +228,7 @@ impl GroupMonitor {
                 Some(kept) => kept.clone(),
                 None => {
                     info!(addr = %e.addr, "replica joined");
-                    Arc::new(self.new_endpoint(e.addr, e.weight))
+                    Arc::new(self.new_endpoint(e))
                 }
             })
             .collect();
@@ -239,13 +242,14 @@ impl GroupMonitor {
         self.applied_version.store(version, Ordering::Release);
     }
 
-    fn new_endpoint(&self, addr: SocketAddr, weight: u32) -> EndpointState {
-        let mut opts = self.probe_template.clone();
-        opts.host = addr.ip().to_string();
-        opts.port = addr.port();
+    fn new_endpoint(&self, endpoint: &Endpoint) -> EndpointState {
+        let opts = self
+            .probe_template
+            .at_address(endpoint.addr, endpoint.name.as_deref());
         EndpointState {
-            addr,
-            weight: f64::from(weight.max(1)),
+            addr: endpoint.addr,
+            name: endpoint.name.clone(),
+            weight: f64::from(endpoint.weight.max(1)),
             outstanding: Arc::new(AtomicU32::new(0)),
             latency: Ewma::new(Duration::from_secs(2)),
             ban: Mutex::new(Ban::default()),
@@ -304,11 +308,10 @@ impl Prober for PrimaryProber {
             let now = address.addrs(Duration::ZERO).await.first().copied();
             if now.is_some() && now != self.probing {
                 self.inner.close().await;
-                let mut opts = self.opts.clone();
-                if let Some(addr) = now {
-                    opts.host = addr.ip().to_string();
-                    opts.port = addr.port();
-                }
+                let opts = match now {
+                    Some(addr) => self.opts.at_address(addr, Some(&self.opts.host)),
+                    None => self.opts.clone(),
+                };
                 self.inner = PgProber::new(opts);
                 self.probing = now;
             }

@@ -184,7 +184,7 @@ impl ReplicaSet {
             addr: shared.addr,
             group: self.group,
             pool: Pool::new(
-                self.connector.at(shared.addr),
+                self.connector.at(shared.addr, shared.name.as_deref()),
                 self.pool_settings.clone(),
                 self.limits.clone(),
             ),

@@ -19,8 +19,13 @@ const SUPERUSER: &str = "postgres";
 const APP_USER: &str = "app";
 const APP_PASSWORD: &str = "app_password";
 const DATABASE: &str = "app";
+/// The primary's node and DNS name.
+const PRIMARY_NAME: &str = "primary";
+/// The DNS name with an A record for every replica.
+const REPLICAS_NAME: &str = "replicas";
 const PRIMARY_ADDR: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 1);
 const STREAMING_TIMEOUT: Duration = Duration::from_secs(30);
+const SCHEMA_REPLAY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Replica addresses are 127.0.0.2 ..= 127.0.0.254.
 const MAX_REPLICAS: usize = 253;
 
@@ -29,6 +34,7 @@ const MAX_REPLICAS: usize = 253;
 pub struct ClusterBuilder {
     replicas: usize,
     ssl: bool,
+    ssl_names_only: bool,
     dns: bool,
     dns_zone: String,
     preferred_port: Option<u16>,
@@ -39,6 +45,7 @@ impl Default for ClusterBuilder {
         ClusterBuilder {
             replicas: 2,
             ssl: false,
+            ssl_names_only: false,
             dns: false,
             dns_zone: DEFAULT_ZONE.to_string(),
             preferred_port: None,
@@ -59,6 +66,15 @@ impl ClusterBuilder {
         self
     }
 
+    /// Server certificates name the nodes by their DNS names only, without
+    /// `localhost` or their IP addresses (with `ssl(true)` and `dns(true)`):
+    /// a client verifying them must check the name it looked up, as with the
+    /// certificate of a Kubernetes Service.
+    pub fn ssl_names_only(mut self, enabled: bool) -> Self {
+        self.ssl_names_only = enabled;
+        self
+    }
+
     /// Start the in-process DNS server and publish the cluster's names.
     pub fn dns(mut self, enabled: bool) -> Self {
         self.dns = enabled;
@@ -76,6 +92,23 @@ impl ClusterBuilder {
     pub fn port(mut self, port: u16) -> Self {
         self.preferred_port = Some(port);
         self
+    }
+
+    /// The names a node's certificate carries: with DNS, the names
+    /// `publish_dns` gives it (its own, and `replicas` for a replica).
+    fn cert_names(&self, node: &str, addr: Ipv4Addr) -> Vec<String> {
+        let mut names = Vec::new();
+        if !self.ssl_names_only {
+            names.extend(["localhost".to_string(), addr.to_string()]);
+        }
+        if self.dns {
+            let zone = self.dns_zone.trim_end_matches('.');
+            names.push(format!("{node}.{zone}"));
+            if node != PRIMARY_NAME {
+                names.push(format!("{REPLICAS_NAME}.{zone}"));
+            }
+        }
+        names
     }
 
     /// Creates and starts the cluster; returns once every replica streams.
@@ -110,7 +143,7 @@ impl ClusterBuilder {
         for index in 0..=self.replicas {
             let (name, role, addr) = node_identity(index);
             let cert = match &ca {
-                Some((ca, _)) => Some(ca.issue_server_cert(addr)?),
+                Some((ca, _)) => Some(ca.issue_server_cert(addr, &self.cert_names(&name, addr))?),
                 None => None,
             };
             let dir = base.join(&name);
@@ -282,6 +315,14 @@ impl Cluster {
         })
     }
 
+    /// Runs `sql` on the primary in the app database (as the superuser) and
+    /// waits until every replica has replayed it: test set-up that reads
+    /// on replicas must see.
+    pub fn prepare_schema(&self, sql: &str) -> Result<()> {
+        self.primary().sql_in(self.database(), sql)?;
+        self.wait_caught_up(SCHEMA_REPLAY_TIMEOUT)
+    }
+
     /// Waits until every replica has replayed the primary's current WAL
     /// position (taken once, at the call).
     pub fn wait_caught_up(&self, timeout: Duration) -> Result<()> {
@@ -300,9 +341,9 @@ impl Cluster {
         let Some(dns) = &self.dns else {
             return Ok(());
         };
-        dns.set_a("primary", &[self.primary().addr()], DEFAULT_TTL)?;
+        dns.set_a(PRIMARY_NAME, &[self.primary().addr()], DEFAULT_TTL)?;
         let replica_addrs: Vec<Ipv4Addr> = self.replicas().iter().map(Node::addr).collect();
-        dns.set_a("replicas", &replica_addrs, DEFAULT_TTL)?;
+        dns.set_a(REPLICAS_NAME, &replica_addrs, DEFAULT_TTL)?;
         for replica in self.replicas() {
             dns.set_a(replica.name(), &[replica.addr()], DEFAULT_TTL)?;
         }
@@ -329,7 +370,7 @@ impl Drop for Cluster {
 /// Name, role and address of the node at `index` (0 = primary).
 fn node_identity(index: usize) -> (String, Role, Ipv4Addr) {
     if index == 0 {
-        return ("primary".to_string(), Role::Primary, PRIMARY_ADDR);
+        return (PRIMARY_NAME.to_string(), Role::Primary, PRIMARY_ADDR);
     }
     let addr = Ipv4Addr::new(127, 0, 0, (index + 1) as u8);
     let role = Role::Replica {

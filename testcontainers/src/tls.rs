@@ -43,10 +43,14 @@ impl CertificateAuthority {
         &self.cert_pem
     }
 
-    /// A leaf certificate valid for `localhost` and the node's IP (as an IP SAN,
-    /// so clients with sslmode=verify-full can connect by address).
-    pub fn issue_server_cert(&self, addr: Ipv4Addr) -> Result<ServerCert, rcgen::Error> {
-        let mut params = CertificateParams::new(vec!["localhost".to_string(), addr.to_string()])?;
+    /// A leaf certificate valid for exactly `names` (DNS names or IP
+    /// addresses); `addr` is its common name.
+    pub fn issue_server_cert(
+        &self,
+        addr: Ipv4Addr,
+        names: &[String],
+    ) -> Result<ServerCert, rcgen::Error> {
+        let mut params = CertificateParams::new(names.to_vec())?;
         params
             .distinguished_name
             .push(DnType::CommonName, addr.to_string());
@@ -73,7 +77,10 @@ mod tests {
     fn issues_pem_cert_and_key() {
         let ca = CertificateAuthority::generate().unwrap();
         assert!(ca.cert_pem().starts_with("-----BEGIN CERTIFICATE-----"));
-        let leaf = ca.issue_server_cert(Ipv4Addr::new(127, 0, 0, 2)).unwrap();
+        let addr = Ipv4Addr::new(127, 0, 0, 2);
+        let leaf = ca
+            .issue_server_cert(addr, &["localhost".to_string(), addr.to_string()])
+            .unwrap();
         assert!(leaf.cert_pem.starts_with("-----BEGIN CERTIFICATE-----"));
         assert!(leaf.key_pem.contains("PRIVATE KEY"));
         assert_ne!(leaf.cert_pem, ca.cert_pem());

@@ -196,9 +196,19 @@ async fn start_relay_full(
             "metrics_addr: off\n"
         },
     );
+    start_yaml(dir, &yaml, env).await
+}
+
+/// Starts pgrelay from `yaml`, written to `dir` as its configuration file
+/// (so RELOAD rereads it); `dir` lives as long as the relay.
+pub async fn start_yaml(
+    dir: tempfile::TempDir,
+    yaml: &str,
+    env: &BTreeMap<String, String>,
+) -> Relay {
     let path = dir.path().join("pgrelay.yaml");
-    std::fs::write(&path, &yaml).unwrap();
-    let config = Config::load_from_str(&path, &yaml, env)
+    std::fs::write(&path, yaml).unwrap();
+    let config = Config::load_from_str(&path, yaml, env)
         .unwrap_or_else(|e| panic!("test config invalid: {e}\n{yaml}"));
     let running = pgrelay::app::start_from(config, Some(path))
         .await

@@ -15,7 +15,8 @@ pub const DEFAULT_WEIGHT: u32 = 100;
 #[derive(Debug, Clone)]
 pub struct Endpoint {
     pub addr: SocketAddr,
-    /// The SRV target (or static host name) this address came from.
+    /// The DNS name this address was found under: the SRV target, the A/AAAA
+    /// name or the static host name; `None` for an IP literal.
     pub name: Option<String>,
     /// Relative share of traffic (SRV weight, else [`DEFAULT_WEIGHT`]); never 0.
     pub weight: u32,

@@ -104,10 +104,11 @@ impl HickoryResolve {
             // stays, rather than silently dropping that server.
             let (ips, ttl) = self.addresses(&item.host).await?;
             resolved.ttl = resolved.ttl.min(ttl);
+            let name = item.host.trim_end_matches('.');
             resolved
                 .endpoints
                 .extend(ips.into_iter().map(|ip| Endpoint {
-                    name: Some(item.host.clone()),
+                    name: Some(name.to_string()),
                     ..Endpoint::new(SocketAddr::new(ip, item.port))
                 }));
         }
@@ -116,10 +117,14 @@ impl HickoryResolve {
 
     async fn lookup_a(&self, name: &str, port: u16) -> Result<Resolved, DiscoveryError> {
         let (ips, ttl) = self.addresses(name).await?;
+        let name = name.trim_end_matches('.');
         Ok(Resolved {
             endpoints: ips
                 .into_iter()
-                .map(|ip| Endpoint::new(SocketAddr::new(ip, port)))
+                .map(|ip| Endpoint {
+                    name: Some(name.to_string()),
+                    ..Endpoint::new(SocketAddr::new(ip, port))
+                })
                 .collect(),
             ttl,
         })
