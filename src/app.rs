@@ -354,10 +354,25 @@ impl App {
     }
 
     /// Swaps in a new configuration; sessions see it at their next lookup.
-    /// Pools already created keep their settings until restart.
-    pub fn reload(&self, config: Config) -> Result<(), AppError> {
+    /// Running pools take their database's new pool settings (sizes,
+    /// timeouts) at once; other changes to a database reach pools created
+    /// after a restart.
+    pub fn reload(&self, config: Config, registry: &PoolRegistry) -> Result<(), AppError> {
         let next = Arc::new(Snapshot::build(config)?);
         *self.snapshot.write().unwrap() = next;
+        for ((database, user), pools) in registry.entries() {
+            let Some(spec) = self.database(&database, &user) else {
+                continue; // Removed: its clients stay, new logins are refused.
+            };
+            if pools.reconfigure(spec.pool) {
+                info!(
+                    database,
+                    user,
+                    pool_size = spec.pool.size,
+                    "pool settings reloaded"
+                );
+            }
+        }
         Ok(())
     }
 
@@ -516,10 +531,10 @@ impl Directory for App {
         App::config(self)
     }
 
-    fn reload(&self) -> Result<(), String> {
+    fn reload(&self, registry: &PoolRegistry) -> Result<(), String> {
         let env: std::collections::BTreeMap<String, String> = std::env::vars().collect();
         let config = Config::load(self.source.as_deref(), &env).map_err(|e| e.to_string())?;
-        App::reload(self, config).map_err(|e| e.to_string())
+        App::reload(self, config, registry).map_err(|e| e.to_string())
     }
 }
 

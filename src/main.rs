@@ -193,7 +193,7 @@ async fn run(cfg: Config, config_path: Option<PathBuf>) -> Result<(), pgrelay::a
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = running.stop_requested() => break,
-            _ = hup.recv() => match pgrelay::frontend::Directory::reload(running.app.as_ref()) {
+            _ = hup.recv() => match pgrelay::frontend::Directory::reload(running.app.as_ref(), &running.pools) {
                 Ok(()) => info!("configuration reloaded"),
                 Err(e) => error!("reload failed, keeping the old configuration: {e}"),
             },

@@ -52,7 +52,7 @@ async fn reload_applies_a_new_userlist_without_dropping_clients() {
     // The server still has the old password: keep it as the database's password.
     let db = config.databases.get_mut(cluster.database()).unwrap();
     db.password = Some(pgrelay::config::Secret::new(password));
-    running.app.reload(config).expect("reload");
+    running.app.reload(config, &running.pools).expect("reload");
     let conn = |pw: &str| {
         format!(
             "host=127.0.0.1 port={} user={user} password={pw} dbname={}",
@@ -206,11 +206,71 @@ async fn a_database_removed_by_reload_is_refused_to_new_logins() {
     let running = relay.running.as_ref().unwrap();
     let mut config = running.app.config();
     config.databases.remove(cluster.database());
-    running.app.reload(config).expect("reload");
+    running.app.reload(config, &running.pools).expect("reload");
     let Err(refused) = try_connect(&relay.conn_string(&cluster)).await else {
         panic!("a login to a removed database was accepted");
     };
     assert_eq!(sqlstate(&refused).as_deref(), Some("3D000"));
     assert_eq!(scalar(&existing, "SELECT 'still here'").await, "still here");
+    relay.stop().await;
+}
+
+/// A reload's pool size applies to the running pool: a larger one serves a
+/// waiting client at once; a smaller one takes effect as servers come back,
+/// and upkeep closes the idle servers above it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_resizes_running_pools() {
+    let cluster = cluster(0, false).await;
+    let relay = start_relay(
+        &cluster,
+        "pool_mode: transaction\ndefault_pool_size: 1\nquery_wait_timeout: 20s",
+    )
+    .await;
+    let running = relay.running.as_ref().unwrap();
+    let resize = |size: u32| {
+        let mut config = running.app.config();
+        config.pool.default_pool_size = size;
+        running.app.reload(config, &running.pools).expect("reload");
+    };
+    let holder = relay.connect(&cluster).await;
+    holder.batch_execute("BEGIN").await.unwrap();
+    let waiter = relay.connect(&cluster).await;
+    let waiting = tokio::spawn(async move {
+        let answer = scalar(&waiter, "SELECT 'served'").await;
+        (waiter, answer)
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !waiting.is_finished(),
+        "one server, and it is in a transaction"
+    );
+
+    resize(2);
+    let (waiter, answer) = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("the second server is opened for the waiting client")
+        .unwrap();
+    assert_eq!(answer, "served");
+    assert_eq!(common::app_backend_pids(&cluster).await.len(), 2);
+
+    // Back to one: the idle server goes at the next upkeep round (every 1 s),
+    // and a second transaction waits for the first again.
+    resize(1);
+    let trimmed = tokio::time::timeout(Duration::from_secs(5), async {
+        while common::app_backend_pids(&cluster).await.len() > 1 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert!(trimmed.is_ok(), "the idle server above the new size stays");
+    let waiting = tokio::spawn(async move { scalar(&waiter, "SELECT 'second'").await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !waiting.is_finished(),
+        "one server again, held by the holder"
+    );
+    holder.batch_execute("COMMIT").await.unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(5), waiting).await;
+    assert_eq!(answer.expect("served after COMMIT").unwrap(), "second");
     relay.stop().await;
 }

@@ -187,6 +187,19 @@ impl DatabasePools {
         }
     }
 
+    /// Applies new pool settings to the primary's pool and every replica
+    /// pool; false when they are the ones in force.
+    pub fn reconfigure(&self, settings: PoolSettings) -> bool {
+        if self.primary.settings() == settings {
+            return false;
+        }
+        self.primary.reconfigure(settings);
+        for (_, set) in self.replica_sets() {
+            set.reconfigure(settings);
+        }
+        true
+    }
+
     /// Every server pool: the primary's and each replica endpoint's.
     pub fn server_pools(&self) -> Vec<ServerPool> {
         let mut pools = vec![self.primary.clone()];
@@ -414,7 +427,7 @@ impl PoolRegistry {
                     spec.connect.clone(),
                     self.servers.clone(),
                 ),
-                spec.pool.clone(),
+                spec.pool,
                 limits.clone(),
                 monitor,
                 r,
@@ -447,7 +460,7 @@ impl PoolRegistry {
                     self.servers.clone(),
                 )
             },
-            spec.pool.clone(),
+            spec.pool,
             limits,
         );
         let created = Arc::new(DatabasePools {
@@ -466,6 +479,12 @@ impl PoolRegistry {
             .entry(key)
             .or_insert(created)
             .clone()
+    }
+
+    /// Every (database, client user) pair's pools.
+    pub fn entries(&self) -> Vec<((String, String), Arc<DatabasePools>)> {
+        let pools = self.pools.lock().unwrap();
+        pools.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
     }
 
     pub fn all(&self) -> Vec<Arc<DatabasePools>> {

@@ -9,7 +9,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use super::balance::{effective_weight, Balancer, Candidate, InFlight, LoadSignals, Strategy};
@@ -113,7 +113,9 @@ pub struct ReplicaSet {
     pub group: GroupId,
     /// Opens connections to any of the group's servers ([`ServerConnector::at`]).
     connector: ServerConnector,
-    pool_settings: PoolSettings,
+    /// Settings for the endpoints' pools. Held while endpoints are added
+    /// and while a reload reconfigures them, so no pool misses a reload.
+    pool_settings: Mutex<PoolSettings>,
     limits: Vec<Arc<ConnLimit>>,
     monitor: Arc<GroupMonitor>,
     applied_version: AtomicU64,
@@ -135,7 +137,7 @@ impl ReplicaSet {
         let set = ReplicaSet {
             group,
             connector,
-            pool_settings,
+            pool_settings: Mutex::new(pool_settings),
             limits,
             monitor,
             applied_version: AtomicU64::new(u64::MAX),
@@ -160,13 +162,14 @@ impl ReplicaSet {
             return;
         }
         let shared = self.monitor.endpoints();
+        let settings = self.pool_settings.lock().unwrap();
         let current = self.endpoints.read().unwrap().clone();
         let next: Vec<Arc<ReplicaEndpoint>> = shared
             .iter()
             .map(
                 |state| match current.iter().find(|e| e.addr == state.addr) {
                     Some(kept) => kept.clone(),
-                    None => Arc::new(self.new_endpoint(state.clone())),
+                    None => Arc::new(self.new_endpoint(state.clone(), *settings)),
                 },
             )
             .collect();
@@ -179,13 +182,23 @@ impl ReplicaSet {
         *self.endpoints.write().unwrap() = Arc::new(next);
     }
 
-    fn new_endpoint(&self, shared: Arc<EndpointState>) -> ReplicaEndpoint {
+    /// Applies new pool settings (a reload) to every endpoint's pool and to
+    /// endpoints that join later.
+    pub fn reconfigure(&self, settings: PoolSettings) {
+        let mut template = self.pool_settings.lock().unwrap();
+        *template = settings;
+        for endpoint in self.endpoints.read().unwrap().iter() {
+            endpoint.pool.reconfigure(settings);
+        }
+    }
+
+    fn new_endpoint(&self, shared: Arc<EndpointState>, settings: PoolSettings) -> ReplicaEndpoint {
         ReplicaEndpoint {
             addr: shared.addr,
             group: self.group,
             pool: Pool::new(
                 self.connector.at(shared.addr, shared.name.as_deref()),
-                self.pool_settings.clone(),
+                settings,
                 self.limits.clone(),
             ),
             shared,

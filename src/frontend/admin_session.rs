@@ -135,7 +135,7 @@ fn run_command(
             }
         }
         Ok((_, AdminOutcome::Shutdown)) => return Some(AdminOutcome::Shutdown),
-        Ok((cmd, AdminOutcome::Reload)) => match shared.directory.reload() {
+        Ok((cmd, AdminOutcome::Reload)) => match shared.directory.reload(&shared.pools) {
             Ok(()) => be::write_command_complete(cmd.command_tag(), out),
             Err(e) => be::write_error(Severity::Error, "F0000", &e, out),
         },

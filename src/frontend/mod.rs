@@ -79,7 +79,8 @@ pub trait Directory: Send + Sync + 'static {
     /// The configuration in force, for the admin console.
     fn config(&self) -> crate::config::Config;
     /// Re-reads the configuration from where it came from (admin `RELOAD`, SIGHUP).
-    fn reload(&self) -> Result<(), String>;
+    /// Running pools in `registry` take the new pool settings.
+    fn reload(&self, registry: &PoolRegistry) -> Result<(), String>;
 }
 
 /// What every session shares.

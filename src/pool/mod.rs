@@ -41,7 +41,7 @@ pub trait Connector: Send + Sync + 'static {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PoolSettings {
     pub size: usize,
     pub min_size: usize,
@@ -136,9 +136,10 @@ impl Drop for LiveToken {
 
 struct Inner<C: Connector> {
     connector: C,
-    settings: PoolSettings,
-    main: Arc<Semaphore>,
-    reserve: Arc<Semaphore>,
+    /// Replaced whole by [`Pool::reconfigure`]; read off the fast path only.
+    settings: Mutex<PoolSettings>,
+    main: Slots,
+    reserve: Slots,
     idle: Mutex<Vec<Box<Entry<C::Conn>>>>,
     live: Arc<AtomicUsize>,
     waiting: AtomicUsize,
@@ -162,9 +163,9 @@ impl<C: Connector> Pool<C> {
     pub fn new(connector: C, settings: PoolSettings, limits: Vec<Arc<ConnLimit>>) -> Self {
         let inner = Arc::new(Inner {
             connector,
-            main: Arc::new(Semaphore::new(settings.size)),
-            reserve: Arc::new(Semaphore::new(settings.reserve_size)),
-            settings,
+            main: Slots::new(settings.size),
+            reserve: Slots::new(settings.reserve_size),
+            settings: Mutex::new(settings),
             idle: Mutex::new(Vec::new()),
             live: Arc::new(AtomicUsize::new(0)),
             waiting: AtomicUsize::new(0),
@@ -182,16 +183,26 @@ impl<C: Connector> Pool<C> {
         &self.inner.connector
     }
 
-    pub fn settings(&self) -> &PoolSettings {
-        &self.inner.settings
+    pub fn settings(&self) -> PoolSettings {
+        self.inner.settings()
+    }
+
+    /// Applies new settings (a configuration reload) to the running pool.
+    /// A larger size frees slots at once; a smaller one takes slots away as
+    /// checkouts return them, so no checkout is cut short, and upkeep closes
+    /// idle connections above the new size. Timeouts apply to the next wait,
+    /// connect or upkeep round; a new lifetime to connections opened after.
+    pub fn reconfigure(&self, settings: PoolSettings) {
+        let old = std::mem::replace(&mut *self.inner.settings.lock().unwrap(), settings);
+        self.inner.main.resize(old.size, settings.size);
+        self.inner
+            .reserve
+            .resize(old.reserve_size, settings.reserve_size);
     }
 
     pub fn stats(&self) -> PoolStats {
-        let settings = &self.inner.settings;
-        let in_use = |sem: &Semaphore, size: usize| size.saturating_sub(sem.available_permits());
         PoolStats {
-            checked_out: in_use(&self.inner.main, settings.size)
-                + in_use(&self.inner.reserve, settings.reserve_size),
+            checked_out: self.inner.main.in_use() + self.inner.reserve.in_use(),
             live: self.inner.live.load(Ordering::Relaxed),
             idle: self.inner.idle.lock().unwrap().len(),
             waiting: self.inner.waiting.load(Ordering::Relaxed),
@@ -215,9 +226,9 @@ impl<C: Connector> Pool<C> {
         timer: &mut ReusableSleep,
     ) -> Result<Pooled<C>, PoolError<C::Error>> {
         let inner = &self.inner;
-        let deadline = || inner.settings.wait_timeout.map(|t| started + t);
+        let deadline = || inner.settings().wait_timeout.map(|t| started + t);
         // The common case, a free slot, needs no timers.
-        let (slot, waited) = match inner.main.clone().try_acquire_owned() {
+        let (slot, waited) = match inner.main.sem.clone().try_acquire_owned() {
             Ok(slot) => (slot, false),
             Err(_) => {
                 inner.waiting.fetch_add(1, Ordering::Relaxed);
@@ -252,10 +263,10 @@ impl<C: Connector> Pool<C> {
         timer: &mut ReusableSleep,
     ) -> Result<OwnedSemaphorePermit, PoolError<C::Error>> {
         let inner = &self.inner;
-        if inner.settings.reserve_size > 0 {
+        if inner.settings().reserve_size > 0 {
             return Box::pin(self.acquire_slot_or_reserve(deadline)).await;
         }
-        let main = inner.main.clone().acquire_owned();
+        let main = inner.main.sem.clone().acquire_owned();
         let permit = match deadline {
             Some(d) => tokio::select! {
                 biased;
@@ -274,9 +285,9 @@ impl<C: Connector> Pool<C> {
         deadline: Option<Instant>,
     ) -> Result<OwnedSemaphorePermit, PoolError<C::Error>> {
         let inner = &self.inner;
-        let main = inner.main.clone().acquire_owned();
+        let main = inner.main.sem.clone().acquire_owned();
         tokio::pin!(main);
-        let reserve_at = tokio::time::Instant::now() + inner.settings.reserve_timeout;
+        let reserve_at = tokio::time::Instant::now() + inner.settings().reserve_timeout;
         let until_deadline = async {
             match deadline {
                 Some(d) => tokio::time::sleep_until(d.into()).await,
@@ -290,7 +301,7 @@ impl<C: Connector> Pool<C> {
             _ = tokio::time::sleep_until(reserve_at) => {}
             _ = &mut until_deadline => return Err(PoolError::WaitTimeout),
         }
-        let reserve = inner.reserve.clone().acquire_owned();
+        let reserve = inner.reserve.sem.clone().acquire_owned();
         tokio::select! {
             biased;
             permit = &mut main => permit.map_err(|_| PoolError::Closed),
@@ -299,28 +310,37 @@ impl<C: Connector> Pool<C> {
         }
     }
 
-    /// Closes idle connections past their idle timeout or lifetime, or no
-    /// longer to be reused, and opens connections up to `min_size`. Call
-    /// periodically.
+    /// Closes idle connections past their idle timeout or lifetime, no
+    /// longer to be reused, or above the pool's size (after a reload made it
+    /// smaller), and opens connections up to `min_size`. Call periodically.
     pub async fn maintain(&self) {
         let inner = &self.inner;
+        let settings = inner.settings();
         let now = Instant::now();
         let expired: Vec<Box<Entry<C::Conn>>> = {
             let mut idle = inner.idle.lock().unwrap();
-            let (keep, expired) = std::mem::take(&mut *idle).into_iter().partition(|e| {
-                !inner.is_past_lifetime(e, now)
-                    && inner.connector.may_reuse(&e.conn)
-                    && inner
-                        .settings
-                        .idle_timeout
-                        .is_none_or(|t| now.duration_since(e.idle_since) < t)
-            });
+            let (keep, mut expired): (Vec<_>, Vec<_>) =
+                std::mem::take(&mut *idle).into_iter().partition(|e| {
+                    !inner.is_past_lifetime(e, now)
+                        && inner.connector.may_reuse(&e.conn)
+                        && settings
+                            .idle_timeout
+                            .is_none_or(|t| now.duration_since(e.idle_since) < t)
+                });
             *idle = keep;
+            // Oldest first, as the shared limits evict.
+            let most = settings.size + settings.reserve_size;
+            let live = inner
+                .live
+                .load(Ordering::Relaxed)
+                .saturating_sub(expired.len());
+            let over = live.saturating_sub(most).min(idle.len());
+            expired.extend(idle.drain(..over));
             expired
         };
         drop(expired);
-        while inner.live.load(Ordering::Relaxed) < inner.settings.min_size {
-            let Ok(slot) = inner.main.clone().try_acquire_owned() else {
+        while inner.live.load(Ordering::Relaxed) < settings.min_size {
+            let Ok(slot) = inner.main.sem.clone().try_acquire_owned() else {
                 break;
             };
             match inner.open(Some(Instant::now())).await {
@@ -339,13 +359,17 @@ impl<C: Connector> Pool<C> {
 
     /// Stops handing out connections and closes the idle ones.
     pub fn close(&self) {
-        self.inner.main.close();
-        self.inner.reserve.close();
+        self.inner.main.sem.close();
+        self.inner.reserve.sem.close();
         self.close_idle();
     }
 }
 
 impl<C: Connector> Inner<C> {
+    fn settings(&self) -> PoolSettings {
+        *self.settings.lock().unwrap()
+    }
+
     fn pop_idle(&self, now: Instant) -> Option<Box<Entry<C::Conn>>> {
         let mut idle = self.idle.lock().unwrap();
         while let Some(entry) = idle.pop() {
@@ -357,7 +381,7 @@ impl<C: Connector> Inner<C> {
     }
 
     fn push_idle(&self, mut entry: Box<Entry<C::Conn>>, now: Instant) {
-        if self.main.is_closed()
+        if self.main.sem.is_closed()
             || self.is_past_lifetime(&entry, now)
             || !self.connector.may_reuse(&entry.conn)
         {
@@ -375,8 +399,9 @@ impl<C: Connector> Inner<C> {
         &self,
         deadline: Option<Instant>,
     ) -> Result<Box<Entry<C::Conn>>, PoolError<C::Error>> {
+        let settings = self.settings();
         if let Some((at, reason)) = &*self.last_failure.lock().unwrap() {
-            if at.elapsed() < self.settings.login_retry {
+            if at.elapsed() < settings.login_retry {
                 return Err(PoolError::RecentFailure(reason.clone()));
             }
         }
@@ -396,7 +421,7 @@ impl<C: Connector> Inner<C> {
                 Ok(Box::new(Entry {
                     conn,
                     // A lifetime too long to add never ends.
-                    retire_at: self.settings.lifetime.and_then(|l| now.checked_add(l)),
+                    retire_at: settings.lifetime.and_then(|l| now.checked_add(l)),
                     idle_since: now,
                     _limits: limits,
                     _live: LiveToken::new(&self.live),
@@ -407,6 +432,59 @@ impl<C: Connector> Inner<C> {
                 Err(PoolError::Connect(e))
             }
         }
+    }
+}
+
+/// A pool's checkout slots: a semaphore whose permit count follows the
+/// configured size, even while a shrink waits for checkouts to return.
+struct Slots {
+    sem: Arc<Semaphore>,
+    /// Permits in existence (handed out or available); above the configured
+    /// size only while a shrink is still taking permits back.
+    total: Arc<AtomicUsize>,
+}
+
+impl Slots {
+    fn new(size: usize) -> Self {
+        Slots {
+            sem: Arc::new(Semaphore::new(size)),
+            total: Arc::new(AtomicUsize::new(size)),
+        }
+    }
+
+    fn in_use(&self) -> usize {
+        self.total
+            .load(Ordering::Relaxed)
+            .saturating_sub(self.sem.available_permits())
+    }
+
+    /// Goes from `from` to `to` permits. Taking permits back waits for
+    /// checkouts to return them, one at a time in line with other waiters;
+    /// a later growth simply adds permits, so the count always ends at the
+    /// last size asked for.
+    fn resize(&self, from: usize, to: usize) {
+        if to >= from {
+            self.total.fetch_add(to - from, Ordering::Relaxed);
+            self.sem.add_permits(to - from);
+            return;
+        }
+        let excess = from - to;
+        let forgotten = self.sem.forget_permits(excess);
+        self.total.fetch_sub(forgotten, Ordering::Relaxed);
+        if forgotten == excess {
+            return;
+        }
+        let (sem, total) = (self.sem.clone(), self.total.clone());
+        tokio::spawn(async move {
+            for _ in forgotten..excess {
+                // Closed: the pool is gone, and its permits with it.
+                let Ok(permit) = sem.clone().acquire_owned().await else {
+                    return;
+                };
+                permit.forget();
+                total.fetch_sub(1, Ordering::Relaxed);
+            }
+        });
     }
 }
 

@@ -373,3 +373,91 @@ async fn a_checkout_still_connecting_counts_as_checked_out_not_live() {
     let stats = pool.stats();
     assert_eq!((stats.checked_out, stats.live, stats.idle), (0, 1, 1));
 }
+
+/// Settings of `size` whose checkouts give up quickly, to show a slot is missing.
+fn impatient(size: usize) -> PoolSettings {
+    PoolSettings {
+        wait_timeout: Some(Duration::from_millis(50)),
+        ..settings(size)
+    }
+}
+
+#[tokio::test]
+async fn a_larger_size_serves_a_waiting_checkout_at_once() {
+    let (pool, _) = counting_pool(settings(1));
+    let _held = pool.get().await.unwrap();
+    let waiter = tokio::spawn({
+        let pool = pool.clone();
+        async move { pool.get().await.map(|c| *c) }
+    });
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(pool.stats().waiting, 1);
+    pool.reconfigure(settings(2));
+    let served = tokio::time::timeout(Duration::from_secs(1), waiter).await;
+    assert!(matches!(served, Ok(Ok(Ok(1)))), "{served:?}");
+    assert_eq!(pool.settings().size, 2);
+}
+
+#[tokio::test]
+async fn a_smaller_size_takes_slots_back_as_checkouts_return() {
+    let (pool, _) = counting_pool(impatient(3));
+    let held: Vec<_> = [pool.get().await, pool.get().await, pool.get().await]
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    pool.reconfigure(impatient(1));
+    assert_eq!(pool.stats().checked_out, 3, "nothing in use is cut short");
+    let mut held = held.into_iter();
+    held.next().unwrap().release();
+    held.next().unwrap().release();
+    tokio::task::yield_now().await;
+    assert!(
+        matches!(pool.get().await, Err(PoolError::WaitTimeout)),
+        "the returned slots were taken back while one is still out"
+    );
+    held.next().unwrap().release();
+    let one = pool.get().await.expect("the one slot left");
+    assert!(matches!(pool.get().await, Err(PoolError::WaitTimeout)));
+    assert_eq!(pool.stats().checked_out, 1);
+    one.release();
+}
+
+#[tokio::test]
+async fn growing_again_before_a_shrink_finished_ends_at_the_last_size() {
+    let (pool, _) = counting_pool(impatient(2));
+    let a = pool.get().await.unwrap();
+    let b = pool.get().await.unwrap();
+    pool.reconfigure(impatient(1));
+    pool.reconfigure(impatient(3));
+    a.release();
+    b.release();
+    tokio::task::yield_now().await;
+    let three: Vec<_> = [pool.get().await, pool.get().await, pool.get().await]
+        .into_iter()
+        .map(|c| c.expect("three slots"))
+        .collect();
+    assert!(matches!(pool.get().await, Err(PoolError::WaitTimeout)));
+    assert_eq!(pool.stats().checked_out, 3);
+    drop(three);
+}
+
+#[tokio::test]
+async fn upkeep_closes_idle_connections_above_a_smaller_size() {
+    let (pool, _) = counting_pool(settings(3));
+    let conns: Vec<_> = [pool.get().await, pool.get().await, pool.get().await]
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    for c in conns {
+        c.release();
+    }
+    assert_eq!(pool.stats().idle, 3);
+    pool.reconfigure(settings(1));
+    pool.maintain().await;
+    assert_eq!(pool.stats().live, 1);
+    assert_eq!(
+        *pool.get().await.unwrap(),
+        2,
+        "the most recently used one stays"
+    );
+}
