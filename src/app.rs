@@ -355,8 +355,10 @@ impl App {
 
     /// Swaps in a new configuration; sessions see it at their next lookup.
     /// Running pools take their database's new pool settings (sizes,
-    /// timeouts) at once; other changes to a database reach pools created
-    /// after a restart.
+    /// timeouts) and connect options at once: servers already open to a
+    /// moved host, port or database are closed as they are released, as
+    /// `RECONNECT` does. Other changes to a database in use (pool mode,
+    /// limits, replicas) reach it after a restart.
     pub fn reload(&self, config: Config, registry: &PoolRegistry) -> Result<(), AppError> {
         let next = Arc::new(Snapshot::build(config)?);
         *self.snapshot.write().unwrap() = next;
@@ -364,12 +366,28 @@ impl App {
             let Some(spec) = self.database(&database, &user) else {
                 continue; // Removed: its clients stay, new logins are refused.
             };
-            if pools.reconfigure(spec.pool) {
+            let done = pools.apply_reload(&spec);
+            if done.pool_settings {
                 info!(
                     database,
                     user,
                     pool_size = spec.pool.size,
                     "pool settings reloaded"
+                );
+            }
+            if done.servers_moved {
+                info!(
+                    database,
+                    user, "server address or login changed; reconnecting"
+                );
+                registry.reconnect(Some(&database));
+            }
+            if !done.restart_only.is_empty() {
+                warn!(
+                    database,
+                    user,
+                    settings = ?done.restart_only,
+                    "changed settings of a database in use take effect after a restart"
                 );
             }
         }

@@ -89,7 +89,7 @@ impl AdminView for LiveView<'_> {
                 let active = s.live.saturating_sub(s.idle) as u64;
                 PoolRow {
                     database: p.spec.name.clone(),
-                    user: p.spec.connect.user.clone(),
+                    user: p.server_user(),
                     // Idle clients are not counted per pool: a client shows while it holds a server.
                     cl_active: active,
                     cl_waiting: s.waiting as u64,

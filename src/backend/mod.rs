@@ -3,6 +3,7 @@
 
 mod list;
 mod login;
+mod options;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -16,7 +17,6 @@ use thiserror::Error;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::config::SslMode;
 use crate::protocol::backend::{self as be, ErrorFields, TxStatus};
 use crate::protocol::framing::{self, Frame};
 use crate::protocol::ProtocolError;
@@ -24,6 +24,7 @@ use crate::stream::Stream;
 
 pub use list::{ServerCard, ServerList};
 pub use login::ServerSecret;
+pub use options::{ConnectOptions, LiveOptions, ServerTlsPolicy};
 
 #[derive(Debug, Error)]
 pub enum BackendError {
@@ -82,80 +83,6 @@ impl BackendError {
     /// True when the server (not the client) is at fault and the connection is gone.
     pub fn is_connection_failure(&self) -> bool {
         !matches!(self, BackendError::Server(_))
-    }
-}
-
-/// Where and how to open server connections; shared by every connection of a pool.
-#[derive(Clone)]
-pub struct ConnectOptions {
-    /// What to dial: a DNS name or an IP address.
-    pub host: String,
-    pub port: u16,
-    /// The name the server's certificate must carry when `host` is an
-    /// address found by looking this name up (verify-full checks the name
-    /// the user configured, as libpq does, not the address it led to).
-    pub tls_name: Option<String>,
-    pub user: String,
-    pub database: String,
-    pub secret: ServerSecret,
-    pub tls: ServerTlsPolicy,
-    pub connect_timeout: Duration,
-    /// Largest message accepted from the server.
-    pub max_message: usize,
-}
-
-impl std::fmt::Debug for ConnectOptions {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ConnectOptions")
-            .field("host", &self.host)
-            .field("port", &self.port)
-            .field("tls_name", &self.tls_name)
-            .field("user", &self.user)
-            .field("database", &self.database)
-            .field("tls", &self.tls.mode)
-            .finish_non_exhaustive()
-    }
-}
-
-impl ConnectOptions {
-    /// The same options for the server at `addr`, found under `name` (a DNS
-    /// name; `None` when the address was configured as such).
-    pub fn at_address(&self, addr: SocketAddr, name: Option<&str>) -> ConnectOptions {
-        ConnectOptions {
-            host: addr.ip().to_string(),
-            port: addr.port(),
-            tls_name: name.map(|n| n.trim_end_matches('.').to_string()),
-            ..self.clone()
-        }
-    }
-
-    /// The name checked against the server's certificate.
-    fn certificate_name(&self) -> &str {
-        self.tls_name.as_deref().unwrap_or(&self.host)
-    }
-}
-
-/// TLS towards servers, already built (building reads certificate files).
-#[derive(Clone)]
-pub struct ServerTlsPolicy {
-    pub mode: SslMode,
-    pub connector: Option<tokio_rustls::TlsConnector>,
-}
-
-impl std::fmt::Debug for ServerTlsPolicy {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ServerTlsPolicy")
-            .field("mode", &self.mode)
-            .finish_non_exhaustive()
-    }
-}
-
-impl ServerTlsPolicy {
-    pub fn disabled() -> Self {
-        ServerTlsPolicy {
-            mode: SslMode::Disable,
-            connector: None,
-        }
     }
 }
 
@@ -513,6 +440,3 @@ pub async fn send_cancel(key: CancelKey, timeout: Duration) -> Result<(), Backen
     .await
     .map_err(|_| BackendError::ConnectTimeout(addr))?
 }
-
-/// Shared handle type for connect options.
-pub type SharedConnectOptions = Arc<ConnectOptions>;

@@ -19,7 +19,9 @@ use std::sync::{Arc, Mutex};
 
 use tracing::warn;
 
-use crate::backend::{BackendError, ConnectOptions, ServerCard, ServerConn, ServerList};
+use crate::backend::{
+    BackendError, ConnectOptions, LiveOptions, ServerCard, ServerConn, ServerList,
+};
 use crate::config::PoolMode;
 use crate::pool::{ConnLimit, Connector, Pool, PoolSettings};
 use crate::shutdown::ShutdownSignal;
@@ -37,7 +39,9 @@ pub struct ServerConnector {
     /// The database as clients name it (the console's name for it), which
     /// may differ from the server's `dbname`.
     pub name: Arc<str>,
-    pub opts: Arc<ConnectOptions>,
+    /// Shared with the database's other connectors and its probes; a reload
+    /// replaces them for every connection opened after.
+    pub opts: LiveOptions,
     /// For a primary named by DNS: where the name points now.
     pub primary: Option<PrimaryAddress>,
     /// Where the connections it opens are listed for `SHOW SERVERS`.
@@ -45,10 +49,14 @@ pub struct ServerConnector {
 }
 
 impl ServerConnector {
-    pub fn new(name: impl Into<Arc<str>>, opts: ConnectOptions, servers: Arc<ServerList>) -> Self {
+    pub fn new(
+        name: impl Into<Arc<str>>,
+        opts: impl Into<LiveOptions>,
+        servers: Arc<ServerList>,
+    ) -> Self {
         ServerConnector {
             name: name.into(),
-            opts: Arc::new(opts),
+            opts: opts.into(),
             primary: None,
             servers,
         }
@@ -57,25 +65,30 @@ impl ServerConnector {
     /// The same connector for the server at `addr` (a replica endpoint),
     /// found under the DNS name `name`.
     pub fn at(&self, addr: std::net::SocketAddr, name: Option<&str>) -> Self {
-        let opts = self.opts.at_address(addr, name);
-        ServerConnector::new(self.name.clone(), opts, self.servers.clone())
+        ServerConnector::new(
+            self.name.clone(),
+            self.opts.at(addr, name),
+            self.servers.clone(),
+        )
     }
 
-    async fn open(&self) -> Result<ServerConn, BackendError> {
+    async fn open(&self, opts: &ConnectOptions) -> Result<ServerConn, BackendError> {
         match &self.primary {
-            Some(primary) => self.connect_primary(primary).await,
-            None => ServerConn::connect(&self.opts).await,
+            Some(primary) => Self::connect_primary(primary, opts).await,
+            None => ServerConn::connect(opts).await,
         }
     }
 
     /// Connects to the primary's current addresses in turn (as libpq tries
     /// each address of a name), or by name before the first lookup answers.
-    async fn connect_primary(&self, primary: &PrimaryAddress) -> Result<ServerConn, BackendError> {
-        let addrs = primary.addrs(self.opts.connect_timeout).await;
+    async fn connect_primary(
+        primary: &PrimaryAddress,
+        opts: &ConnectOptions,
+    ) -> Result<ServerConn, BackendError> {
+        let addrs = primary.addrs(opts.connect_timeout).await;
         let mut last = None;
         for addr in addrs {
-            let opts = self.opts.at_address(addr, Some(&self.opts.host));
-            match ServerConn::connect(&opts).await {
+            match ServerConn::connect(&opts.at_address(addr, Some(&opts.host))).await {
                 Err(e @ (BackendError::Connect { .. } | BackendError::ConnectTimeout(_))) => {
                     last = Some(e)
                 }
@@ -84,7 +97,7 @@ impl ServerConnector {
         }
         match last {
             Some(e) => Err(e),
-            None => ServerConn::connect(&self.opts).await,
+            None => ServerConn::connect(opts).await,
         }
     }
 }
@@ -93,9 +106,11 @@ impl Connector for ServerConnector {
     type Conn = ServerConn;
     type Error = BackendError;
     async fn connect(&self) -> Result<ServerConn, BackendError> {
+        // Read before the options: a reload swaps options, then marks servers.
         let reconnects = self.servers.reconnects();
-        let mut conn = self.open().await?;
-        conn.list_in(&self.servers, &self.opts.user, &self.name, reconnects);
+        let opts = self.opts.get();
+        let mut conn = self.open(&opts).await?;
+        conn.list_in(&self.servers, &opts.user, &self.name, reconnects);
         Ok(conn)
     }
 
@@ -136,8 +151,47 @@ pub struct DatabaseSpec {
     pub primary_discovery: Option<discovery::DiscoveryConfig>,
 }
 
+impl DatabaseSpec {
+    /// The settings that differ from `new` and that running pools keep
+    /// until a restart, by configuration name.
+    fn restart_only_differences(&self, new: &DatabaseSpec) -> Vec<&'static str> {
+        let mut differ = Vec::new();
+        if self.pool_mode != new.pool_mode {
+            differ.push("pool_mode");
+        }
+        if self.max_db_connections != new.max_db_connections {
+            differ.push("max_db_connections");
+        }
+        if self.max_user_connections != new.max_user_connections {
+            differ.push("max_user_connections");
+        }
+        if self.replicas != new.replicas {
+            differ.push("replicas");
+        }
+        if self.groups != new.groups {
+            differ.push("replica_groups");
+        }
+        if self.primary_discovery != new.primary_discovery {
+            differ.push("host (a DNS name)");
+        }
+        differ
+    }
+}
+
+/// What [`DatabasePools::apply_reload`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reloaded {
+    /// New pool sizes or timeouts took effect.
+    pub pool_settings: bool,
+    /// Servers are now reached at another host, port or database, or as
+    /// another user: the ones open should be closed as they come back.
+    pub servers_moved: bool,
+    /// Settings that changed but apply only after a restart.
+    pub restart_only: Vec<&'static str>,
+}
+
 /// Where a database's replicas come from and how reads are spread.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ReplicaSpec {
     pub discovery: discovery::DiscoveryConfig,
     pub strategy: balance::Strategy,
@@ -151,7 +205,11 @@ pub type ServerParams = Arc<Vec<(String, String)>>;
 
 /// The pools serving one (database, user) pair.
 pub struct DatabasePools {
+    /// As configured when the pools were made; a reload changes only their
+    /// pool settings and connect options.
     pub spec: DatabaseSpec,
+    /// The connect options all of the pair's servers and probes open with.
+    connect: LiveOptions,
     pub metrics: crate::metrics::PoolMetrics,
     pub primary: ServerPool,
     /// The default replica group.
@@ -185,6 +243,29 @@ impl DatabasePools {
         } else {
             self.groups.get(id)
         }
+    }
+
+    /// Applies what a reload may change in running pools: the pool settings
+    /// and the connect options (a server opened after uses the new host,
+    /// credentials or TLS files). Reports what changed, and what differs but
+    /// only applies to pools made after a restart.
+    pub fn apply_reload(&self, new: &DatabaseSpec) -> Reloaded {
+        let restart_only = self.spec.restart_only_differences(new);
+        let pool_settings = self.reconfigure(new.pool);
+        // A DNS-named primary's connectors follow the watch of the name they
+        // were made with: a new name waits for the restart with them.
+        let servers_moved = !restart_only.contains(&"host (a DNS name)")
+            && self.connect.replace(new.connect.clone());
+        Reloaded {
+            pool_settings,
+            servers_moved,
+            restart_only,
+        }
+    }
+
+    /// The user servers log in as now (a reload may change it).
+    pub fn server_user(&self) -> String {
+        self.connect.get().user.clone()
     }
 
     /// Applies new pool settings to the primary's pool and every replica
@@ -328,6 +409,7 @@ impl PoolRegistry {
     fn group_monitor(
         &self,
         spec: &DatabaseSpec,
+        connect: &LiveOptions,
         group: &str,
         r: &ReplicaSpec,
     ) -> Option<Arc<GroupMonitor>> {
@@ -351,7 +433,7 @@ impl PoolRegistry {
             .entry(spec.name.clone())
             .or_insert_with(|| {
                 monitor::primary_monitor(
-                    &spec.connect,
+                    connect.clone(),
                     self.primary_address(spec),
                     &r.health,
                     self.shutdown.clone(),
@@ -360,7 +442,7 @@ impl PoolRegistry {
             .subscribe();
         let created = Arc::new(GroupMonitor::new(
             found,
-            spec.connect.clone(),
+            connect.clone(),
             r.health.clone(),
             primary,
             self.shutdown.clone(),
@@ -418,15 +500,14 @@ impl PoolRegistry {
                 spec.max_user_connections,
             ));
         }
+        // One set of options for all of the pair's connectors and the probes
+        // they start, so a reload reaches them all.
+        let connect = LiveOptions::new(spec.connect.clone());
         let replica_set = |group: GroupId, name: &str, r: &ReplicaSpec| {
-            let monitor = self.group_monitor(&spec, name, r)?;
+            let monitor = self.group_monitor(&spec, &connect, name, r)?;
             Some(ReplicaSet::new(
                 group,
-                ServerConnector::new(
-                    spec.name.as_str(),
-                    spec.connect.clone(),
-                    self.servers.clone(),
-                ),
+                ServerConnector::new(spec.name.as_str(), connect.clone(), self.servers.clone()),
                 spec.pool,
                 limits.clone(),
                 monitor,
@@ -454,17 +535,14 @@ impl PoolRegistry {
         let primary = Pool::new(
             ServerConnector {
                 primary: self.primary_address(&spec),
-                ..ServerConnector::new(
-                    spec.name.as_str(),
-                    spec.connect.clone(),
-                    self.servers.clone(),
-                )
+                ..ServerConnector::new(spec.name.as_str(), connect.clone(), self.servers.clone())
             },
             spec.pool,
             limits,
         );
         let created = Arc::new(DatabasePools {
             metrics: self.metrics.pool(&spec.name, client_user),
+            connect,
             spec,
             primary,
             replicas,

@@ -17,7 +17,7 @@ use super::health::{
     self, HealthMonitor, HealthSnapshot, Lsn, MonitorConfig, PgProber, ProbeResult, Prober,
 };
 use super::{HealthSettings, PrimaryAddress};
-use crate::backend::ConnectOptions;
+use crate::backend::LiveOptions;
 use crate::shutdown::ShutdownSignal;
 
 /// How long a replica that failed a connection is skipped, at first.
@@ -160,7 +160,7 @@ pub struct GroupMonitor {
     applied_version: AtomicU64,
     endpoints: RwLock<Arc<Vec<Arc<EndpointState>>>>,
     /// Probes log in with the connect options of the first user of the group.
-    probe_template: ConnectOptions,
+    probe_template: LiveOptions,
     health: HealthSettings,
     /// The primary's snapshots, for replicas' lag in bytes.
     primary: watch::Receiver<Arc<HealthSnapshot>>,
@@ -172,7 +172,7 @@ pub struct GroupMonitor {
 impl GroupMonitor {
     pub fn new(
         discovery: Discovery,
-        probe_template: ConnectOptions,
+        probe_template: LiveOptions,
         health: HealthSettings,
         primary: watch::Receiver<Arc<HealthSnapshot>>,
         shutdown: ShutdownSignal,
@@ -245,7 +245,7 @@ impl GroupMonitor {
     fn new_endpoint(&self, endpoint: &Endpoint) -> EndpointState {
         let opts = self
             .probe_template
-            .at_address(endpoint.addr, endpoint.name.as_deref());
+            .at(endpoint.addr, endpoint.name.as_deref());
         EndpointState {
             addr: endpoint.addr,
             name: endpoint.name.clone(),
@@ -274,18 +274,18 @@ fn first_seen_as_changed<T>(mut rx: watch::Receiver<T>) -> watch::Receiver<T> {
 /// Starts probing a database's primary for its WAL position; with
 /// `address` (a DNS-named primary), wherever the name points now.
 pub fn primary_monitor(
-    opts: &ConnectOptions,
+    opts: LiveOptions,
     address: Option<PrimaryAddress>,
     health: &HealthSettings,
     shutdown: ShutdownSignal,
 ) -> HealthMonitor {
     health::spawn_monitor(
-        monitor_config(opts, health::Role::Primary, health),
+        monitor_config(&opts, health::Role::Primary, health),
         PrimaryProber {
             opts: opts.clone(),
             address,
             probing: None,
-            inner: PgProber::new(opts.clone()),
+            inner: PgProber::new(opts),
         },
         None,
         shutdown,
@@ -295,7 +295,7 @@ pub fn primary_monitor(
 /// Probes the primary, moving its kept connection when the primary's DNS
 /// name moves (a probe of the old primary would measure lag against it).
 struct PrimaryProber {
-    opts: ConnectOptions,
+    opts: LiveOptions,
     address: Option<PrimaryAddress>,
     /// The address `inner` connects to; `None` while by name.
     probing: Option<SocketAddr>,
@@ -309,7 +309,7 @@ impl Prober for PrimaryProber {
             if now.is_some() && now != self.probing {
                 self.inner.close().await;
                 let opts = match now {
-                    Some(addr) => self.opts.at_address(addr, Some(&self.opts.host)),
+                    Some(addr) => self.opts.at(addr, Some(&self.opts.get().host)),
                     None => self.opts.clone(),
                 };
                 self.inner = PgProber::new(opts);
@@ -324,7 +324,8 @@ impl Prober for PrimaryProber {
     }
 }
 
-fn monitor_config(opts: &ConnectOptions, role: health::Role, s: &HealthSettings) -> MonitorConfig {
+fn monitor_config(opts: &LiveOptions, role: health::Role, s: &HealthSettings) -> MonitorConfig {
+    let opts = opts.get();
     MonitorConfig {
         label: format!("{}:{}", opts.host, opts.port),
         role,

@@ -20,7 +20,7 @@ use super::{ReplicaSpec, ServerConnector, ServerPool};
 use crate::pool::{ConnLimit, Pool, PoolSettings};
 
 /// How replicas are probed and judged.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct HealthSettings {
     pub interval: Duration,
     pub policy: HealthPolicy,

@@ -448,17 +448,22 @@ pub fn console_in_background(
     })
 }
 
-/// Process ids of the server connections PostgreSQL runs for the app user
-/// (pgrelay's pooled servers), asked straight from PostgreSQL.
-pub async fn app_backend_pids(cluster: &Cluster) -> Vec<i32> {
+/// The superuser, straight to the primary's `postgres` database.
+pub async fn superuser_direct(cluster: &Cluster) -> tokio_postgres::Client {
     let (su, su_pw) = cluster.superuser();
-    let (app, _) = cluster.app_user();
-    let direct = connect(&format!(
+    connect(&format!(
         "host=127.0.0.1 port={} user={su} password={su_pw} dbname=postgres",
         cluster.port()
     ))
-    .await;
-    direct
+    .await
+}
+
+/// Process ids of the server connections PostgreSQL runs for the app user
+/// (pgrelay's pooled servers), asked straight from PostgreSQL.
+pub async fn app_backend_pids(cluster: &Cluster) -> Vec<i32> {
+    let (app, _) = cluster.app_user();
+    superuser_direct(cluster)
+        .await
         .query(
             "SELECT pid FROM pg_stat_activity WHERE usename = $1 ORDER BY pid",
             &[&app],

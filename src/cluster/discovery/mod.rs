@@ -60,7 +60,7 @@ impl DiscoverySource {
 }
 
 /// How one source is resolved and refreshed.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct DiscoveryConfig {
     pub source: DiscoverySource,
     /// Ask this server (UDP, then TCP) instead of the system resolver.

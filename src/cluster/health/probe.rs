@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::query::first_row;
 use super::HealthError;
-use crate::backend::{ConnectOptions, ServerConn};
+use crate::backend::{ConnectOptions, LiveOptions, ServerConn};
 
 /// One query that works on primaries and replicas alike.
 /// `pg_current_wal_lsn()` fails during recovery, hence the CASE.
@@ -134,13 +134,17 @@ pub async fn probe(opts: &ConnectOptions, primary_lsn: Option<Lsn>) -> ProbeResu
 /// Probes one server over a connection kept between probes.
 #[derive(Debug)]
 pub struct PgProber {
-    opts: ConnectOptions,
+    /// Read at each new connection, so a reload's credentials reach probes.
+    opts: LiveOptions,
     conn: Option<ServerConn>,
 }
 
 impl PgProber {
-    pub fn new(opts: ConnectOptions) -> Self {
-        PgProber { opts, conn: None }
+    pub fn new(opts: impl Into<LiveOptions>) -> Self {
+        PgProber {
+            opts: opts.into(),
+            conn: None,
+        }
     }
 
     /// One probe; a kept connection that has gone stale is replaced once
@@ -158,14 +162,15 @@ impl PgProber {
     }
 
     async fn try_probe(&mut self, primary_lsn: Option<Lsn>) -> Result<ServerFacts, HealthError> {
+        let opts = self.opts.get();
         let mut conn = match self.conn.take() {
             Some(conn) => conn,
-            None => ServerConn::connect(&self.opts).await?,
+            None => ServerConn::connect(&opts).await?,
         };
         let started = Instant::now();
-        let row = tokio::time::timeout(self.opts.connect_timeout, first_row(&mut conn, PROBE_SQL))
+        let row = tokio::time::timeout(opts.connect_timeout, first_row(&mut conn, PROBE_SQL))
             .await
-            .map_err(|_| HealthError::Timeout(self.opts.connect_timeout))??;
+            .map_err(|_| HealthError::Timeout(opts.connect_timeout))??;
         let latency = started.elapsed();
         // Only a connection that answered cleanly is kept for the next probe.
         self.conn = Some(conn);
