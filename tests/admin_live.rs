@@ -341,3 +341,14 @@ async fn show_servers_lists_pooled_servers_and_the_client_on_each() {
     drop((holder, other, console));
     relay.stop().await;
 }
+
+/// A console session sits idle between commands: a shutdown ends it (57P01)
+/// instead of waiting out `shutdown_timeout` for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_console_session_does_not_hold_up_shutdown() {
+    let (_cluster, relay, console) = common::relay_with_console("shutdown_timeout: 60s").await;
+    console.simple_query("SHOW VERSION").await.expect("console");
+    let stopped = tokio::time::timeout(std::time::Duration::from_secs(15), relay.stop()).await;
+    assert!(stopped.is_ok(), "the shutdown waited for the idle console");
+    assert!(console.simple_query("SHOW VERSION").await.is_err());
+}

@@ -5,24 +5,15 @@
 mod common;
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{app_backend_pids, console_rows, relay_with_console, scalar};
+use common::{console_rows, relay_with_console, scalar};
 
 async fn backend_pid(client: &tokio_postgres::Client) -> i32 {
     scalar(client, "select pg_backend_pid()")
         .await
         .parse()
         .unwrap()
-}
-
-/// Polls PostgreSQL until `gone` is no longer among the app user's servers.
-async fn wait_gone(cluster: &pgrelay_testcontainers::Cluster, gone: i32, why: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while app_backend_pids(cluster).await.contains(&gone) {
-        assert!(Instant::now() < deadline, "server {gone} still runs: {why}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 fn row_by<'a>(
@@ -47,7 +38,7 @@ async fn reconnect_closes_idle_servers_now_busy_ones_at_release_and_wait_close_w
     assert_ne!(busy, idle, "the transaction holds its server");
 
     console.simple_query("RECONNECT").await.expect("RECONNECT");
-    wait_gone(&cluster, idle, "RECONNECT closes idle servers at once").await;
+    common::wait_server_gone(&cluster, idle, "RECONNECT closes idle servers at once").await;
     let servers = console_rows(&console, "SHOW SERVERS").await;
     let row = row_by(&servers, "remote_pid", &busy.to_string());
     assert_eq!(row["close_needed"], "1", "{row:?}");
@@ -67,7 +58,7 @@ async fn reconnect_closes_idle_servers_now_busy_ones_at_release_and_wait_close_w
         .expect("WAIT_CLOSE returns once the marked server is released")
         .unwrap();
     waited.expect("WAIT_CLOSE");
-    wait_gone(&cluster, busy, "released after RECONNECT").await;
+    common::wait_server_gone(&cluster, busy, "released after RECONNECT").await;
 
     // New servers serve new transactions, and are not marked.
     let fresh = backend_pid(&other).await;
@@ -87,7 +78,7 @@ async fn reconnect_closes_idle_servers_now_busy_ones_at_release_and_wait_close_w
         .simple_query(&format!("RECONNECT {db}"))
         .await
         .expect("RECONNECT db");
-    wait_gone(&cluster, fresh, "RECONNECT of its database").await;
+    common::wait_server_gone(&cluster, fresh, "RECONNECT of its database").await;
     for sql in ["RECONNECT nosuchdb", "WAIT_CLOSE nosuchdb"] {
         let err = console.simple_query(sql).await.unwrap_err();
         assert_eq!(err.code().unwrap().code(), "3D000", "{sql}: {err}");

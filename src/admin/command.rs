@@ -33,13 +33,17 @@ pub enum AdminCommand {
     Disable(String),
     /// Take client logins to a database again.
     Enable(String),
+    /// Drop a database's clients and servers now, and pause it.
+    Kill(String),
+    /// Drop one client (its `SHOW CLIENTS` id) and the server it holds.
+    KillClient(i32),
     Shutdown,
 }
 
 /// PgBouncer commands pgrelay knows by name but does not implement; they get
 /// "not supported" (0A000) rather than "invalid command" (42601), which tells
 /// an operator the spelling is right.
-const UNSUPPORTED_COMMANDS: &[&str] = &["SUSPEND", "KILL", "KILL_CLIENT", "SET"];
+const UNSUPPORTED_COMMANDS: &[&str] = &["SUSPEND", "SET"];
 
 const UNSUPPORTED_SHOW: &[&str] = &[
     "USERS",
@@ -94,6 +98,12 @@ impl AdminCommand {
             "ENABLE" => one_database(args)
                 .map(AdminCommand::Enable)
                 .ok_or_else(invalid),
+            "KILL" => one_database(args)
+                .map(AdminCommand::Kill)
+                .ok_or_else(invalid),
+            "KILL_CLIENT" => client_id(args)
+                .map(AdminCommand::KillClient)
+                .ok_or_else(invalid),
             k if UNSUPPORTED_COMMANDS.contains(&k) => Err(AdminError::Unsupported(k.to_string())),
             _ => Err(invalid()),
         }
@@ -110,6 +120,8 @@ impl AdminCommand {
                 | AdminCommand::WaitClose(_)
                 | AdminCommand::Disable(_)
                 | AdminCommand::Enable(_)
+                | AdminCommand::Kill(_)
+                | AdminCommand::KillClient(_)
                 | AdminCommand::Shutdown
         )
     }
@@ -124,6 +136,8 @@ impl AdminCommand {
             AdminCommand::WaitClose(_) => "WAIT_CLOSE",
             AdminCommand::Disable(_) => "DISABLE",
             AdminCommand::Enable(_) => "ENABLE",
+            AdminCommand::Kill(_) => "KILL",
+            AdminCommand::KillClient(_) => "KILL_CLIENT",
             AdminCommand::Shutdown => "SHUTDOWN",
             _ => "SHOW",
         }
@@ -162,6 +176,18 @@ fn one_database(args: &[Token]) -> Option<String> {
         [db] => Some(db.text().to_string()),
         _ => None,
     }
+}
+
+/// A client id as `SHOW CLIENTS` shows it in `ptr` (`0x…`), or in decimal.
+fn client_id(args: &[Token]) -> Option<i32> {
+    let [Token::Word(id)] = args else {
+        return None;
+    };
+    match id.strip_prefix("0x").or_else(|| id.strip_prefix("0X")) {
+        Some(hex) => i32::from_str_radix(hex, 16).ok(),
+        None => id.parse().ok(),
+    }
+    .filter(|id| *id > 0)
 }
 
 /// `[]` → `Some(None)`, `[db]` → `Some(Some(db))`, anything longer → `None`.
@@ -350,13 +376,33 @@ mod tests {
 
     #[test]
     fn known_pgbouncer_commands_pgrelay_lacks_are_unsupported() {
-        let err = parse("kill mydb").unwrap_err();
-        assert_eq!(err, AdminError::Unsupported("KILL".into()));
+        let err = parse("suspend").unwrap_err();
+        assert_eq!(err, AdminError::Unsupported("SUSPEND".into()));
         assert_eq!(err.sqlstate(), "0A000");
         assert_eq!(
             parse("show fds").unwrap_err(),
             AdminError::Unsupported("SHOW FDS".into())
         );
+    }
+
+    #[test]
+    fn kill_takes_a_database_and_kill_client_an_id_as_listed() {
+        assert_eq!(parse("KILL app;"), Ok(AdminCommand::Kill("app".into())));
+        assert_eq!(parse("kill_client 0x1f"), Ok(AdminCommand::KillClient(31)));
+        assert_eq!(parse("KILL_CLIENT 31"), Ok(AdminCommand::KillClient(31)));
+        for sql in [
+            "KILL",
+            "KILL a b",
+            "KILL_CLIENT",
+            "KILL_CLIENT 0xzz",
+            "KILL_CLIENT -3",
+        ] {
+            assert!(
+                matches!(parse(sql), Err(AdminError::InvalidCommand(_))),
+                "{sql:?}"
+            );
+        }
+        assert!(!parse("KILL app").unwrap().is_show(), "admin users only");
     }
 
     #[test]

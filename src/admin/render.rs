@@ -25,6 +25,8 @@ pub enum AdminOutcome {
     WaitClose(Option<String>),
     Disable(String),
     Enable(String),
+    Kill(String),
+    KillClient(i32),
     Shutdown,
 }
 
@@ -38,6 +40,8 @@ const HELP: &str = "Console usage\n\
     \tWAIT_CLOSE [<db>]\n\
     \tDISABLE <db>\n\
     \tENABLE <db>\n\
+    \tKILL <db>\n\
+    \tKILL_CLIENT <id>\n\
     \tSHUTDOWN";
 
 /// Writes the result of a `SHOW` (RowDescription, DataRows, CommandComplete
@@ -84,6 +88,8 @@ pub fn render(
         AdminCommand::WaitClose(db) => return Ok(AdminOutcome::WaitClose(db.clone())),
         AdminCommand::Disable(db) => return Ok(AdminOutcome::Disable(db.clone())),
         AdminCommand::Enable(db) => return Ok(AdminOutcome::Enable(db.clone())),
+        AdminCommand::Kill(db) => return Ok(AdminOutcome::Kill(db.clone())),
+        AdminCommand::KillClient(id) => return Ok(AdminOutcome::KillClient(*id)),
         AdminCommand::Shutdown => return Ok(AdminOutcome::Shutdown),
     }
     Ok(AdminOutcome::Shown)

@@ -8,6 +8,8 @@ use crate::protocol::backend::{self as be, Severity, TxStatus};
 use crate::protocol::framing::{self, Frame};
 use crate::protocol::frontend::{self as fe, tag};
 use crate::protocol::ProtocolError;
+use crate::shutdown::ShutdownSignal;
+use tracing::info;
 
 /// Largest console command accepted.
 const MAX_ADMIN_MESSAGE: usize = 64 * 1024;
@@ -16,6 +18,7 @@ pub(crate) async fn serve_admin(
     client: &mut ClientConn,
     privilege: Privilege,
     shared: &Shared,
+    shutdown: &ShutdownSignal,
 ) -> Result<(), FrontendError> {
     for (name, value) in [
         (
@@ -38,7 +41,12 @@ pub(crate) async fn serve_admin(
             if let Some(len) = framing::check(&client.rbuf, MAX_ADMIN_MESSAGE)? {
                 break len;
             }
-            client.fill().await?;
+            // An idle console must not hold up a shutdown's drain.
+            tokio::select! {
+                biased;
+                filled = client.fill() => { filled?; }
+                _ = shutdown.triggered() => return Err(FrontendError::ShuttingDown),
+            }
         };
         let msg = client.rbuf.split_to(len);
         let frame = Frame::new(&msg);
@@ -71,7 +79,9 @@ pub(crate) async fn serve_admin(
                         | AdminOutcome::Reload
                         | AdminOutcome::Reconnect(_)
                         | AdminOutcome::Disable(_)
-                        | AdminOutcome::Enable(_),
+                        | AdminOutcome::Enable(_)
+                        | AdminOutcome::Kill(_)
+                        | AdminOutcome::KillClient(_),
                     )
                     | None => {}
                 }
@@ -126,6 +136,30 @@ fn run_command(
             if is_known(Some(&db), shared, out) {
                 shared.pools.disabled().disable(&db);
                 be::write_command_complete(cmd.command_tag(), out);
+            }
+        }
+        Ok((cmd, AdminOutcome::Kill(db))) => {
+            if is_known(Some(&db), shared, out) {
+                // New work waits for RESUME, as after PgBouncer's KILL; a
+                // database already paused stays so.
+                let _ = shared.pools.pause_gate().pause(Some(&db));
+                let clients = shared.cancels.kill_database(&db);
+                shared.pools.reconnect(Some(&db));
+                info!(database = db, clients, "console KILL");
+                be::write_command_complete(cmd.command_tag(), out);
+            }
+        }
+        Ok((cmd, AdminOutcome::KillClient(id))) => {
+            if shared.cancels.kill(id) {
+                info!(client = id, "console KILL_CLIENT");
+                be::write_command_complete(cmd.command_tag(), out);
+            } else {
+                be::write_error(
+                    Severity::Error,
+                    "42704",
+                    &format!("no such client: 0x{id:x}"),
+                    out,
+                );
             }
         }
         Ok((cmd, AdminOutcome::Enable(db))) => {

@@ -13,6 +13,7 @@ use rand::Rng;
 
 use crate::admin::{ClientRow, ClientState};
 use crate::backend::CancelKey;
+use crate::shutdown::{Shutdown, ShutdownSignal};
 
 #[derive(Default)]
 pub struct CancelRegistry {
@@ -58,6 +59,8 @@ pub struct CancelSlot {
     prepared: AtomicUsize,
     /// The client's `application_name` once it changed it after login.
     application_name: Mutex<Option<String>>,
+    /// The console's `KILL`/`KILL_CLIENT`: ends the session at once.
+    kill: Shutdown,
 }
 
 impl CancelSlot {
@@ -100,6 +103,11 @@ impl CancelSlot {
         renamed
             .clone()
             .unwrap_or_else(|| card.application_name.clone())
+    }
+
+    /// Fires when the console kills this client.
+    pub fn killed(&self) -> ShutdownSignal {
+        self.kill.signal()
     }
 
     /// Says who the client is; only the first call counts.
@@ -211,6 +219,37 @@ impl crate::admin::ClientList for CancelRegistry {
 }
 
 impl CancelRegistry {
+    /// `KILL_CLIENT`: ends the logged-in client `process_id` (as SHOW CLIENTS
+    /// lists it); false if there is none.
+    pub fn kill(&self, process_id: i32) -> bool {
+        let map = self.map.lock().unwrap();
+        match map.get(&process_id) {
+            Some(entry) if entry.slot.card.get().is_some() => {
+                entry.slot.kill.trigger();
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// `KILL db`: ends every logged-in client of `database`; how many.
+    pub fn kill_database(&self, database: &str) -> usize {
+        let map = self.map.lock().unwrap();
+        let mut killed = 0;
+        for entry in map.values() {
+            if entry
+                .slot
+                .card
+                .get()
+                .is_some_and(|c| c.database == database)
+            {
+                entry.slot.kill.trigger();
+                killed += 1;
+            }
+        }
+        killed
+    }
+
     /// The server to cancel for a client's keys; `None` for wrong keys or an
     /// idle client. The secret is compared in constant time.
     pub fn lookup(&self, process_id: i32, secret: i32) -> Option<CancelKey> {

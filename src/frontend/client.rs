@@ -17,6 +17,9 @@ pub(crate) struct ClientConn {
     /// plain adds here, published to the shared counters once per batch.
     received: u64,
     sent: u64,
+    /// A write is under way: if its future is dropped (a killed session),
+    /// the client may hold part of a message, and nothing more can follow.
+    writing: bool,
 }
 
 impl ClientConn {
@@ -27,6 +30,7 @@ impl ClientConn {
             wbuf: BytesMut::with_capacity(1024),
             received: 0,
             sent: 0,
+            writing: false,
         }
     }
 
@@ -54,7 +58,9 @@ impl ClientConn {
 
     pub async fn flush(&mut self) -> Result<(), FrontendError> {
         if !self.wbuf.is_empty() {
+            self.writing = true;
             self.stream.write_all(&self.wbuf).await?;
+            self.writing = false;
             self.sent += self.wbuf.len() as u64;
             self.wbuf.clear();
         }
@@ -65,7 +71,9 @@ impl ClientConn {
     pub async fn send_relayed(&mut self, bytes: &[u8]) -> Result<(), FrontendError> {
         self.flush().await?;
         if !bytes.is_empty() {
+            self.writing = true;
             self.stream.write_all(bytes).await?;
+            self.writing = false;
             self.sent += bytes.len() as u64;
         }
         Ok(())
@@ -77,6 +85,10 @@ impl ClientConn {
 
     /// Best effort: tell the client why it is being disconnected.
     pub async fn fatal(&mut self, err: &FrontendError) {
+        if self.writing {
+            // A message was cut short: anything after it would be garbage.
+            return;
+        }
         if err.reportable() {
             self.queue_error(Severity::Fatal, err);
             let _ = tokio::time::timeout(std::time::Duration::from_secs(1), self.flush()).await;

@@ -138,6 +138,9 @@ pub enum FrontendError {
     TransactionInStatementMode,
     #[error("pgrelay is shutting down")]
     ShuttingDown,
+    /// The console's `KILL` or `KILL_CLIENT`.
+    #[error("terminating connection due to administrator command")]
+    Killed,
     #[error("no replica is available for this read (fallback: error)")]
     NoReplica,
     #[error(transparent)]
@@ -169,7 +172,7 @@ impl FrontendError {
             FrontendError::IdleTimeout => "57P05",
             FrontendError::IdleInTransaction => "25P03",
             FrontendError::TransactionInStatementMode => "0A000",
-            FrontendError::ShuttingDown => "57P01",
+            FrontendError::ShuttingDown | FrontendError::Killed => "57P01",
             FrontendError::NoReplica => "08006",
             FrontendError::Router(e) => e.sqlstate(),
             FrontendError::NotAdmin(_) => "28000",

@@ -100,7 +100,8 @@ pub(crate) async fn run_connection(
         Ok(Login::Pooled(s)) => s,
         Ok(Login::Admin(privilege)) => {
             metrics.login(LoginResult::Ok);
-            if let Err(e) = Box::pin(serve_admin(&mut client, privilege, &shared)).await {
+            let console = serve_admin(&mut client, privilege, &shared, &shutdown);
+            if let Err(e) = Box::pin(console).await {
                 debug!(error = %e, "admin console session ended");
                 client.fatal(&e).await;
             }
@@ -123,7 +124,19 @@ pub(crate) async fn run_connection(
     tracker.set_state(ClientState::Idle);
     session.tracker = Some(tracker);
     let span = tracing::debug_span!("client", id = registration.process_id);
-    let result = tracing::Instrument::instrument(session.serve(&mut client, shutdown), span).await;
+    let killed = registration.slot.killed();
+    let served = tracing::Instrument::instrument(session.serve(&mut client, shutdown), span);
+    // The console's KILL drops the session wherever it waits (a server, a
+    // pool slot, a client that does not read); the server it holds is
+    // closed, never pooled, whatever state the drop left it in.
+    let result = tokio::select! {
+        biased;
+        result = served => result,
+        _ = killed.triggered() => {
+            session.abandon_server();
+            Err(FrontendError::Killed)
+        }
+    };
     if let Err(e) = &result {
         debug!(error = %e, "client session ended");
         report(&metrics, e);

@@ -458,6 +458,19 @@ pub async fn superuser_direct(cluster: &Cluster) -> tokio_postgres::Client {
     .await
 }
 
+/// Polls PostgreSQL until `gone` is no longer among the app user's servers
+/// (10 s at most).
+pub async fn wait_server_gone(cluster: &Cluster, gone: i32, why: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while app_backend_pids(cluster).await.contains(&gone) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "server {gone} still runs: {why}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Process ids of the server connections PostgreSQL runs for the app user
 /// (pgrelay's pooled servers), asked straight from PostgreSQL.
 pub async fn app_backend_pids(cluster: &Cluster) -> Vec<i32> {

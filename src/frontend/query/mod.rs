@@ -606,6 +606,15 @@ impl<'a> Session<'a> {
     }
 
     /// The client is gone: the server is reset and pooled, or closed.
+    /// Closes the attached server without a word to it: the session was
+    /// stopped mid-way and the server may owe replies or hold a transaction
+    /// (PostgreSQL rolls that back when the connection closes).
+    pub fn abandon_server(&mut self) {
+        if self.server.take().is_some() {
+            self.cancel.slot.detach();
+        }
+    }
+
     pub async fn finish(&mut self) {
         self.pools.metrics.extended_done(&mut self.extended);
         let reset = self.mode == PoolMode::Session || self.settings.server_reset_query_always;
