@@ -254,7 +254,7 @@ impl DatabasePools {
         let pool_settings = self.reconfigure(new.pool);
         // A DNS-named primary's connectors follow the watch of the name they
         // were made with: a new name waits for the restart with them.
-        let servers_moved = !restart_only.contains(&"host (a DNS name)")
+        let servers_moved = self.spec.primary_discovery == new.primary_discovery
             && self.connect.replace(new.connect.clone());
         Reloaded {
             pool_settings,
