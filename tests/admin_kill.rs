@@ -127,3 +127,55 @@ async fn kill_drops_a_databases_clients_and_servers_and_holds_new_work_until_res
     assert_eq!(sqlstate(&unknown).as_deref(), Some("3D000"), "{unknown}");
     relay.stop().await;
 }
+
+/// KILL_CLIENT reaches a client wherever it waits, not only between
+/// queries: here in the queue for the only server, long before
+/// `query_wait_timeout` would end the wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_client_ends_a_client_waiting_for_a_server() {
+    let (cluster, relay, console) =
+        relay_with_console("default_pool_size: 1\nquery_wait_timeout: 120").await;
+    let base = relay.conn_string(&cluster);
+    let holder = common::connect(&base).await;
+    holder.batch_execute("BEGIN").await.unwrap();
+    assert_eq!(scalar(&holder, "SELECT 1").await, "1");
+    let (waiter, waiter_ended) = watched_client(&format!("{base} application_name=waiter")).await;
+    let query = tokio::spawn(async move { waiter.simple_query("SELECT 2").await.map(|_| ()) });
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let ptr = loop {
+        let clients = console_rows(&console, "SHOW CLIENTS").await;
+        if let Some(row) = clients
+            .iter()
+            .find(|r| r["application_name"] == "waiter" && r["state"] == "waiting")
+        {
+            break row["ptr"].clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "waiter never queued: {clients:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    console
+        .simple_query(&format!("KILL_CLIENT {ptr}"))
+        .await
+        .expect("KILL_CLIENT");
+    // The FATAL answers the query the client is waiting on.
+    let query = tokio::time::timeout(Duration::from_secs(10), query)
+        .await
+        .expect("the waiting query ends")
+        .unwrap();
+    let error = query.expect_err("the killed client's query got no answer");
+    assert_eq!(sqlstate(&error).as_deref(), Some("57P01"), "{error}");
+    tokio::time::timeout(Duration::from_secs(10), waiter_ended)
+        .await
+        .expect("the killed client's connection ends")
+        .unwrap()
+        .expect_err("closed by pgrelay");
+
+    // The holder's transaction and server are untouched.
+    assert_eq!(scalar(&holder, "SELECT 3").await, "3");
+    holder.batch_execute("COMMIT").await.unwrap();
+    relay.stop().await;
+}

@@ -11,9 +11,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use rand::Rng;
 
+use super::kill::KillSwitch;
 use crate::admin::{ClientRow, ClientState};
 use crate::backend::CancelKey;
-use crate::shutdown::{Shutdown, ShutdownSignal};
 
 #[derive(Default)]
 pub struct CancelRegistry {
@@ -60,7 +60,7 @@ pub struct CancelSlot {
     /// The client's `application_name` once it changed it after login.
     application_name: Mutex<Option<String>>,
     /// The console's `KILL`/`KILL_CLIENT`: ends the session at once.
-    kill: Shutdown,
+    kill: KillSwitch,
 }
 
 impl CancelSlot {
@@ -105,9 +105,9 @@ impl CancelSlot {
             .unwrap_or_else(|| card.application_name.clone())
     }
 
-    /// Fires when the console kills this client.
-    pub fn killed(&self) -> ShutdownSignal {
-        self.kill.signal()
+    /// Thrown when the console kills this client.
+    pub fn kill_switch(&self) -> &KillSwitch {
+        &self.kill
     }
 
     /// Says who the client is; only the first call counts.
@@ -225,7 +225,7 @@ impl CancelRegistry {
         let map = self.map.lock().unwrap();
         match map.get(&process_id) {
             Some(entry) if entry.slot.card.get().is_some() => {
-                entry.slot.kill.trigger();
+                entry.slot.kill.throw();
                 true
             }
             _ => false,
@@ -243,7 +243,7 @@ impl CancelRegistry {
                 .get()
                 .is_some_and(|c| c.database == database)
             {
-                entry.slot.kill.trigger();
+                entry.slot.kill.throw();
                 killed += 1;
             }
         }

@@ -5,6 +5,7 @@ mod admin_session;
 mod cancel;
 mod client;
 mod handshake;
+mod kill;
 mod listener;
 mod login;
 mod params;

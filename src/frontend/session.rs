@@ -124,15 +124,13 @@ pub(crate) async fn run_connection(
     tracker.set_state(ClientState::Idle);
     session.tracker = Some(tracker);
     let span = tracing::debug_span!("client", id = registration.process_id);
-    let killed = registration.slot.killed();
     let served = tracing::Instrument::instrument(session.serve(&mut client, shutdown), span);
     // The console's KILL drops the session wherever it waits (a server, a
     // pool slot, a client that does not read); the server it holds is
     // closed, never pooled, whatever state the drop left it in.
-    let result = tokio::select! {
-        biased;
-        result = served => result,
-        _ = killed.triggered() => {
+    let result = match registration.slot.kill_switch().guard(served).await {
+        Some(result) => result,
+        None => {
             session.abandon_server();
             Err(FrontendError::Killed)
         }
