@@ -352,3 +352,74 @@ async fn an_idle_console_session_does_not_hold_up_shutdown() {
     assert!(stopped.is_ok(), "the shutdown waited for the idle console");
     assert!(console.simple_query("SHOW VERSION").await.is_err());
 }
+
+/// `SHOW POOLS` counts a pool's clients as PgBouncer does: idle and attached
+/// clients are active, a queued one is waiting, and `maxwait` is how long the
+/// oldest in the queue has waited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn show_pools_counts_idle_attached_and_waiting_clients_and_the_longest_wait() {
+    let (cluster, relay, console) = common::relay_with_console(
+        "default_pool_size: 1\nquery_wait_timeout: 60\nserver_idle_timeout: 600",
+    )
+    .await;
+    let base = relay.conn_string(&cluster);
+    let holder = common::connect(&base).await;
+    holder.batch_execute("BEGIN").await.unwrap();
+    let idle = common::connect(&base).await;
+    let waiter = common::connect(&base).await;
+    let queued = tokio::spawn(async move {
+        let answer = waiter.simple_query("SELECT 1").await.map(|_| ());
+        (waiter, answer)
+    });
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let row = loop {
+        let pools = console_rows(&console, "SHOW POOLS").await;
+        let row = pools
+            .into_iter()
+            .find(|r| r["database"] == cluster.database())
+            .expect("a pool row for the database");
+        // Wait until the queued client has waited over a second.
+        if row["cl_waiting"] == "1" && row["maxwait"] != "0" {
+            break row;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no waiting client with a wait: {row:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        row["cl_active"], "2",
+        "the holder and the idle client: {row:?}"
+    );
+    assert_eq!(row["sv_active"], "1", "{row:?}");
+    assert_eq!(row["sv_idle"], "0", "{row:?}");
+    assert_eq!(row["sv_login"], "0", "{row:?}");
+    let maxwait: u64 = row["maxwait"].parse().unwrap();
+    let maxwait_us: u64 = row["maxwait_us"].parse().unwrap();
+    assert!(
+        (1..10).contains(&maxwait) && maxwait_us < 1_000_000,
+        "{row:?}"
+    );
+
+    holder.batch_execute("COMMIT").await.unwrap();
+    let (_waiter, answer) = tokio::time::timeout(std::time::Duration::from_secs(10), queued)
+        .await
+        .expect("the queued query runs once the server is free")
+        .unwrap();
+    answer.expect("served");
+    let pools = console_rows(&console, "SHOW POOLS").await;
+    let row = pools
+        .iter()
+        .find(|r| r["database"] == cluster.database())
+        .unwrap();
+    assert_eq!(
+        (row["cl_waiting"].as_str(), row["maxwait"].as_str()),
+        ("0", "0"),
+        "{row:?}"
+    );
+    assert_eq!(row["cl_active"], "3", "{row:?}");
+    drop(idle);
+    relay.stop().await;
+}

@@ -3,10 +3,11 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::rows::{
-    AdminView, ClientRow, ConfigRow, DatabaseRow, PoolRow, ReplicaRow, ServerRow, ServerState,
-    StatsRow, DEFAULT_GROUP,
+    AdminView, ClientRow, ClientState, ConfigRow, DatabaseRow, PoolRow, ReplicaRow, ServerRow,
+    ServerState, StatsRow, DEFAULT_GROUP,
 };
 use crate::cluster::PoolRegistry;
 use crate::config::Config;
@@ -68,6 +69,35 @@ fn stats_row(database: String, total: &Traffic, avg: &TrafficAverages) -> StatsR
     }
 }
 
+/// One pool's clients, as PgBouncer counts them in `SHOW POOLS`.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+struct ClientCounts {
+    /// Logged in and not waiting for a server: attached, or idle.
+    active: u64,
+    /// Sent a request and wait for a server.
+    waiting: u64,
+    /// How long the one that has waited longest has waited.
+    max_wait: Duration,
+}
+
+/// Clients per pool key (database, login user).
+fn client_counts(clients: &[ClientRow]) -> HashMap<(String, String), ClientCounts> {
+    let mut counts: HashMap<(String, String), ClientCounts> = HashMap::new();
+    for c in clients {
+        let entry = counts
+            .entry((c.database.clone(), c.user.clone()))
+            .or_default();
+        match c.state {
+            ClientState::Waiting | ClientState::WaitingCancelReq => {
+                entry.waiting += 1;
+                entry.max_wait = entry.max_wait.max(c.wait);
+            }
+            ClientState::Active | ClientState::ActiveCancelReq => entry.active += 1,
+        }
+    }
+    counts
+}
+
 fn settings(cfg: &Config) -> Vec<(String, String)> {
     cfg.effective_settings()
         .lines()
@@ -81,28 +111,31 @@ fn settings(cfg: &Config) -> Vec<(String, String)> {
 
 impl AdminView for LiveView<'_> {
     fn pools(&self) -> Vec<PoolRow> {
+        let clients = client_counts(&self.clients.clients());
         self.pools
-            .all()
-            .iter()
-            .map(|p| {
+            .entries()
+            .into_iter()
+            .map(|(key, p)| {
                 let s = p.primary.stats();
-                let active = s.live.saturating_sub(s.idle) as u64;
+                let active = s.live.saturating_sub(s.idle);
+                let counts = clients.get(&key).copied().unwrap_or_default();
                 PoolRow {
                     database: p.spec.name.clone(),
                     user: p.server_user(),
-                    // Idle clients are not counted per pool: a client shows while it holds a server.
-                    cl_active: active,
-                    cl_waiting: s.waiting as u64,
+                    cl_active: counts.active,
+                    cl_waiting: counts.waiting,
                     cl_active_cancel_req: 0,
                     cl_waiting_cancel_req: 0,
-                    sv_active: active,
+                    sv_active: active as u64,
                     sv_active_cancel: 0,
                     sv_being_canceled: 0,
                     sv_idle: s.idle as u64,
                     sv_used: 0,
                     sv_tested: 0,
-                    sv_login: 0,
-                    max_wait: std::time::Duration::ZERO,
+                    // Checkouts that hold a slot but no live server yet are
+                    // still connecting or logging in.
+                    sv_login: s.checked_out.saturating_sub(active) as u64,
+                    max_wait: counts.max_wait,
                     pool_mode: p.spec.pool_mode,
                 }
             })
@@ -260,5 +293,53 @@ impl AdminView for LiveView<'_> {
             }
         }
         rows
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::SystemTime;
+
+    fn client(id: u64, database: &str, user: &str, state: ClientState, wait_ms: u64) -> ClientRow {
+        ClientRow {
+            id,
+            user: user.into(),
+            database: database.into(),
+            state,
+            peer: "127.0.0.1:5000".parse().unwrap(),
+            local: "127.0.0.1:6432".parse().unwrap(),
+            connect_time: SystemTime::UNIX_EPOCH,
+            request_time: SystemTime::UNIX_EPOCH,
+            wait: Duration::from_millis(wait_ms),
+            link: None,
+            tls: String::new(),
+            application_name: String::new(),
+            prepared_statements: 0,
+        }
+    }
+
+    #[test]
+    fn pool_clients_are_counted_per_database_and_user_with_the_longest_wait() {
+        let counts = client_counts(&[
+            client(1, "app", "alice", ClientState::Active, 0),
+            client(2, "app", "alice", ClientState::Waiting, 1500),
+            client(3, "app", "alice", ClientState::Waiting, 300),
+            client(4, "app", "bob", ClientState::Active, 0),
+            client(5, "other", "alice", ClientState::WaitingCancelReq, 50),
+        ]);
+        let key = |d: &str, u: &str| (d.to_string(), u.to_string());
+        assert_eq!(
+            counts[&key("app", "alice")],
+            ClientCounts {
+                active: 1,
+                waiting: 2,
+                max_wait: Duration::from_millis(1500)
+            }
+        );
+        assert_eq!(counts[&key("app", "bob")].active, 1);
+        assert_eq!(counts[&key("app", "bob")].max_wait, Duration::ZERO);
+        assert_eq!(counts[&key("other", "alice")].waiting, 1);
+        assert_eq!(counts.len(), 3);
     }
 }
