@@ -160,6 +160,35 @@ async fn show_stats_counts_transactions_queries_and_bytes_and_averages_them() {
     );
     assert!(stats["avg_recv"] > 0 && stats["avg_sent"] > 0, "{stats:?}");
     assert!(stats["avg_xact_time"] > 0, "{stats:?}");
+
+    // STATS_TOTALS and TOTALS read the same counters, under PgBouncer's
+    // names; with one database, TOTALS is its row. Traffic has stopped.
+    let console = common::connect(&format!(
+        "host=127.0.0.1 port={} user={su} password={su_pw} dbname=pgbouncer",
+        relay.port
+    ))
+    .await;
+    let stats = show_stats(relay.port, su, su_pw, db).await;
+    let split = console_rows(&console, "SHOW STATS_TOTALS").await;
+    let split = split.iter().find(|r| r["database"] == db).expect("a row");
+    assert_eq!(split["xact_count"], stats["total_xact_count"].to_string());
+    assert_eq!(split["bytes_received"], stats["total_received"].to_string());
+    assert_eq!(split["bind_count"], "3");
+    let totals: HashMap<String, String> = console_rows(&console, "SHOW TOTALS")
+        .await
+        .into_iter()
+        .map(|r| (r["name"].clone(), r["value"].clone()))
+        .collect();
+    assert_eq!(
+        totals["total_xact_count"],
+        stats["total_xact_count"].to_string()
+    );
+    assert_eq!(
+        totals["total_server_bytes"],
+        stats["total_sent"].to_string()
+    );
+    let averages = console_rows(&console, "SHOW STATS_AVERAGES").await;
+    assert!(averages.iter().any(|r| r["database"] == db), "{averages:?}");
     drop(statement);
     relay.stop().await;
 }

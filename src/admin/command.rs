@@ -10,6 +10,12 @@ use super::AdminError;
 pub enum AdminCommand {
     ShowPools,
     ShowStats,
+    /// `SHOW STATS`' totals alone, without the `total_` prefix.
+    ShowStatsTotals,
+    /// `SHOW STATS`' averages alone, without the `avg_` prefix.
+    ShowStatsAverages,
+    /// Totals and averages over every database, one (name, value) row each.
+    ShowTotals,
     ShowDatabases,
     ShowClients,
     ShowServers,
@@ -47,9 +53,6 @@ const UNSUPPORTED_COMMANDS: &[&str] = &["SUSPEND", "SET"];
 
 const UNSUPPORTED_SHOW: &[&str] = &[
     "USERS",
-    "TOTALS",
-    "STATS_TOTALS",
-    "STATS_AVERAGES",
     "FDS",
     "SOCKETS",
     "ACTIVE_SOCKETS",
@@ -154,6 +157,9 @@ fn parse_show(args: &[Token], text: &str) -> Result<AdminCommand, AdminError> {
     let cmd = match subject.as_str() {
         "POOLS" => AdminCommand::ShowPools,
         "STATS" => AdminCommand::ShowStats,
+        "STATS_TOTALS" => AdminCommand::ShowStatsTotals,
+        "STATS_AVERAGES" => AdminCommand::ShowStatsAverages,
+        "TOTALS" => AdminCommand::ShowTotals,
         "DATABASES" => AdminCommand::ShowDatabases,
         "CLIENTS" => AdminCommand::ShowClients,
         "SERVERS" => AdminCommand::ShowServers,
@@ -287,6 +293,9 @@ mod tests {
         }
         let cases = [
             ("show stats", AdminCommand::ShowStats),
+            ("show stats_totals", AdminCommand::ShowStatsTotals),
+            ("SHOW STATS_AVERAGES;", AdminCommand::ShowStatsAverages),
+            ("show totals", AdminCommand::ShowTotals),
             ("show databases", AdminCommand::ShowDatabases),
             ("show clients", AdminCommand::ShowClients),
             ("show servers", AdminCommand::ShowServers),

@@ -4,7 +4,7 @@ use bytes::BytesMut;
 
 use super::command::AdminCommand;
 use super::rows::AdminView;
-use super::table::{Table, LISTS_COLUMNS};
+use super::table::{Table, LISTS_COLUMNS, STATS_SPLIT_COLUMNS, TOTALS_COLUMNS};
 use super::AdminError;
 use crate::protocol::backend::{
     write_command_complete, write_data_row, write_notice, write_text_row_description,
@@ -32,7 +32,7 @@ pub enum AdminOutcome {
 
 /// Lines of SHOW HELP, sent as a NOTICE as PgBouncer does.
 const HELP: &str = "Console usage\n\
-    \tSHOW HELP|POOLS|STATS|DATABASES|CLIENTS|SERVERS|CONFIG|VERSION|LISTS|REPLICAS\n\
+    \tSHOW HELP|POOLS|STATS|STATS_TOTALS|STATS_AVERAGES|TOTALS|DATABASES|CLIENTS|SERVERS|CONFIG|VERSION|LISTS|REPLICAS\n\
     \tRELOAD\n\
     \tPAUSE [<db>]\n\
     \tRESUME [<db>]\n\
@@ -56,6 +56,26 @@ pub fn render(
     match cmd {
         AdminCommand::ShowPools => write_table(&view.pools(), out),
         AdminCommand::ShowStats => write_table(&view.stats(), out),
+        AdminCommand::ShowStatsTotals => {
+            let cells: Vec<_> = view.stats().iter().map(|r| r.totals_cells()).collect();
+            write_cells(STATS_SPLIT_COLUMNS, &cells, out);
+        }
+        AdminCommand::ShowStatsAverages => {
+            let cells: Vec<_> = view.stats().iter().map(|r| r.averages_cells()).collect();
+            write_cells(STATS_SPLIT_COLUMNS, &cells, out);
+        }
+        AdminCommand::ShowTotals => {
+            let items: Vec<_> = view
+                .totals()
+                .totals_entries()
+                .into_iter()
+                .map(|(name, n)| (name, n.to_string()))
+                .collect();
+            let rows = items
+                .iter()
+                .map(|(name, n)| vec![Some(name.as_str()), Some(n.as_str())]);
+            write_rows(TOTALS_COLUMNS, rows, out);
+        }
         AdminCommand::ShowDatabases => write_table(&view.databases(), out),
         AdminCommand::ShowClients => write_table(&view.clients(), out),
         AdminCommand::ShowServers => write_table(&view.servers(), out),
@@ -97,10 +117,14 @@ pub fn render(
 
 fn write_table<T: Table>(rows: &[T], out: &mut BytesMut) {
     let cells: Vec<Vec<_>> = rows.iter().map(Table::cells).collect();
+    write_cells(T::COLUMNS, &cells, out);
+}
+
+fn write_cells(columns: &[&str], cells: &[Vec<Option<String>>], out: &mut BytesMut) {
     let rows = cells
         .iter()
         .map(|row| row.iter().map(Option::as_deref).collect::<Vec<_>>());
-    write_rows(T::COLUMNS, rows, out);
+    write_rows(columns, rows, out);
 }
 
 fn write_rows<'a>(

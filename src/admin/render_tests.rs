@@ -295,6 +295,69 @@ fn show_stats_has_totals_then_averages() {
 }
 
 #[test]
+fn show_stats_totals_and_averages_are_the_halves_of_show_stats() {
+    let totals = show(AdminCommand::ShowStatsTotals);
+    let averages = show(AdminCommand::ShowStatsAverages);
+    for d in [&totals, &averages] {
+        assert_eq!(d.columns.len(), 12);
+        assert_eq!(d.columns[0], "database");
+        assert!(d.columns.contains(&"bytes_received".to_string()));
+        assert!(d
+            .columns
+            .iter()
+            .all(|c| !c.starts_with("total_") && !c.starts_with("avg_")));
+        assert_eq!(d.column(0, "database"), Some("app"));
+    }
+    assert_eq!(totals.column(0, "xact_count"), Some("11"));
+    assert_eq!(totals.column(0, "query_count"), Some("22"));
+    assert_eq!(totals.column(0, "bind_count"), Some("0"));
+    assert_eq!(averages.column(0, "xact_count"), Some("0"));
+    assert_eq!(averages.column(0, "bind_count"), Some("9"));
+    assert_eq!(totals.complete.as_deref(), Some("SHOW"));
+}
+
+#[test]
+fn show_totals_is_one_name_and_value_row_per_figure() {
+    let d = show(AdminCommand::ShowTotals);
+    assert_eq!(d.columns, ["name", "value"]);
+    assert_eq!(d.rows.len(), 22);
+    let value = |name: &str| {
+        d.rows
+            .iter()
+            .find(|r| r[0].as_deref() == Some(name))
+            .and_then(|r| r[1].clone())
+            .unwrap_or_else(|| panic!("no {name} row"))
+    };
+    assert_eq!(value("total_xact_count"), "11");
+    assert_eq!(value("total_query_count"), "22");
+    assert_eq!(value("total_client_bytes"), "0");
+    assert_eq!(value("avg_bind_count"), "9");
+}
+
+#[test]
+fn totals_add_rates_and_weight_times_by_their_items() {
+    let row = |xacts_per_s: u64, xact_us: u64, total: u64| StatsRow {
+        database: "db".into(),
+        total_xact_count: total,
+        avg_xact_count: xacts_per_s,
+        avg_xact_time: xact_us,
+        avg_recv: 100,
+        ..StatsRow::default()
+    };
+    let sum = crate::admin::rows::sum_stats(&[row(30, 1_000, 5), row(10, 5_000, 7)]);
+    assert_eq!(sum.total_xact_count, 12);
+    assert_eq!(sum.avg_xact_count, 40);
+    assert_eq!(sum.avg_recv, 200);
+    // (30 × 1,000 + 10 × 5,000) / 40, not the mean of the two averages (3,000).
+    assert_eq!(sum.avg_xact_time, 2_000);
+    assert_eq!(
+        sum.avg_query_time, 0,
+        "no queries: no average, not a division by zero"
+    );
+    assert_eq!(crate::admin::rows::sum_stats(&[]), StatsRow::default());
+}
+
+#[test]
 fn show_config_masks_passwords() {
     let d = show(AdminCommand::ShowConfig);
     assert_eq!(d.columns, ["key", "value", "default", "changeable"]);

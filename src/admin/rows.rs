@@ -40,6 +40,12 @@ pub trait AdminView {
         }
     }
 
+    /// `SHOW TOTALS`: every database's `SHOW STATS` row summed. Rates add
+    /// up; a time per item is averaged over the items of every database.
+    fn totals(&self) -> StatsRow {
+        sum_stats(&self.stats())
+    }
+
     /// pgrelay's `SHOW REPLICAS`; empty unless replicas are configured.
     fn replicas(&self) -> Vec<ReplicaRow> {
         Vec::new()
@@ -278,4 +284,42 @@ pub struct ReplicaRow {
     pub latency: Option<Duration>,
     /// Live server connections in the endpoint's pool.
     pub servers: u64,
+}
+
+/// The rows summed, per-item times weighted by the items they average over.
+pub fn sum_stats(rows: &[StatsRow]) -> StatsRow {
+    let mut sum = StatsRow::default();
+    let (mut xact_us, mut query_us, mut wait_us) = (0u128, 0u128, 0u128);
+    for r in rows {
+        sum.total_server_assignment_count += r.total_server_assignment_count;
+        sum.total_xact_count += r.total_xact_count;
+        sum.total_query_count += r.total_query_count;
+        sum.total_received += r.total_received;
+        sum.total_sent += r.total_sent;
+        sum.total_xact_time += r.total_xact_time;
+        sum.total_query_time += r.total_query_time;
+        sum.total_wait_time += r.total_wait_time;
+        sum.total_client_parse_count += r.total_client_parse_count;
+        sum.total_server_parse_count += r.total_server_parse_count;
+        sum.total_bind_count += r.total_bind_count;
+        sum.avg_server_assignment_count += r.avg_server_assignment_count;
+        sum.avg_xact_count += r.avg_xact_count;
+        sum.avg_query_count += r.avg_query_count;
+        sum.avg_recv += r.avg_recv;
+        sum.avg_sent += r.avg_sent;
+        sum.avg_client_parse_count += r.avg_client_parse_count;
+        sum.avg_server_parse_count += r.avg_server_parse_count;
+        sum.avg_bind_count += r.avg_bind_count;
+        xact_us += u128::from(r.avg_xact_time) * u128::from(r.avg_xact_count);
+        query_us += u128::from(r.avg_query_time) * u128::from(r.avg_query_count);
+        wait_us += u128::from(r.avg_wait_time) * u128::from(r.avg_server_assignment_count);
+    }
+    let per_item = |us: u128, items: u64| {
+        us.checked_div(u128::from(items))
+            .map_or(0, |v| u64::try_from(v).unwrap_or(u64::MAX))
+    };
+    sum.avg_xact_time = per_item(xact_us, sum.avg_xact_count);
+    sum.avg_query_time = per_item(query_us, sum.avg_query_count);
+    sum.avg_wait_time = per_item(wait_us, sum.avg_server_assignment_count);
+    sum
 }

@@ -322,7 +322,48 @@ impl Table for StatsRow {
     ];
 
     fn cells(&self) -> Vec<Cell> {
-        let counters = [
+        std::iter::once(text(&self.database))
+            .chain(self.totals().into_iter().map(num))
+            .chain(self.averages().into_iter().map(num))
+            .collect()
+    }
+}
+
+/// `SHOW STATS_TOTALS` and `SHOW STATS_AVERAGES`: `SHOW STATS`' two halves,
+/// named as PgBouncer names them there.
+pub(super) const STATS_SPLIT_COLUMNS: &[&str] = &[
+    "database",
+    "server_assignment_count",
+    "xact_count",
+    "query_count",
+    "bytes_received",
+    "bytes_sent",
+    "xact_time",
+    "query_time",
+    "wait_time",
+    "client_parse_count",
+    "server_parse_count",
+    "bind_count",
+];
+
+/// `SHOW TOTALS` is a (name, value) pair per row.
+pub(super) const TOTALS_COLUMNS: &[&str] = &["name", "value"];
+
+/// `SHOW TOTALS`' row names after their `total_`/`avg_` prefix: the split
+/// columns', except that bytes from clients are `client_bytes` and bytes to
+/// them `server_bytes`, as in PgBouncer.
+fn totals_name(split_column: &str) -> &str {
+    match split_column {
+        "bytes_received" => "client_bytes",
+        "bytes_sent" => "server_bytes",
+        other => other,
+    }
+}
+
+impl StatsRow {
+    /// The `total_*` counters, in column order.
+    fn totals(&self) -> [u64; 11] {
+        [
             self.total_server_assignment_count,
             self.total_xact_count,
             self.total_query_count,
@@ -334,6 +375,12 @@ impl Table for StatsRow {
             self.total_client_parse_count,
             self.total_server_parse_count,
             self.total_bind_count,
+        ]
+    }
+
+    /// The `avg_*` figures, in column order.
+    fn averages(&self) -> [u64; 11] {
+        [
             self.avg_server_assignment_count,
             self.avg_xact_count,
             self.avg_query_count,
@@ -345,9 +392,32 @@ impl Table for StatsRow {
             self.avg_client_parse_count,
             self.avg_server_parse_count,
             self.avg_bind_count,
-        ];
+        ]
+    }
+
+    pub(super) fn totals_cells(&self) -> Vec<Cell> {
         std::iter::once(text(&self.database))
-            .chain(counters.into_iter().map(num))
+            .chain(self.totals().into_iter().map(num))
+            .collect()
+    }
+
+    pub(super) fn averages_cells(&self) -> Vec<Cell> {
+        std::iter::once(text(&self.database))
+            .chain(self.averages().into_iter().map(num))
+            .collect()
+    }
+
+    /// `SHOW TOTALS`: every total, then every average.
+    pub(super) fn totals_entries(&self) -> Vec<(String, u64)> {
+        let figures = &STATS_SPLIT_COLUMNS[1..];
+        let named = |prefix: &'static str, values: [u64; 11]| {
+            figures
+                .iter()
+                .zip(values)
+                .map(move |(column, v)| (format!("{prefix}{}", totals_name(column)), v))
+        };
+        named("total_", self.totals())
+            .chain(named("avg_", self.averages()))
             .collect()
     }
 }
