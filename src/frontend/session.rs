@@ -124,11 +124,18 @@ pub(crate) async fn run_connection(
     tracker.set_state(ClientState::Idle);
     session.tracker = Some(tracker);
     let span = tracing::debug_span!("client", id = registration.process_id);
-    let served = tracing::Instrument::instrument(session.serve(&mut client, shutdown), span);
     // The console's KILL drops the session wherever it waits (a server, a
     // pool slot, a client that does not read); the server it holds is
     // closed, never pooled, whatever state the drop left it in.
-    let result = match registration.slot.kill_switch().guard(served).await {
+    let served = {
+        let served = tracing::Instrument::instrument(session.serve(&mut client, shutdown), span);
+        // Pinned here and lent to the guard: a future passed by value into
+        // an async fn is stored twice in its caller's state, and this one is
+        // most of an idle client's memory.
+        let served = std::pin::pin!(served);
+        registration.slot.kill_switch().guard(served).await
+    };
+    let result = match served {
         Some(result) => result,
         None => {
             session.abandon_server();
