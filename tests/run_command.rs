@@ -141,3 +141,46 @@ async fn the_console_shutdown_command_stops_the_process() {
     assert!(status.success(), "{status}");
     run.wait_log("shutting down");
 }
+
+/// `log_connections` and `log_disconnections` (on by default, as in
+/// PgBouncer): one line per login and one per client that leaves, naming
+/// who, and never the password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logins_and_disconnections_are_logged_without_the_password() {
+    let mut run = Run::start("auth_type: plain\nadmin_users: admin");
+    let port = run.port();
+    let (console, connection) = tokio_postgres::connect(
+        &format!("host=127.0.0.1 port={port} user=admin password=secret dbname=pgbouncer"),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .expect("console login");
+    let connection = tokio::spawn(connection);
+    console.simple_query("SHOW VERSION").await.unwrap();
+    drop(console);
+    let _ = connection.await;
+    let (run, login, logout) = tokio::task::spawn_blocking(move || {
+        let login = run.wait_log("client logged in");
+        let logout = run.wait_log("client disconnected");
+        (run, login, logout)
+    })
+    .await
+    .unwrap();
+    for line in [&login, &logout] {
+        assert!(
+            line.contains(r#"user="admin""#) && line.contains(r#"database="pgbouncer""#),
+            "{line}"
+        );
+        assert!(line.contains("peer=127.0.0.1:"), "{line}");
+    }
+    assert!(login.contains(r#"tls="none""#), "{login}");
+    assert!(
+        logout.contains("client close request") && logout.contains("age_s="),
+        "{logout}"
+    );
+    assert!(
+        run.seen.iter().all(|l| !l.contains("secret")),
+        "a password reached the log: {:?}",
+        run.seen
+    );
+}

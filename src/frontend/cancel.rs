@@ -110,6 +110,11 @@ impl CancelSlot {
         &self.kill
     }
 
+    /// Who the client is, once it has logged in.
+    pub fn card(&self) -> Option<&ClientCard> {
+        self.card.get()
+    }
+
     /// Says who the client is; only the first call counts.
     pub fn describe(&self, card: ClientCard) {
         let _ = self.card.set(card);

@@ -38,6 +38,13 @@ pub struct FrontendSettings {
     pub client_login_timeout: Option<Duration>,
     pub client_idle_timeout: Option<Duration>,
     pub idle_transaction_timeout: Option<Duration>,
+    /// A server that has not finished answering this long after a query was
+    /// sent is given up on (PgBouncer's `query_timeout`).
+    pub query_timeout: Option<Duration>,
+    /// PgBouncer's `log_connections` / `log_disconnections`: a line per
+    /// login and per client that leaves.
+    pub log_connections: bool,
+    pub log_disconnections: bool,
     pub server_reset_query: String,
     pub server_reset_query_always: bool,
     /// Startup parameters accepted and dropped (lower case).
@@ -135,6 +142,10 @@ pub enum FrontendError {
     IdleTimeout,
     #[error("terminating connection due to idle-in-transaction timeout")]
     IdleInTransaction,
+    /// `query_timeout`: the server is closed, so whether the query took
+    /// effect is unknown, as after a lost connection.
+    #[error("query_timeout: the server did not answer within {0:?}; its connection was closed, so the query's outcome is unknown")]
+    QueryTimeout(Duration),
     #[error("transaction blocks not allowed in statement pooling mode")]
     TransactionInStatementMode,
     #[error("pgrelay is shutting down")]
@@ -172,6 +183,9 @@ impl FrontendError {
             FrontendError::Backend(e) => e.sqlstate(),
             FrontendError::IdleTimeout => "57P05",
             FrontendError::IdleInTransaction => "25P03",
+            // Like a connection lost mid-query: the client cannot know whether
+            // its statement ran (08006 tells drivers and poolers to reconnect).
+            FrontendError::QueryTimeout(_) => "08006",
             FrontendError::TransactionInStatementMode => "0A000",
             FrontendError::ShuttingDown | FrontendError::Killed => "57P01",
             FrontendError::NoReplica => "08006",

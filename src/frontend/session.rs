@@ -100,10 +100,17 @@ pub(crate) async fn run_connection(
         Ok(Login::Pooled(s)) => s,
         Ok(Login::Admin(privilege)) => {
             metrics.login(LoginResult::Ok);
+            if settings.log_connections {
+                log_login(&registration);
+            }
             let console = serve_admin(&mut client, privilege, &shared, &shutdown);
-            if let Err(e) = Box::pin(console).await {
+            let result = Box::pin(console).await;
+            if let Err(e) = &result {
                 debug!(error = %e, "admin console session ended");
-                client.fatal(&e).await;
+                client.fatal(e).await;
+            }
+            if settings.log_disconnections {
+                log_logout(&registration, result.as_ref().err());
             }
             return;
         }
@@ -120,6 +127,9 @@ pub(crate) async fn run_connection(
         }
     };
     metrics.login(LoginResult::Ok);
+    if settings.log_connections {
+        log_login(&registration);
+    }
     tracker.logged_in(session.pools.metrics.clone());
     tracker.set_state(ClientState::Idle);
     session.tracker = Some(tracker);
@@ -152,6 +162,49 @@ pub(crate) async fn run_connection(
         .metrics
         .client_bytes(client.take_byte_counts());
     Box::pin(session.finish()).await;
+    if settings.log_disconnections {
+        log_logout(&registration, result.as_ref().err());
+    }
+}
+
+/// `log_connections`: who logged in, from where, over what. Out of line:
+/// the session's future stays as it was when the setting is off.
+#[inline(never)]
+fn log_login(registration: &Registration<'_>) {
+    if let Some(card) = registration.slot.card() {
+        let tls = if card.tls.is_empty() {
+            "none"
+        } else {
+            card.tls.as_str()
+        };
+        info!(
+            client = registration.process_id,
+            user = card.user,
+            database = card.database,
+            peer = %card.peer,
+            tls,
+            "client logged in"
+        );
+    }
+}
+
+/// `log_disconnections`: who left, after how long, and why.
+#[inline(never)]
+fn log_logout(registration: &Registration<'_>, error: Option<&FrontendError>) {
+    let Some(card) = registration.slot.card() else {
+        return;
+    };
+    let age = registration.connect_time.elapsed().unwrap_or_default();
+    let reason = error.map_or_else(|| "client close request".to_string(), |e| e.to_string());
+    info!(
+        client = registration.process_id,
+        user = card.user,
+        database = card.database,
+        peer = %card.peer,
+        age_s = age.as_secs_f64(),
+        reason,
+        "client disconnected"
+    );
 }
 
 /// Counts an error pgrelay itself sends a client.

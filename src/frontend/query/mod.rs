@@ -125,10 +125,11 @@ pub(crate) struct Session<'a> {
     /// The client's latest write, for read-your-writes.
     write_mark: Option<freshness::WriteMark>,
     /// Timers reused by every wait of their kind (see `timer`): a pool wait,
-    /// an idle client, an idle transaction.
+    /// an idle client, an idle transaction, a server's answer.
     wait_timer: ReusableSleep,
     client_idle_timer: ReusableSleep,
     idle_in_tx_timer: ReusableSleep,
+    query_timer: ReusableSleep,
 }
 
 pub(crate) enum Flow {
@@ -166,6 +167,7 @@ impl<'a> Session<'a> {
             wait_timer: ReusableSleep::new(),
             client_idle_timer: ReusableSleep::new(),
             idle_in_tx_timer: ReusableSleep::new(),
+            query_timer: ReusableSleep::new(),
             classifier,
             last_route: LastRoute::default(),
             database: database.to_string(),
@@ -317,21 +319,28 @@ impl<'a> Session<'a> {
             if quiet && !in_tx && shutdown.is_triggered() {
                 return Err(FrontendError::ShuttingDown);
             }
-            // Only a client that owes nothing and holds no transaction may be timed out.
-            let idle_limit = match (quiet, in_tx) {
+            // A client idle in a transaction, an idle client without a
+            // server, and a server slow to answer may each be timed out.
+            let limit = match (quiet, in_tx) {
                 (true, true) => self
                     .settings
                     .idle_transaction_timeout
-                    .map(|d| (d, &mut self.idle_in_tx_timer)),
+                    .map(|d| (Instant::now() + d, &mut self.idle_in_tx_timer)),
                 (true, false) if self.server.is_none() => self
                     .settings
                     .client_idle_timeout
-                    .map(|d| (d, &mut self.client_idle_timer)),
+                    .map(|d| (Instant::now() + d, &mut self.client_idle_timer)),
+                (false, _) => match (self.settings.query_timeout, &self.server) {
+                    (Some(d), Some(a)) => a
+                        .query_started
+                        .map(|started| (started + d, &mut self.query_timer)),
+                    _ => None,
+                },
                 _ => None,
             };
             let idle_timer = async {
-                match idle_limit {
-                    Some((d, timer)) => timer.until(Instant::now() + d).await,
+                match limit {
+                    Some((deadline, timer)) => timer.until(deadline).await,
                     None => std::future::pending().await,
                 }
             };
@@ -359,6 +368,7 @@ impl<'a> Session<'a> {
                         }
                         Event::Server(Ok(_)) => self.relay_from_server(client).await?,
                         Event::Server(Err(e)) => Box::pin(self.retry_read(e)).await?,
+                        Event::Idle if !quiet => return Err(self.give_up_on_server()),
                         Event::Idle if in_tx => return Err(FrontendError::IdleInTransaction),
                         Event::Idle => return Err(FrontendError::IdleTimeout),
                         Event::Stop => return Err(FrontendError::ShuttingDown),
@@ -613,6 +623,28 @@ impl<'a> Session<'a> {
         if self.server.take().is_some() {
             self.cancel.slot.detach();
         }
+    }
+
+    /// `query_timeout` passed with the server still owing replies: the
+    /// server is closed and its query cancelled, so PostgreSQL stops it
+    /// rather than running it to the end for nobody (PgBouncer only closes).
+    #[cold]
+    fn give_up_on_server(&mut self) -> FrontendError {
+        let limit = self.settings.query_timeout.unwrap_or_default();
+        warn!(
+            ?limit,
+            "query_timeout: closing a server that did not answer"
+        );
+        if let Some(attached) = &self.server {
+            let key = attached.conn.cancel_key();
+            tokio::spawn(async move {
+                if let Err(e) = crate::backend::send_cancel(key, Duration::from_secs(5)).await {
+                    debug!(error = %e, "cancelling a timed-out query failed");
+                }
+            });
+        }
+        self.abandon_server();
+        FrontendError::QueryTimeout(limit)
     }
 
     pub async fn finish(&mut self) {
