@@ -11,7 +11,7 @@ use thiserror::Error;
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
-use crate::admin::Privilege;
+use crate::admin::{AdminError, Privilege};
 use crate::auth::{AuthError, ScramKeyring, ScramSecret, Secret, Userlist};
 use crate::backend::{ConnectOptions, ServerSecret, ServerTlsPolicy};
 use crate::cluster::balance::Strategy;
@@ -556,6 +556,19 @@ impl Directory for App {
         let env: std::collections::BTreeMap<String, String> = std::env::vars().collect();
         let config = Config::load(self.source.as_deref(), &env).map_err(|e| e.to_string())?;
         App::reload(self, config, registry).map_err(|e| e.to_string())
+    }
+
+    fn set(&self, name: &str, value: &str, registry: &PoolRegistry) -> Result<(), AdminError> {
+        if crate::config::SETTING_NAMES.contains(&name) && !crate::config::is_changeable(name) {
+            return Err(AdminError::StartOnlySetting(name.to_string()));
+        }
+        let config = App::config(self)
+            .with_setting(name, value)
+            .map_err(|e| AdminError::setting(name, e))?;
+        App::reload(self, config, registry).map_err(|e| AdminError::BadSettingValue {
+            name: name.to_string(),
+            reason: e.to_string(),
+        })
     }
 }
 

@@ -43,13 +43,19 @@ pub enum AdminCommand {
     Kill(String),
     /// Drop one client (its `SHOW CLIENTS` id) and the server it holds.
     KillClient(i32),
+    /// Change one setting while running (`SET name = value`); a later
+    /// `RELOAD` reads the configuration again, as in PgBouncer.
+    Set {
+        name: String,
+        value: String,
+    },
     Shutdown,
 }
 
 /// PgBouncer commands pgrelay knows by name but does not implement; they get
 /// "not supported" (0A000) rather than "invalid command" (42601), which tells
 /// an operator the spelling is right.
-const UNSUPPORTED_COMMANDS: &[&str] = &["SUSPEND", "SET"];
+const UNSUPPORTED_COMMANDS: &[&str] = &["SUSPEND"];
 
 const UNSUPPORTED_SHOW: &[&str] = &[
     "USERS",
@@ -73,6 +79,19 @@ impl AdminCommand {
     /// taken verbatim, or unquoted when written as `"name"`.
     pub fn parse(sql: &str) -> Result<AdminCommand, AdminError> {
         let text = sql.trim_end_matches(|c: char| c == ';' || c.is_whitespace());
+        // A SET's value may hold anything a quoted string can (a `"`, say):
+        // it is parsed from the text, not from the tokens.
+        let trimmed = text.trim_start();
+        if let Some(rest) = trimmed
+            .get(..3)
+            .filter(|kw| kw.eq_ignore_ascii_case("set"))
+            .and_then(|_| trimmed.get(3..))
+            .filter(|rest| rest.is_empty() || rest.starts_with(char::is_whitespace))
+        {
+            return parse_set(rest)
+                .map(|(name, value)| AdminCommand::Set { name, value })
+                .ok_or(AdminError::BadSet);
+        }
         let tokens = tokenize(text)?;
         let Some((first, args)) = tokens.split_first() else {
             return Err(AdminError::Empty);
@@ -125,6 +144,7 @@ impl AdminCommand {
                 | AdminCommand::Enable(_)
                 | AdminCommand::Kill(_)
                 | AdminCommand::KillClient(_)
+                | AdminCommand::Set { .. }
                 | AdminCommand::Shutdown
         )
     }
@@ -141,6 +161,7 @@ impl AdminCommand {
             AdminCommand::Enable(_) => "ENABLE",
             AdminCommand::Kill(_) => "KILL",
             AdminCommand::KillClient(_) => "KILL_CLIENT",
+            AdminCommand::Set { .. } => "SET",
             AdminCommand::Shutdown => "SHUTDOWN",
             _ => "SHOW",
         }
@@ -174,6 +195,40 @@ fn parse_show(args: &[Token], text: &str) -> Result<AdminCommand, AdminError> {
         s => return Err(AdminError::UnknownShow(echo(s))),
     };
     Ok(cmd)
+}
+
+/// `name = value` or `name TO value`, the value a bare word or a
+/// single-quoted string (`''` inside stands for `'`). The name is lower-cased,
+/// as setting names are.
+fn parse_set(rest: &str) -> Option<(String, String)> {
+    let rest = rest.trim();
+    let (name, value) = match rest.split_once('=') {
+        Some((name, value)) => (name.trim(), value.trim()),
+        None => {
+            let (name, after) = rest.split_once(char::is_whitespace)?;
+            let (to, value) = after.trim_start().split_once(char::is_whitespace)?;
+            if !to.eq_ignore_ascii_case("to") {
+                return None;
+            }
+            (name, value.trim())
+        }
+    };
+    let is_name_char = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    if name.is_empty() || !name.chars().all(is_name_char) {
+        return None;
+    }
+    let value = match value.strip_prefix('\'') {
+        Some(quoted) => {
+            let inner = quoted.strip_suffix('\'')?;
+            if inner.replace("''", "").contains('\'') {
+                return None;
+            }
+            inner.replace("''", "'")
+        }
+        None if value.is_empty() || value.contains(char::is_whitespace) => return None,
+        None => value.to_string(),
+    };
+    Some((name.to_ascii_lowercase(), value))
 }
 
 /// `[db]` → `Some(db)`; none or more → `None`.
@@ -392,6 +447,51 @@ mod tests {
             parse("show fds").unwrap_err(),
             AdminError::Unsupported("SHOW FDS".into())
         );
+    }
+
+    #[test]
+    fn set_takes_a_name_and_a_word_or_a_quoted_value() {
+        let set = |name: &str, value: &str| AdminCommand::Set {
+            name: name.into(),
+            value: value.into(),
+        };
+        assert_eq!(
+            parse("SET default_pool_size = 30;"),
+            Ok(set("default_pool_size", "30"))
+        );
+        assert_eq!(
+            parse("set Default_Pool_Size=30"),
+            Ok(set("default_pool_size", "30"))
+        );
+        assert_eq!(
+            parse("SET query_wait_timeout TO 5s"),
+            Ok(set("query_wait_timeout", "5s"))
+        );
+        assert_eq!(
+            parse("SET server_reset_query = 'DISCARD ALL; SELECT ''x\"y'''"),
+            Ok(set("server_reset_query", "DISCARD ALL; SELECT 'x\"y'"))
+        );
+        assert_eq!(parse("SET admin_users = ''"), Ok(set("admin_users", "")));
+        assert_eq!(parse("SET x = 'a'").unwrap().command_tag(), "SET");
+        for bad in [
+            "SET",
+            "SET default_pool_size",
+            "SET default_pool_size =",
+            "SET = 30",
+            "SET a b = 1",
+            "SET x = two words",
+            "SET x = 'open",
+            "SET x = 'a'b'",
+            "SET x TOO 1",
+        ] {
+            assert_eq!(parse(bad), Err(AdminError::BadSet), "{bad:?}");
+            assert_eq!(AdminError::BadSet.sqlstate(), "42601");
+        }
+        assert!(matches!(
+            parse("SETTINGS"),
+            Err(AdminError::InvalidCommand(_))
+        ));
+        assert!(!set("a", "b").is_show(), "stats users may not SET");
     }
 
     #[test]

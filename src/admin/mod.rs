@@ -52,6 +52,14 @@ pub enum AdminError {
     Unsupported(String),
     #[error("admin access needed for {0}")]
     AdminOnly(&'static str),
+    #[error("SET takes one setting and one value: SET name = value")]
+    BadSet,
+    #[error("unknown setting \"{0}\"")]
+    UnknownSetting(String),
+    #[error("{0} is read at start only: change it in the configuration and restart")]
+    StartOnlySetting(String),
+    #[error("invalid value for {name}: {reason}")]
+    BadSettingValue { name: String, reason: String },
 }
 
 impl AdminError {
@@ -59,10 +67,29 @@ impl AdminError {
         match self {
             AdminError::Unsupported(_) => "0A000",
             AdminError::AdminOnly(_) => "42501",
+            AdminError::UnknownSetting(_) => "42704",
+            AdminError::StartOnlySetting(_) => "55P02",
+            AdminError::BadSettingValue { .. } => "22023",
             AdminError::Empty
             | AdminError::InvalidCommand(_)
             | AdminError::UnknownShow(_)
-            | AdminError::UnterminatedQuote => "42601",
+            | AdminError::UnterminatedQuote
+            | AdminError::BadSet => "42601",
+        }
+    }
+}
+
+impl AdminError {
+    /// A console `SET` of `name` that the configuration refused.
+    pub fn setting(name: &str, e: crate::config::SettingError) -> AdminError {
+        use crate::config::SettingError;
+        match e {
+            SettingError::Unknown => AdminError::UnknownSetting(name.to_string()),
+            SettingError::Unsupported => AdminError::Unsupported(format!("setting {name}")),
+            SettingError::BadValue(reason) => AdminError::BadSettingValue {
+                name: name.to_string(),
+                reason,
+            },
         }
     }
 }

@@ -27,6 +27,10 @@ pub enum AdminOutcome {
     Enable(String),
     Kill(String),
     KillClient(i32),
+    Set {
+        name: String,
+        value: String,
+    },
     Shutdown,
 }
 
@@ -42,6 +46,7 @@ const HELP: &str = "Console usage\n\
     \tENABLE <db>\n\
     \tKILL <db>\n\
     \tKILL_CLIENT <id>\n\
+    \tSET <setting> = <value>\n\
     \tSHUTDOWN";
 
 /// Writes the result of a `SHOW` (RowDescription, DataRows, CommandComplete
@@ -110,6 +115,12 @@ pub fn render(
         AdminCommand::Enable(db) => return Ok(AdminOutcome::Enable(db.clone())),
         AdminCommand::Kill(db) => return Ok(AdminOutcome::Kill(db.clone())),
         AdminCommand::KillClient(id) => return Ok(AdminOutcome::KillClient(*id)),
+        AdminCommand::Set { name, value } => {
+            return Ok(AdminOutcome::Set {
+                name: name.clone(),
+                value: value.clone(),
+            })
+        }
         AdminCommand::Shutdown => return Ok(AdminOutcome::Shutdown),
     }
     Ok(AdminOutcome::Shown)

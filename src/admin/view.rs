@@ -193,7 +193,7 @@ impl AdminView for LiveView<'_> {
                     .map(|(_, v)| v.clone())
                     .unwrap_or_default();
                 ConfigRow {
-                    changeable: !matches!(key.as_str(), "listen_addr" | "listen_port"),
+                    changeable: crate::config::is_changeable(&key),
                     key,
                     value,
                     default,

@@ -31,7 +31,9 @@ pub use sections::{
     PoolDefaults, RoutingConfig, RuntimeConfig, ServerSessionConfig, StartupParamsConfig, Timeouts,
     TlsConfig, DEFAULT_MAX_PACKET_SIZE, DEFAULT_ROUTING_RULES,
 };
-pub use settings::{IGNORED_SETTINGS, SETTING_NAMES};
+pub use settings::{
+    is_changeable, SettingError, IGNORED_SETTINGS, SETTING_NAMES, START_ONLY_SETTINGS,
+};
 pub use validate::ADMIN_DATABASE;
 pub use value::{Secret, MASK};
 
@@ -132,6 +134,19 @@ impl Config {
             }
         }
         self.listen.addrs.dedup();
+    }
+
+    /// This configuration with one setting changed, as the console's `SET`
+    /// asks: `raw` parsed as the configuration file would, then every rule
+    /// checked again. Whether the setting may change while running is the
+    /// caller's question ([`is_changeable`]).
+    pub fn with_setting(&self, name: &str, raw: &str) -> Result<Config, SettingError> {
+        let mut next = self.clone();
+        settings::apply_setting(&mut next, name, raw)?;
+        next.normalize();
+        next.validate()
+            .map_err(|e| SettingError::BadValue(e.to_string()))?;
+        Ok(next)
     }
 
     /// Check cross-setting rules; the error lists every broken rule.

@@ -153,6 +153,28 @@ settings_table! {
     }
 }
 
+/// Settings read once at start: a reload or a console `SET` cannot change
+/// them (SHOW CONFIG says `changeable` no).
+pub const START_ONLY_SETTINGS: &[&str] = &[
+    "listen_addr",
+    "listen_port",
+    "unix_socket_dir",
+    "max_client_conn",
+    "client_tls_ca_file",
+    "client_tls_cert_file",
+    "client_tls_key_file",
+    "log_format",
+    "stats_period",
+    "shutdown_timeout",
+    "metrics_addr",
+    "worker_threads",
+];
+
+/// True unless the setting is read at start only.
+pub fn is_changeable(name: &str) -> bool {
+    !START_ONLY_SETTINGS.contains(&name)
+}
+
 /// Real PgBouncer settings that change behaviour pgrelay does not implement;
 /// refused so a deployment does not silently lose the behaviour it relies on.
 const UNSUPPORTED_SETTINGS: &[&str] = &[
@@ -171,6 +193,15 @@ const UNSUPPORTED_SETTINGS: &[&str] = &[
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn start_only_settings_are_real_settings() {
+        for name in START_ONLY_SETTINGS {
+            assert!(SETTING_NAMES.contains(name), "{name}");
+            assert!(!is_changeable(name));
+        }
+        assert!(is_changeable("default_pool_size"));
+    }
 
     #[test]
     fn apply_and_render_round_trip_for_every_setting() {

@@ -81,7 +81,8 @@ pub(crate) async fn serve_admin(
                         | AdminOutcome::Disable(_)
                         | AdminOutcome::Enable(_)
                         | AdminOutcome::Kill(_)
-                        | AdminOutcome::KillClient(_),
+                        | AdminOutcome::KillClient(_)
+                        | AdminOutcome::Set { .. },
                     )
                     | None => {}
                 }
@@ -166,6 +167,16 @@ fn run_command(
             if is_known(Some(&db), shared, out) {
                 shared.pools.disabled().enable(&db);
                 be::write_command_complete(cmd.command_tag(), out);
+            }
+        }
+        Ok((cmd, AdminOutcome::Set { name, value })) => {
+            match shared.directory.set(&name, &value, &shared.pools) {
+                Ok(()) => {
+                    // The value is not logged: it may be a path or a secret.
+                    info!(setting = name, "console SET");
+                    be::write_command_complete(cmd.command_tag(), out);
+                }
+                Err(e) => be::write_error(Severity::Error, e.sqlstate(), &e.to_string(), out),
             }
         }
         Ok((_, AdminOutcome::Shutdown)) => return Some(AdminOutcome::Shutdown),

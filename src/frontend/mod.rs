@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use thiserror::Error;
 
+use crate::admin::AdminError;
 use crate::backend::BackendError;
 use crate::cluster::{DatabaseSpec, PoolRegistry};
 use crate::config::{AuthType, PoolMode, SslMode};
@@ -89,6 +90,11 @@ pub trait Directory: Send + Sync + 'static {
     /// Re-reads the configuration from where it came from (admin `RELOAD`, SIGHUP).
     /// Running pools in `registry` take the new pool settings.
     fn reload(&self, registry: &PoolRegistry) -> Result<(), String>;
+    /// The console's `SET name = value`: the setting changed in the
+    /// configuration in force and applied as a reload applies it.
+    fn set(&self, name: &str, _value: &str, _registry: &PoolRegistry) -> Result<(), AdminError> {
+        Err(AdminError::Unsupported(format!("SET {name}")))
+    }
 }
 
 /// What every session shares.
