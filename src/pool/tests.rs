@@ -461,3 +461,31 @@ async fn upkeep_closes_idle_connections_above_a_smaller_size() {
         "the most recently used one stays"
     );
 }
+
+#[tokio::test]
+async fn a_reconfigured_wait_limit_applies_to_the_next_wait() {
+    let patient = PoolSettings {
+        wait_timeout: None,
+        ..PoolSettings::with_size(1)
+    };
+    let (pool, _) = counting_pool(patient);
+    let held = pool.get().await.unwrap();
+    let waiter = tokio::time::timeout(Duration::from_millis(200), pool.get()).await;
+    assert!(waiter.is_err(), "without a wait limit a checkout waits on");
+    pool.reconfigure(PoolSettings {
+        wait_timeout: Some(Duration::from_millis(300)),
+        ..PoolSettings::with_size(1)
+    });
+    let started = std::time::Instant::now();
+    let limited = tokio::time::timeout(Duration::from_secs(5), pool.get()).await;
+    assert!(
+        matches!(limited, Ok(Err(PoolError::WaitTimeout))),
+        "the new limit ends the wait"
+    );
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(300) && waited < Duration::from_secs(5),
+        "{waited:?}"
+    );
+    held.release();
+}
