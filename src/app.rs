@@ -559,7 +559,7 @@ impl Directory for App {
     }
 
     fn set(&self, name: &str, value: &str, registry: &PoolRegistry) -> Result<(), AdminError> {
-        if crate::config::SETTING_NAMES.contains(&name) && !crate::config::is_changeable(name) {
+        if !crate::config::is_changeable(name) {
             return Err(AdminError::StartOnlySetting(name.to_string()));
         }
         let config = App::config(self)

@@ -136,9 +136,7 @@ async fn kill_client_ends_a_client_waiting_for_a_server() {
     let (cluster, relay, console) =
         relay_with_console("default_pool_size: 1\nquery_wait_timeout: 120").await;
     let base = relay.conn_string(&cluster);
-    let holder = common::connect(&base).await;
-    holder.batch_execute("BEGIN").await.unwrap();
-    assert_eq!(scalar(&holder, "SELECT 1").await, "1");
+    let holder = common::hold_a_server(&base).await;
     let (waiter, waiter_ended) = watched_client(&format!("{base} application_name=waiter")).await;
     let query = tokio::spawn(async move { waiter.simple_query("SELECT 2").await.map(|_| ()) });
 

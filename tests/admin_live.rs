@@ -392,8 +392,7 @@ async fn show_pools_counts_idle_attached_and_waiting_clients_and_the_longest_wai
     )
     .await;
     let base = relay.conn_string(&cluster);
-    let holder = common::connect(&base).await;
-    holder.batch_execute("BEGIN").await.unwrap();
+    let holder = common::hold_a_server(&base).await;
     let idle = common::connect(&base).await;
     let waiter = common::connect(&base).await;
     let queued = tokio::spawn(async move {

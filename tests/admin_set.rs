@@ -22,9 +22,7 @@ async fn set_grows_a_running_pool_and_shows_in_show_config() {
     let (cluster, relay, console) =
         relay_with_console("default_pool_size: 1\nquery_wait_timeout: 30").await;
     let base = relay.conn_string(&cluster);
-    let holder = common::connect(&base).await;
-    holder.batch_execute("BEGIN").await.unwrap();
-    assert_eq!(scalar(&holder, "SELECT 1").await, "1");
+    let holder = common::hold_a_server(&base).await;
 
     // The only server is held: a second client's query waits...
     let waiter = common::connect(&base).await;

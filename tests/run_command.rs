@@ -76,6 +76,22 @@ impl Run {
         addr.rsplit(':').next().unwrap().parse().unwrap()
     }
 
+    /// Logs in to the console as `admin` (the run must allow it).
+    async fn console(
+        &mut self,
+    ) -> (
+        tokio_postgres::Client,
+        tokio_postgres::Connection<tokio_postgres::Socket, tokio_postgres::tls::NoTlsStream>,
+    ) {
+        let port = self.port();
+        tokio_postgres::connect(
+            &format!("host=127.0.0.1 port={port} user=admin password=secret dbname=pgbouncer"),
+            tokio_postgres::NoTls,
+        )
+        .await
+        .expect("console login")
+    }
+
     /// Waits up to `limit` for the process to exit on its own.
     fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
         common::wait_exit(&mut self.child, limit)
@@ -118,13 +134,7 @@ fn logs_go_to_stderr_and_stdout_stays_empty() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_shutdown_command_stops_the_process() {
     let mut run = Run::start("auth_type: plain\nadmin_users: admin");
-    let port = run.port();
-    let (console, connection) = tokio_postgres::connect(
-        &format!("host=127.0.0.1 port={port} user=admin password=secret dbname=pgbouncer"),
-        tokio_postgres::NoTls,
-    )
-    .await
-    .expect("console login");
+    let (console, connection) = run.console().await;
     tokio::spawn(connection);
     console
         .simple_query("SHUTDOWN")
@@ -148,13 +158,7 @@ async fn the_console_shutdown_command_stops_the_process() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logins_and_disconnections_are_logged_without_the_password() {
     let mut run = Run::start("auth_type: plain\nadmin_users: admin");
-    let port = run.port();
-    let (console, connection) = tokio_postgres::connect(
-        &format!("host=127.0.0.1 port={port} user=admin password=secret dbname=pgbouncer"),
-        tokio_postgres::NoTls,
-    )
-    .await
-    .expect("console login");
+    let (console, connection) = run.console().await;
     let connection = tokio::spawn(connection);
     console.simple_query("SHOW VERSION").await.unwrap();
     drop(console);

@@ -77,9 +77,7 @@ impl AdminError {
             | AdminError::BadSet => "42601",
         }
     }
-}
 
-impl AdminError {
     /// A console `SET` of `name` that the configuration refused.
     pub fn setting(name: &str, e: crate::config::SettingError) -> AdminError {
         use crate::config::SettingError;

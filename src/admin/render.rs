@@ -70,16 +70,7 @@ pub fn render(
             write_cells(STATS_SPLIT_COLUMNS, &cells, out);
         }
         AdminCommand::ShowTotals => {
-            let items: Vec<_> = view
-                .totals()
-                .totals_entries()
-                .into_iter()
-                .map(|(name, n)| (name, n.to_string()))
-                .collect();
-            let rows = items
-                .iter()
-                .map(|(name, n)| vec![Some(name.as_str()), Some(n.as_str())]);
-            write_rows(TOTALS_COLUMNS, rows, out);
+            write_name_values(TOTALS_COLUMNS, view.totals().totals_entries(), out);
         }
         AdminCommand::ShowDatabases => write_table(&view.databases(), out),
         AdminCommand::ShowClients => write_table(&view.clients(), out),
@@ -90,18 +81,7 @@ pub fn render(
             let version = view.version();
             write_rows(&["version"], [vec![Some(version.as_str())]], out);
         }
-        AdminCommand::ShowLists => {
-            let lists = view.lists();
-            let items: Vec<_> = lists
-                .entries()
-                .iter()
-                .map(|(name, n)| (*name, n.to_string()))
-                .collect();
-            let rows = items
-                .iter()
-                .map(|(name, n)| vec![Some(*name), Some(n.as_str())]);
-            write_rows(LISTS_COLUMNS, rows, out);
-        }
+        AdminCommand::ShowLists => write_name_values(LISTS_COLUMNS, view.lists().entries(), out),
         AdminCommand::ShowHelp => {
             write_notice("00000", HELP, out);
             write_command_complete("SHOW", out);
@@ -129,6 +109,19 @@ pub fn render(
 fn write_table<T: Table>(rows: &[T], out: &mut BytesMut) {
     let cells: Vec<Vec<_>> = rows.iter().map(Table::cells).collect();
     write_cells(T::COLUMNS, &cells, out);
+}
+
+/// One row per (name, number): `SHOW LISTS`, `SHOW TOTALS`.
+fn write_name_values<N: AsRef<str>>(
+    columns: &[&str],
+    entries: impl IntoIterator<Item = (N, u64)>,
+    out: &mut BytesMut,
+) {
+    let cells: Vec<Vec<_>> = entries
+        .into_iter()
+        .map(|(name, n)| vec![Some(name.as_ref().to_string()), Some(n.to_string())])
+        .collect();
+    write_cells(columns, &cells, out);
 }
 
 fn write_cells(columns: &[&str], cells: &[Vec<Option<String>>], out: &mut BytesMut) {

@@ -28,7 +28,7 @@ impl KillSwitch {
         }
     }
 
-    pub fn is_thrown(&self) -> bool {
+    fn is_thrown(&self) -> bool {
         self.thrown.load(Ordering::Acquire)
     }
 

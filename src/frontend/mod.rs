@@ -92,9 +92,7 @@ pub trait Directory: Send + Sync + 'static {
     fn reload(&self, registry: &PoolRegistry) -> Result<(), String>;
     /// The console's `SET name = value`: the setting changed in the
     /// configuration in force and applied as a reload applies it.
-    fn set(&self, name: &str, _value: &str, _registry: &PoolRegistry) -> Result<(), AdminError> {
-        Err(AdminError::Unsupported(format!("SET {name}")))
-    }
+    fn set(&self, name: &str, value: &str, registry: &PoolRegistry) -> Result<(), AdminError>;
 }
 
 /// What every session shares.

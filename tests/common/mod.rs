@@ -263,6 +263,15 @@ pub fn sqlstate(e: &tokio_postgres::Error) -> Option<String> {
     e.as_db_error().map(|d| d.code().code().to_string())
 }
 
+/// A client that holds a server in an open transaction (the only one, in a
+/// pool of one, so the next client's query queues).
+pub async fn hold_a_server(conn: &str) -> tokio_postgres::Client {
+    let holder = connect(conn).await;
+    holder.batch_execute("BEGIN").await.unwrap();
+    assert_eq!(scalar(&holder, "SELECT 1").await, "1");
+    holder
+}
+
 /// First column of the first row of a simple query, as text.
 pub async fn scalar(client: &tokio_postgres::Client, sql: &str) -> String {
     try_scalar(client, sql).await.expect("simple query")
