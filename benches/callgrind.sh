@@ -15,7 +15,9 @@
 # stopped on exit. With CALLGRIND_KEEP=<file>, the counted dump is copied
 # there for `callgrind_annotate`. CALLGRIND_ARGS adds valgrind options (e.g.
 # `--cache-sim=yes`); PGRELAY_BIN measures that binary instead of building
-# the release one (an A/B of two builds).
+# the release one (an A/B of two builds). CALLGRIND_AUTH=md5 makes clients log
+# in to the pooler with a password (default trust); CALLGRIND_PGBENCH adds
+# pgbench options, e.g. `-C` for a login per transaction (connection set-up).
 set -euo pipefail
 
 mode=${1:-extended}
@@ -31,14 +33,14 @@ pgbouncer)
 *) echo "callgrind.sh: the pooler is pgrelay or pgbouncer, not $pooler" >&2; exit 2 ;;
 esac
 root=$(cd "$(dirname "$0")/.." && pwd)
-pgbin=${PG_BIN:-/usr/lib/postgresql/15/bin}
+# shellcheck source=benches/pooler_setup.sh
+. "$root/benches/pooler_setup.sh"
 for tool in valgrind callgrind_control callgrind_annotate pgbench pg_isready; do
     command -v "$tool" >/dev/null || { echo "callgrind.sh: $tool is missing" >&2; exit 1; }
 done
 
 work=$(mktemp -d /tmp/pgrelay-callgrind-XXXXXX)
 chmod 755 "$work"
-as_pg() { if [ "$(id -u)" = 0 ]; then su postgres -s /bin/bash -c "$*"; else bash -c "$*"; fi; }
 # callgrind_control must run as the user valgrind runs as.
 as_pooler() { if [ "$pooler" = pgbouncer ]; then as_pg "$*"; else bash -c "$*"; fi; }
 cleanup() {
@@ -47,57 +49,16 @@ cleanup() {
         # valgrind writes its last dump on exit (not always our child: su).
         for _ in $(seq 1 100); do kill -0 "$relay_pid" 2>/dev/null || break; sleep 0.1; done
     fi
-    as_pg "$pgbin/pg_ctl -D $work/data stop -m immediate" >/dev/null 2>&1 || true
+    stop_postgres "$work"
     rm -rf "$work"
 }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 pg_port=$(free_port)
 relay_port=$(free_port)
-
-[ "$(id -u)" = 0 ] && chown postgres "$work"
-as_pg "$pgbin/initdb -D $work/data -A trust -U postgres" >/dev/null
-as_pg "$pgbin/pg_ctl -D $work/data -l $work/pg.log -w start \
-    -o '-p $pg_port -k $work -c listen_addresses=127.0.0.1 -c fsync=off'" >/dev/null
-pgbench -h 127.0.0.1 -p "$pg_port" -U postgres -i -s 1 -q postgres >/dev/null 2>&1
-
-echo '"postgres" ""' >"$work/userlist.txt"
-cat >"$work/pgrelay.yaml" <<EOF
-listen_addr: 127.0.0.1
-listen_port: $relay_port
-metrics_addr: off
-auth_type: trust
-auth_file: $work/userlist.txt
-server_tls_sslmode: disable
-pool_mode: transaction
-default_pool_size: 50
-max_client_conn: 2000
-log_connections: 0
-log_disconnections: 0
-databases:
-  postgres:
-    host: 127.0.0.1
-    port: $pg_port
-EOF
-
-cat >"$work/pgbouncer.ini" <<EOF
-[databases]
-postgres = host=127.0.0.1 port=$pg_port dbname=postgres
-[pgbouncer]
-listen_addr = 127.0.0.1
-listen_port = $relay_port
-unix_socket_dir =
-auth_type = trust
-auth_file = $work/userlist.txt
-pool_mode = transaction
-default_pool_size = 50
-max_client_conn = 2000
-log_connections = 0
-log_disconnections = 0
-logfile = $work/pgbouncer.log
-EOF
-[ "$(id -u)" = 0 ] && chown postgres "$work"/*
+start_postgres "$work" "$pg_port"
+# Both poolers' configurations listen on relay_port: only one runs.
+write_pooler_configs "$work" "$pg_port" "$relay_port" "$relay_port" "${CALLGRIND_AUTH:-trust}"
 
 grind="valgrind --tool=callgrind ${CALLGRIND_ARGS:-} --callgrind-out-file=$work/cg.out"
 if [ "$pooler" = pgbouncer ]; then
@@ -120,7 +81,7 @@ relay_pid=$(pgrep -f -- "--callgrind-out-file=$work/cg.out" |
 
 # pgbench's -t counts per client.
 load() {
-    pgbench -h 127.0.0.1 -p "$relay_port" -U postgres -n -S -M "$mode" -c "$clients" -j 1 \
+    pgbench -h 127.0.0.1 -p "$relay_port" -U postgres -n -S -M "$mode" -c "$clients" -j 1 ${CALLGRIND_PGBENCH:-} \
         -t "$(($1 / clients > 0 ? $1 / clients : 1))" postgres
 }
 load 50 >/dev/null 2>&1 # pools warm, statements cached
