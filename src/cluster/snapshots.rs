@@ -18,17 +18,36 @@ pub struct ParamSnapshots {
 }
 
 impl ParamSnapshots {
-    /// An equal snapshot another client holds, else `values` (remembered
-    /// for the clients after it while there is room).
-    pub fn intern(&self, values: ParamValues) -> ParamValues {
+    /// The snapshot equal to `base` followed by `adopted`: one another client
+    /// holds, else a new one (remembered for the clients after it while
+    /// there is room). Compared in place, so a login like an earlier one
+    /// allocates nothing here.
+    pub fn intern_extended(&self, base: &ParamValues, adopted: &[(&str, &str)]) -> ParamValues {
+        let wanted = || {
+            base.iter()
+                .map(|(n, v)| (n.as_str(), v.as_str()))
+                .chain(adopted.iter().copied())
+        };
+        let equal = |known: &Values| {
+            known.len() == base.len() + adopted.len()
+                && known
+                    .iter()
+                    .zip(wanted())
+                    .all(|((kn, kv), (n, v))| kn == n && kv == v)
+        };
         let mut known = self.known.lock().unwrap();
-        if let Some(found) = known
-            .iter()
-            .filter_map(Weak::upgrade)
-            .find(|k| *k == values)
-        {
+        if let Some(found) = known.iter().filter_map(Weak::upgrade).find(|k| equal(k)) {
             return found;
         }
+        let values: ParamValues = if adopted.is_empty() {
+            base.clone()
+        } else {
+            Arc::new(
+                wanted()
+                    .map(|(n, v)| (n.to_string(), v.to_string()))
+                    .collect(),
+            )
+        };
         if known.len() >= MAX_SNAPSHOTS {
             known.retain(|w| w.strong_count() > 0);
         }
@@ -47,6 +66,12 @@ mod tests {
         Arc::new(vec![("application_name".into(), app.into())])
     }
 
+    impl ParamSnapshots {
+        fn intern(&self, values: ParamValues) -> ParamValues {
+            self.intern_extended(&values, &[])
+        }
+    }
+
     #[test]
     fn equal_values_share_one_snapshot() {
         let snapshots = ParamSnapshots::default();
@@ -55,6 +80,31 @@ mod tests {
         assert!(Arc::ptr_eq(&first, &second));
         let other = snapshots.intern(values("b"));
         assert!(!Arc::ptr_eq(&first, &other));
+    }
+
+    #[test]
+    fn adopted_values_extend_the_base_and_match_in_place() {
+        let snapshots = ParamSnapshots::default();
+        let base = values("a");
+        let first = snapshots.intern_extended(&base, &[("TimeZone", "UTC")]);
+        assert_eq!(
+            *first,
+            vec![
+                ("application_name".to_string(), "a".to_string()),
+                ("TimeZone".to_string(), "UTC".to_string()),
+            ]
+        );
+        let again = snapshots.intern_extended(&values("a"), &[("TimeZone", "UTC")]);
+        assert!(Arc::ptr_eq(&first, &again));
+        let already_whole = snapshots.intern(first.as_ref().clone().into());
+        assert!(Arc::ptr_eq(&first, &already_whole));
+        for different in [
+            snapshots.intern_extended(&values("a"), &[("TimeZone", "GMT")]),
+            snapshots.intern_extended(&values("a"), &[]),
+            snapshots.intern_extended(&values("b"), &[("TimeZone", "UTC")]),
+        ] {
+            assert!(!Arc::ptr_eq(&first, &different));
+        }
     }
 
     #[test]

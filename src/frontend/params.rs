@@ -8,6 +8,7 @@
 use std::sync::Arc;
 
 use super::{FrontendError, FrontendSettings};
+use crate::cluster::snapshots::ParamSnapshots;
 
 /// Tracked by default, as PgBouncer does.
 const BASE_TRACKED: [&str; 5] = [
@@ -160,18 +161,25 @@ impl ClientParams {
     /// What the client is told at login, handed to `emit` pair by pair: the
     /// server's parameters with the client's own values on top; tracked
     /// values the client did not set are adopted from the server so they are
-    /// restored on every later server. Nothing is copied: every client login
-    /// runs this over a dozen parameters.
+    /// restored on every later server. The result is shared with like
+    /// clients through `snapshots`, and nothing is copied unless it is the
+    /// first of its kind: every client login runs this over a dozen
+    /// parameters, and allocating the set only to drop it for an equal
+    /// shared one cost a tenth of a login.
     pub fn announce(
         &mut self,
         server_params: &[(String, String)],
+        snapshots: &ParamSnapshots,
         mut emit: impl FnMut(&str, &str),
     ) {
+        let mut adopted: Vec<(&str, &str)> = Vec::new();
         for (name, value) in server_params {
             match self.get(name) {
                 Some(mine) => emit(name, mine),
                 None => {
-                    self.set(name, value);
+                    if self.is_tracked(name) {
+                        adopted.push((name, value));
+                    }
                     emit(name, value);
                 }
             }
@@ -184,16 +192,12 @@ impl ClientParams {
                 emit(name, value);
             }
         }
+        self.values = snapshots.intern_extended(&self.values, &adopted);
     }
 
     /// The tracked values as one shared snapshot (see `ServerConn::params_synced_to`).
     pub fn snapshot(&self) -> &Arc<Vec<(String, String)>> {
         &self.values
-    }
-
-    /// Swaps the snapshot for an equal one other clients share, if any.
-    pub fn share_snapshot(&mut self, snapshots: &crate::cluster::snapshots::ParamSnapshots) {
-        self.values = snapshots.intern(self.values.clone());
     }
 
     /// SQL that makes a server's tracked parameters match this client's, if any differ.
@@ -343,7 +347,10 @@ mod tests {
             ("server_version".to_string(), "15.0".to_string()),
         ];
         let mut announced: Vec<(String, String)> = Vec::new();
-        p.announce(&server, |k, v| announced.push((k.into(), v.into())));
+        let snapshots = ParamSnapshots::default();
+        p.announce(&server, &snapshots, |k, v| {
+            announced.push((k.into(), v.into()))
+        });
         assert!(announced.contains(&("application_name".into(), "app1".into())));
         assert!(announced.contains(&("server_version".into(), "15.0".into())));
         assert_eq!(p.get("TimeZone"), Some("UTC"), "adopted from the server");

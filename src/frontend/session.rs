@@ -302,16 +302,17 @@ async fn login<'a>(
             session.pools.server_params().unwrap_or_default()
         }
     };
-    client_params.announce(&server_params, |name, value| {
-        be::write_parameter_status(name, value, &mut client.wbuf)
-    });
+    client_params.announce(
+        &server_params,
+        &session.pools.param_snapshots,
+        |name, value| be::write_parameter_status(name, value, &mut client.wbuf),
+    );
     for (name, value) in &client_params.pgrelay {
         match name.as_str() {
             "pgrelay.route" => session.route_override = value.parse()?,
             _ => return Err(FrontendError::UnsupportedParameter(name.clone())),
         }
     }
-    client_params.share_snapshot(&session.pools.param_snapshots);
     session.params = client_params;
     if let Some(sql) = session.sync_sql() {
         session.run_on_server(&sql).await?;
