@@ -552,6 +552,14 @@ impl Directory for App {
         App::config(self)
     }
 
+    fn auth_users(&self) -> Vec<String> {
+        self.current()
+            .userlist
+            .names()
+            .map(str::to_string)
+            .collect()
+    }
+
     fn reload(&self, registry: &PoolRegistry) -> Result<(), String> {
         let env: std::collections::BTreeMap<String, String> = std::env::vars().collect();
         let config = Config::load(self.source.as_deref(), &env).map_err(|e| e.to_string())?;

@@ -11,7 +11,7 @@ use postgres_protocol::message::backend::Message;
 
 use pgrelay::admin::{
     authorize, render, AdminCommand, AdminOutcome, AdminView, ClientRow, ConfigRow, DatabaseRow,
-    PoolRow, Privilege, ServerRow, StatsRow,
+    PoolRow, PoolerState, Privilege, ServerRow, StatsRow, UserRow,
 };
 use pgrelay::config::PoolMode;
 use pgrelay::protocol::backend::{
@@ -80,6 +80,12 @@ impl AdminView for OnePool {
     }
     fn version(&self) -> String {
         "pgrelay test".into()
+    }
+    fn users(&self) -> Vec<UserRow> {
+        Vec::new()
+    }
+    fn state(&self) -> PoolerState {
+        PoolerState::Active
     }
 }
 

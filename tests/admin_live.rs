@@ -371,6 +371,31 @@ async fn show_servers_lists_pooled_servers_and_the_client_on_each() {
     relay.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn show_users_lists_the_auth_file_users_with_their_server_connections() {
+    let (cluster, relay, console) =
+        common::relay_with_console("default_pool_size: 3\nmax_user_connections: 7").await;
+    let base = relay.conn_string(&cluster);
+    let first = common::hold_a_server(&base).await;
+    let second = common::hold_a_server(&base).await;
+    let (su, _) = cluster.superuser();
+    let (app, _) = cluster.app_user();
+
+    let users = console_rows(&console, "SHOW USERS").await;
+    let names: Vec<&str> = users.iter().map(|u| u["name"].as_str()).collect();
+    let mut sorted = names.clone();
+    sorted.sort_unstable();
+    assert_eq!(names, sorted, "by name");
+    assert!(names.contains(&su) && names.contains(&app), "{users:?}");
+    let row = |name: &str| users.iter().find(|u| u["name"] == name).unwrap();
+    assert_eq!(row(app)["current_connections"], "2", "{users:?}");
+    assert_eq!(row(su)["current_connections"], "0", "{users:?}");
+    assert_eq!(row(app)["max_user_connections"], "7");
+    assert_eq!(row(app)["pool_mode"], "", "no per-user pool mode: NULL");
+    drop((first, second, console));
+    relay.stop().await;
+}
+
 /// A console session sits idle between commands: a shutdown ends it (57P01)
 /// instead of waiting out `shutdown_timeout` for it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

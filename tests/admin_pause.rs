@@ -4,6 +4,15 @@ mod common;
 
 use std::time::Duration;
 
+/// `SHOW STATE` as `key=value` lines.
+async fn state(console: &tokio_postgres::Client) -> Vec<String> {
+    common::console_rows(console, "SHOW STATE")
+        .await
+        .into_iter()
+        .map(|r| format!("{}={}", r["key"], r["value"]))
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pause_waits_for_transactions_closes_servers_and_holds_queries_until_resume() {
     let (cluster, relay, console) = common::relay_with_console("default_pool_size: 2").await;
@@ -50,9 +59,17 @@ async fn pause_waits_for_transactions_closes_servers_and_holds_queries_until_res
     };
     let databases = common::console_rows(&console, "SHOW DATABASES").await;
     assert_eq!(paused(databases), "1");
+    assert_eq!(
+        state(&console).await,
+        ["active=no", "paused=yes", "suspended=no"]
+    );
     console.simple_query("RESUME").await.expect("RESUME");
     let databases = common::console_rows(&console, "SHOW DATABASES").await;
     assert_eq!(paused(databases), "0");
+    assert_eq!(
+        state(&console).await,
+        ["active=yes", "paused=no", "suspended=no"]
+    );
     let (later, answer) = tokio::time::timeout(Duration::from_secs(10), held)
         .await
         .expect("the held query runs after RESUME")
@@ -79,6 +96,11 @@ async fn a_query_held_by_pause_fails_at_query_wait_timeout() {
         .simple_query(&format!("PAUSE {db}"))
         .await
         .expect("PAUSE of an idle database returns at once");
+    assert_eq!(
+        state(&console).await,
+        ["active=yes", "paused=no", "suspended=no"],
+        "one database paused is not the pooler paused"
+    );
     let started = std::time::Instant::now();
     let err = client.simple_query("SELECT 1").await.unwrap_err();
     assert_eq!(err.code().unwrap().code(), "08P01", "{err}");

@@ -25,6 +25,10 @@ pub enum AdminCommand {
     ShowHelp,
     /// pgrelay's own: replica endpoints with health, lag and balancing state.
     ShowReplicas,
+    /// Known users: the auth file's and any a pool was made for.
+    ShowUsers,
+    /// Whether the whole pooler is paused (`PAUSE` without a database).
+    ShowState,
     Reload,
     /// Pause one database, or all of them with `None`.
     Pause(Option<String>),
@@ -58,14 +62,12 @@ pub enum AdminCommand {
 const UNSUPPORTED_COMMANDS: &[&str] = &["SUSPEND"];
 
 const UNSUPPORTED_SHOW: &[&str] = &[
-    "USERS",
     "FDS",
     "SOCKETS",
     "ACTIVE_SOCKETS",
     "MEM",
     "DNS_HOSTS",
     "DNS_ZONES",
-    "STATE",
     "PEERS",
     "PEER_POOLS",
 ];
@@ -189,6 +191,8 @@ fn parse_show(args: &[Token], text: &str) -> Result<AdminCommand, AdminError> {
         "LISTS" => AdminCommand::ShowLists,
         "HELP" => AdminCommand::ShowHelp,
         "REPLICAS" => AdminCommand::ShowReplicas,
+        "USERS" => AdminCommand::ShowUsers,
+        "STATE" => AdminCommand::ShowState,
         s if UNSUPPORTED_SHOW.contains(&s) => {
             return Err(AdminError::Unsupported(format!("SHOW {s}")))
         }
@@ -357,6 +361,8 @@ mod tests {
             ("show config", AdminCommand::ShowConfig),
             ("show version", AdminCommand::ShowVersion),
             ("show lists", AdminCommand::ShowLists),
+            ("show users", AdminCommand::ShowUsers),
+            ("SHOW STATE;", AdminCommand::ShowState),
             ("show help", AdminCommand::ShowHelp),
             ("show replicas", AdminCommand::ShowReplicas),
             ("reload;", AdminCommand::Reload),

@@ -24,8 +24,8 @@ use thiserror::Error;
 pub use command::AdminCommand;
 pub use render::{render, AdminOutcome};
 pub use rows::{
-    AdminView, ClientRow, ClientState, ConfigRow, DatabaseRow, ListsRow, PoolRow, ReplicaRow,
-    ServerRow, ServerState, StatsRow,
+    AdminView, ClientRow, ClientState, ConfigRow, DatabaseRow, ListsRow, PoolRow, PoolerState,
+    ReplicaRow, ServerRow, ServerState, StatsRow, UserRow,
 };
 
 /// What a console user may do.

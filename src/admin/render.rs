@@ -4,7 +4,7 @@ use bytes::BytesMut;
 
 use super::command::AdminCommand;
 use super::rows::AdminView;
-use super::table::{Table, LISTS_COLUMNS, STATS_SPLIT_COLUMNS, TOTALS_COLUMNS};
+use super::table::{Table, LISTS_COLUMNS, STATE_COLUMNS, STATS_SPLIT_COLUMNS, TOTALS_COLUMNS};
 use super::AdminError;
 use crate::protocol::backend::{
     write_command_complete, write_data_row, write_notice, write_text_row_description,
@@ -36,7 +36,7 @@ pub enum AdminOutcome {
 
 /// Lines of SHOW HELP, sent as a NOTICE as PgBouncer does.
 const HELP: &str = "Console usage\n\
-    \tSHOW HELP|POOLS|STATS|STATS_TOTALS|STATS_AVERAGES|TOTALS|DATABASES|CLIENTS|SERVERS|CONFIG|VERSION|LISTS|REPLICAS\n\
+    \tSHOW HELP|POOLS|STATS|STATS_TOTALS|STATS_AVERAGES|TOTALS|DATABASES|CLIENTS|SERVERS|CONFIG|VERSION|LISTS|USERS|STATE|REPLICAS\n\
     \tRELOAD\n\
     \tPAUSE [<db>]\n\
     \tRESUME [<db>]\n\
@@ -77,6 +77,8 @@ pub fn render(
         AdminCommand::ShowServers => write_table(&view.servers(), out),
         AdminCommand::ShowConfig => write_table(&view.config(), out),
         AdminCommand::ShowReplicas => write_table(&view.replicas(), out),
+        AdminCommand::ShowUsers => write_table(&view.users(), out),
+        AdminCommand::ShowState => write_cells(STATE_COLUMNS, &view.state().cells(), out),
         AdminCommand::ShowVersion => {
             let version = view.version();
             write_rows(&["version"], [vec![Some(version.as_str())]], out);

@@ -78,6 +78,19 @@ fn at(secs: u64) -> SystemTime {
 struct Stub;
 
 impl AdminView for Stub {
+    fn users(&self) -> Vec<UserRow> {
+        vec![UserRow {
+            name: "alice".into(),
+            pool_mode: None,
+            max_user_connections: 40,
+            current_connections: 6,
+        }]
+    }
+
+    fn state(&self) -> PoolerState {
+        PoolerState::Paused
+    }
+
     fn pools(&self) -> Vec<PoolRow> {
         vec![PoolRow {
             database: "app".into(),
@@ -403,6 +416,47 @@ fn show_replicas_shows_state_lag_and_balancing() {
 }
 
 #[test]
+fn show_users_has_pgbouncer_columns_and_null_pool_mode() {
+    let d = show(AdminCommand::ShowUsers);
+    assert_eq!(
+        d.columns,
+        [
+            "name",
+            "pool_mode",
+            "max_user_connections",
+            "current_connections"
+        ]
+    );
+    assert_eq!(
+        d.rows,
+        [[
+            Some("alice".to_string()),
+            None,
+            Some("40".to_string()),
+            Some("6".to_string())
+        ]]
+    );
+}
+
+#[test]
+fn show_state_is_three_yes_no_rows() {
+    let d = show(AdminCommand::ShowState);
+    assert_eq!(d.columns, ["key", "value"]);
+    let rows: Vec<(&str, &str)> = d
+        .rows
+        .iter()
+        .map(|r| (r[0].as_deref().unwrap(), r[1].as_deref().unwrap()))
+        .collect();
+    assert_eq!(
+        rows,
+        [("active", "no"), ("paused", "yes"), ("suspended", "no")]
+    );
+    let active = PoolerState::Active.cells();
+    assert_eq!(active[0][1].as_deref(), Some("yes"));
+    assert_eq!(active[1][1].as_deref(), Some("no"));
+}
+
+#[test]
 fn show_help_is_a_notice() {
     let d = show(AdminCommand::ShowHelp);
     assert!(d.columns.is_empty());
@@ -434,6 +488,12 @@ fn empty_views_still_describe_their_columns() {
         }
         fn version(&self) -> String {
             String::new()
+        }
+        fn users(&self) -> Vec<UserRow> {
+            Vec::new()
+        }
+        fn state(&self) -> PoolerState {
+            PoolerState::Active
         }
     }
     let mut out = BytesMut::new();

@@ -46,6 +46,12 @@ pub trait AdminView {
         sum_stats(&self.stats())
     }
 
+    /// `SHOW USERS`, by name.
+    fn users(&self) -> Vec<UserRow>;
+
+    /// `SHOW STATE`.
+    fn state(&self) -> PoolerState;
+
     /// pgrelay's `SHOW REPLICAS`; empty unless replicas are configured.
     fn replicas(&self) -> Vec<ReplicaRow> {
         Vec::new()
@@ -259,6 +265,29 @@ pub struct ListsRow {
     pub dns_zones: u64,
     pub dns_queries: u64,
     pub dns_pending: u64,
+}
+
+/// One user: `SHOW USERS`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRow {
+    pub name: String,
+    /// A pool mode of the user's own; pgrelay has none (NULL, as PgBouncer
+    /// shows a user that inherits the database's or the default).
+    pub pool_mode: Option<PoolMode>,
+    /// `max_user_connections`, 0 for no limit.
+    pub max_user_connections: u64,
+    /// Server connections open as this user, primary and replicas.
+    pub current_connections: u64,
+}
+
+/// The pooler as a whole: `SHOW STATE`. pgrelay cannot be suspended (there
+/// is no online restart to suspend for), so only `PAUSE` without a database
+/// changes it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum PoolerState {
+    #[default]
+    Active,
+    Paused,
 }
 
 /// The group column of endpoints of a database's `replicas:` set.

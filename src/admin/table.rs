@@ -9,7 +9,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::rows::{
-    ClientRow, ConfigRow, DatabaseRow, ListsRow, PoolRow, ReplicaRow, ServerRow, StatsRow,
+    ClientRow, ConfigRow, DatabaseRow, ListsRow, PoolRow, PoolerState, ReplicaRow, ServerRow,
+    StatsRow, UserRow,
 };
 use crate::config::MASK;
 
@@ -162,6 +163,41 @@ impl Table for DatabaseRow {
             flag(self.paused),
             flag(self.disabled),
         ]
+    }
+}
+
+impl Table for UserRow {
+    const COLUMNS: &'static [&'static str] = &[
+        "name",
+        "pool_mode",
+        "max_user_connections",
+        "current_connections",
+    ];
+
+    fn cells(&self) -> Vec<Cell> {
+        vec![
+            text(&self.name),
+            self.pool_mode.map(|m| m.as_str().to_string()),
+            num(self.max_user_connections),
+            num(self.current_connections),
+        ]
+    }
+}
+
+pub(super) const STATE_COLUMNS: &[&str] = &["key", "value"];
+
+impl PoolerState {
+    /// `SHOW STATE`'s (key, yes/no) rows, in PgBouncer's order.
+    pub(super) fn cells(self) -> Vec<Vec<Cell>> {
+        let yes_no = |b: bool| text(if b { "yes" } else { "no" });
+        [
+            ("active", self == PoolerState::Active),
+            ("paused", self == PoolerState::Paused),
+            ("suspended", false),
+        ]
+        .into_iter()
+        .map(|(key, on)| vec![text(key), yes_no(on)])
+        .collect()
     }
 }
 

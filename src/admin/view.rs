@@ -1,13 +1,13 @@
 //! The console's numbers, read from the running pools and their server list,
 //! the traffic counters, the connected clients and the current configuration.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::rows::{
-    AdminView, ClientRow, ClientState, ConfigRow, DatabaseRow, PoolRow, ReplicaRow, ServerRow,
-    ServerState, StatsRow, DEFAULT_GROUP,
+    AdminView, ClientRow, ClientState, ConfigRow, DatabaseRow, PoolRow, PoolerState, ReplicaRow,
+    ServerRow, ServerState, StatsRow, UserRow, DEFAULT_GROUP,
 };
 use crate::cluster::PoolRegistry;
 use crate::config::Config;
@@ -20,6 +20,8 @@ pub trait ClientList {
 
 pub struct LiveView<'a> {
     config: Config,
+    /// Users the auth file names.
+    auth_users: Vec<String>,
     pools: Arc<PoolRegistry>,
     traffic: Arc<TrafficWindow>,
     clients: &'a dyn ClientList,
@@ -28,12 +30,14 @@ pub struct LiveView<'a> {
 impl<'a> LiveView<'a> {
     pub fn new(
         config: Config,
+        auth_users: Vec<String>,
         pools: Arc<PoolRegistry>,
         traffic: Arc<TrafficWindow>,
         clients: &'a dyn ClientList,
     ) -> Self {
         LiveView {
             config,
+            auth_users,
             pools,
             traffic,
             clients,
@@ -204,6 +208,44 @@ impl AdminView for LiveView<'_> {
 
     fn clients(&self) -> Vec<ClientRow> {
         self.clients.clients()
+    }
+
+    /// The auth file's users, every user a pool was made for and every
+    /// user a pool logs in as (a trust login needs no auth file entry; a
+    /// database's forced user has none either).
+    fn users(&self) -> Vec<UserRow> {
+        let pool_users = self
+            .pools
+            .entries()
+            .into_iter()
+            .flat_map(|((_, client_user), p)| [client_user, p.server_user()]);
+        let mut connections: BTreeMap<String, u64> = self
+            .auth_users
+            .iter()
+            .cloned()
+            .chain(pool_users)
+            .map(|u| (u, 0))
+            .collect();
+        for card in self.pools.servers() {
+            *connections.entry(card.user.clone()).or_default() += 1;
+        }
+        connections
+            .into_iter()
+            .map(|(name, current_connections)| UserRow {
+                name,
+                pool_mode: None,
+                max_user_connections: u64::from(self.config.limits.max_user_connections),
+                current_connections,
+            })
+            .collect()
+    }
+
+    fn state(&self) -> PoolerState {
+        if self.pools.pause_gate().is_all_paused() {
+            PoolerState::Paused
+        } else {
+            PoolerState::Active
+        }
     }
 
     /// Pooled servers, `active` while a client is attached (the client list

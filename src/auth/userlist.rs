@@ -59,6 +59,11 @@ impl Userlist {
         self.users.get(user)
     }
 
+    /// Every user the list names, in no particular order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.users.keys().map(String::as_str)
+    }
+
     pub fn len(&self) -> usize {
         self.users.len()
     }

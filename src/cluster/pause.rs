@@ -57,6 +57,11 @@ impl PauseGate {
         self.any.load(Ordering::Acquire) && self.lock().covers(database)
     }
 
+    /// True while `PAUSE` without a database is in force.
+    pub fn is_all_paused(&self) -> bool {
+        self.any.load(Ordering::Acquire) && matches!(*self.lock(), Paused::All)
+    }
+
     /// Pauses `database`, or every database with `None`.
     pub fn pause(&self, database: Option<&str>) -> Result<(), PauseError> {
         let mut paused = self.lock();

@@ -112,6 +112,7 @@ fn run_command(
         admin::authorize(&cmd, privilege)?;
         let view = LiveView::new(
             shared.directory.config(),
+            shared.directory.auth_users(),
             shared.pools.clone(),
             shared.traffic.clone(),
             &shared.cancels,

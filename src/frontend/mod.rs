@@ -87,6 +87,8 @@ pub trait Directory: Send + Sync + 'static {
     fn admin_privilege(&self, user: &str) -> Option<crate::admin::Privilege>;
     /// The configuration in force, for the admin console.
     fn config(&self) -> crate::config::Config;
+    /// The users the auth file names, for the console's `SHOW USERS`.
+    fn auth_users(&self) -> Vec<String>;
     /// Re-reads the configuration from where it came from (admin `RELOAD`, SIGHUP).
     /// Running pools in `registry` take the new pool settings.
     fn reload(&self, registry: &PoolRegistry) -> Result<(), String>;
