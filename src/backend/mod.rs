@@ -297,8 +297,15 @@ impl ServerConn {
             .map(|(_, v)| v.as_str())
     }
 
+    /// Records a parameter's value: from the server's ParameterStatus, or
+    /// set by pgrelay for one the server does not report. A name already
+    /// known keeps the server's spelling.
     pub fn set_param(&mut self, name: &str, value: &str) {
-        match self.params.iter_mut().find(|(k, _)| k == name) {
+        match self
+            .params
+            .iter_mut()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        {
             Some((_, v)) => {
                 if v != value {
                     *v = value.to_string();
@@ -309,6 +316,15 @@ impl ServerConn {
                 self.params.push((name.to_string(), value.to_string()));
                 self.synced_to = None;
             }
+        }
+    }
+
+    /// Drops a recorded value pgrelay has just `RESET` to the server's default.
+    pub fn forget_param(&mut self, name: &str) {
+        let before = self.params.len();
+        self.params.retain(|(k, _)| !k.eq_ignore_ascii_case(name));
+        if self.params.len() != before {
+            self.synced_to = None;
         }
     }
 

@@ -19,6 +19,12 @@ const BASE_TRACKED: [&str; 5] = [
     "application_name",
 ];
 
+/// Sent at startup by common drivers (JDBC, sqlx) but not reported by
+/// PostgreSQL (no ParameterStatus): followed by what pgrelay itself sets on
+/// each server. PgBouncer refuses it unless told to ignore it, and ignoring
+/// it would drop the client's choice.
+const UNREPORTED_TRACKED: [&str; 1] = ["extra_float_digits"];
+
 /// pgrelay's own startup parameters, consumed rather than sent to servers.
 pub(crate) const PGRELAY_PREFIX: &str = "pgrelay.";
 
@@ -63,6 +69,8 @@ impl ClientParams {
                 _ if has_pgrelay_prefix(name) => {
                     me.pgrelay.push((name.to_ascii_lowercase(), value.clone()))
                 }
+                // Listed to be let in, as PgBouncer needs it to be: ignored.
+                _ if is_unreported_tracked(name) && is_ignored(settings, name) => {}
                 _ if me.is_tracked(name) => me.set(name, value),
                 _ if is_ignored(settings, name) => {}
                 _ => return Err(FrontendError::UnsupportedParameter(name.clone())),
@@ -116,6 +124,7 @@ impl ClientParams {
 
     pub fn is_tracked(&self, name: &str) -> bool {
         BASE_TRACKED.iter().any(|t| t.eq_ignore_ascii_case(name))
+            || is_unreported_tracked(name)
             || self
                 .extra_tracked
                 .iter()
@@ -200,9 +209,25 @@ impl ClientParams {
         &self.values
     }
 
-    /// SQL that makes a server's tracked parameters match this client's, if any differ.
-    pub fn sync_sql<'a>(&self, server_value: impl Fn(&str) -> Option<&'a str>) -> Option<String> {
+    /// SQL that makes a server's tracked parameters (`server`: name, value)
+    /// match this client's, if any differ. A tracked value the server holds
+    /// that the client never set can only be one pgrelay set for an earlier
+    /// client (every reported one was adopted at login): it is `RESET`.
+    pub fn sync_sql(&self, server: &[(String, String)]) -> Option<String> {
+        let server_value = |name: &str| {
+            server
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.as_str())
+        };
         let mut sql = String::new();
+        for (name, _) in server {
+            if self.is_tracked(name) && self.get(name).is_none() && is_plain_name(name) {
+                sql.push_str("RESET ");
+                sql.push_str(&name.to_ascii_lowercase());
+                sql.push(';');
+            }
+        }
         for (name, value) in self.values.iter() {
             if server_value(name) == Some(value.as_str()) {
                 continue;
@@ -225,6 +250,12 @@ fn is_ignored(settings: &FrontendSettings, name: &str) -> bool {
         .ignore_startup_parameters
         .iter()
         .any(|p| p.eq_ignore_ascii_case(name))
+}
+
+fn is_unreported_tracked(name: &str) -> bool {
+    UNREPORTED_TRACKED
+        .iter()
+        .any(|t| t.eq_ignore_ascii_case(name))
 }
 
 fn has_pgrelay_prefix(name: &str) -> bool {
@@ -357,23 +388,52 @@ mod tests {
         assert!(p.get("server_version").is_none(), "not tracked");
 
         // A server where another client changed TimeZone and our name is missing.
-        let other = [("TimeZone", "Asia/Tokyo"), ("application_name", "")];
-        let sql = p
-            .sync_sql(|n| {
-                other
-                    .iter()
-                    .find(|(k, _)| k.eq_ignore_ascii_case(n))
-                    .map(|(_, v)| *v)
-            })
-            .unwrap();
+        let other = server_params(&[("TimeZone", "Asia/Tokyo"), ("application_name", "")]);
+        let sql = p.sync_sql(&other).unwrap();
         assert_eq!(sql, "SET application_name TO 'app1';SET timezone TO 'UTC';");
-        let same = [("TimeZone", "UTC"), ("application_name", "app1")];
-        assert_eq!(
-            p.sync_sql(|n| same
+        let same = server_params(&[("TimeZone", "UTC"), ("application_name", "app1")]);
+        assert_eq!(p.sync_sql(&same), None);
+    }
+
+    fn server_params(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn extra_float_digits_is_taken_set_and_reset_for_clients_without_it() {
+        let settings = FrontendSettings {
+            ignore_startup_parameters: Vec::new(),
+            ..settings()
+        };
+        let fresh = server_params(&[("TimeZone", "UTC")]);
+        let snapshots = ParamSnapshots::default();
+        let login = |pairs: &[(&str, &str)]| {
+            let params: Vec<_> = pairs
                 .iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case(n))
-                .map(|(_, v)| *v)),
-            None
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            let (mut p, _) = ClientParams::from_startup(&params, &settings).unwrap();
+            p.announce(&fresh, &snapshots, |_, _| {});
+            p
+        };
+        let jdbc = login(&[("user", "a"), ("extra_float_digits", "3")]);
+        let plain = login(&[("user", "a")]);
+        assert_eq!(
+            jdbc.sync_sql(&fresh).as_deref(),
+            Some("SET extra_float_digits TO '3';"),
+            "not reported by the server, so not known to match"
+        );
+        assert_eq!(plain.sync_sql(&fresh), None);
+        // The value pgrelay set for the first client, as the server records it.
+        let after_jdbc = server_params(&[("TimeZone", "UTC"), ("extra_float_digits", "3")]);
+        assert_eq!(jdbc.sync_sql(&after_jdbc), None);
+        assert_eq!(
+            plain.sync_sql(&after_jdbc).as_deref(),
+            Some("RESET extra_float_digits;"),
+            "a client that never set it gets the server's default back"
         );
     }
 
@@ -381,9 +441,6 @@ mod tests {
     fn sync_sql_quotes_values() {
         let mut p = ClientParams::default();
         p.set("application_name", "it's");
-        assert_eq!(
-            p.sync_sql(|_| None).unwrap(),
-            "SET application_name TO 'it''s';"
-        );
+        assert_eq!(p.sync_sql(&[]).unwrap(), "SET application_name TO 'it''s';");
     }
 }

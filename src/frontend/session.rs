@@ -315,7 +315,7 @@ async fn login<'a>(
     }
     session.params = client_params;
     if let Some(sql) = session.sync_sql() {
-        session.run_on_server(&sql).await?;
+        session.run_param_sync(&sql).await?;
     }
     be::write_backend_key_data(
         registration.process_id,

@@ -173,7 +173,7 @@ impl Session<'_> {
             wrote: false,
         });
         if let Some(sql) = self.sync_sql() {
-            self.run_on_server(&sql).await?;
+            self.run_param_sync(&sql).await?;
         }
         Ok(())
     }

@@ -536,11 +536,38 @@ impl<'a> Session<'a> {
         if attached.conn.params_synced_to(wanted) {
             return None;
         }
-        let sql = self.params.sync_sql(|name| attached.conn.param(name));
+        let sql = self.params.sync_sql(attached.conn.params());
         if sql.is_none() {
             attached.conn.mark_params_synced(wanted.clone());
         }
         sql
+    }
+
+    /// Runs [`Session::sync_sql`]'s statements on the attached server. The
+    /// server reports the reported parameters back as it runs the SETs; the
+    /// others are recorded here as pgrelay set them, so the next client that
+    /// wants the same values is not sent them again. (The check stays with
+    /// the caller: it is on every checkout's path, this rarely is.)
+    pub async fn run_param_sync(&mut self, sql: &str) -> Result<(), FrontendError> {
+        self.run_on_server(sql).await?;
+        if let Some(attached) = self.server.as_mut() {
+            let conn = &mut attached.conn;
+            let reset: Vec<String> = conn
+                .params()
+                .iter()
+                .filter(|(name, _)| self.params.is_tracked(name) && self.params.get(name).is_none())
+                .map(|(name, _)| name.clone())
+                .collect();
+            for name in reset {
+                conn.forget_param(&name);
+            }
+            let wanted = self.params.snapshot().clone();
+            for (name, value) in wanted.iter() {
+                conn.set_param(name, value);
+            }
+            conn.mark_params_synced(wanted);
+        }
+        Ok(())
     }
 
     /// Runs a statement of pgrelay's own on the attached server; a failure
