@@ -211,49 +211,59 @@ impl ReplicaSet {
     /// against the group's fastest, recent failures, replication lag).
     pub fn pick(&self, exclude: Option<SocketAddr>) -> Option<Arc<ReplicaEndpoint>> {
         let endpoints = self.endpoints();
-        let n = endpoints.len();
+        let now = Instant::now();
+        let is_candidate =
+            |e: &Arc<ReplicaEndpoint>| Some(e.addr) != exclude && e.shared.is_usable(now);
         // The common group is small: no allocation per read.
-        if n <= INLINE_CANDIDATES {
-            let mut readings = [(0, Reading::NONE); INLINE_CANDIDATES];
+        if endpoints.len() <= INLINE_CANDIDATES {
+            let mut usable = [0; INLINE_CANDIDATES];
+            let mut count = 0;
+            for (i, endpoint) in endpoints.iter().enumerate() {
+                if is_candidate(endpoint) {
+                    usable[count] = i;
+                    count += 1;
+                }
+            }
+            if count < 2 {
+                return usable[..count]
+                    .first()
+                    .and_then(|&i| only_one(&endpoints[i]));
+            }
+            let mut readings = [Reading::NONE; INLINE_CANDIDATES];
             let mut candidates = [Candidate::new(0.0, 0, Duration::ZERO); INLINE_CANDIDATES];
-            self.pick_with(
+            self.weigh(
                 &endpoints,
-                exclude,
-                &mut readings[..n],
-                &mut candidates[..n],
+                now,
+                &usable[..count],
+                &mut readings[..count],
+                &mut candidates[..count],
             )
         } else {
-            let mut readings = vec![(0, Reading::NONE); n];
-            let mut candidates = vec![Candidate::new(0.0, 0, Duration::ZERO); n];
-            self.pick_with(&endpoints, exclude, &mut readings, &mut candidates)
+            let usable: Vec<usize> = (0..endpoints.len())
+                .filter(|&i| is_candidate(&endpoints[i]))
+                .collect();
+            if usable.len() < 2 {
+                return usable.first().and_then(|&i| only_one(&endpoints[i]));
+            }
+            let mut readings = vec![Reading::NONE; usable.len()];
+            let mut candidates = vec![Candidate::new(0.0, 0, Duration::ZERO); usable.len()];
+            self.weigh(&endpoints, now, &usable, &mut readings, &mut candidates)
         }
     }
 
-    fn pick_with(
+    /// Weighs two or more usable endpoints (`usable`: their indexes) and
+    /// lets the balancer choose; `readings` and `candidates` are scratch
+    /// space of the same length.
+    fn weigh(
         &self,
         endpoints: &[Arc<ReplicaEndpoint>],
-        exclude: Option<SocketAddr>,
-        readings: &mut [(usize, Reading)],
+        now: Instant,
+        usable: &[usize],
+        readings: &mut [Reading],
         candidates: &mut [Candidate],
     ) -> Option<Arc<ReplicaEndpoint>> {
-        let now = Instant::now();
-        let mut usable = 0;
-        for (i, endpoint) in endpoints.iter().enumerate() {
-            if Some(endpoint.addr) != exclude && endpoint.shared.is_usable(now) {
-                readings[usable].0 = i;
-                usable += 1;
-            }
-        }
-        let readings = &mut readings[..usable];
-        // One usable replica: nothing to weigh, so its latency and load are not
-        // read (a weight of 0 still drains it, as `effective_weight` and the
-        // balancer would).
-        if let [(only, _)] = *readings {
-            let weight = endpoints[only].weight();
-            return (weight.is_finite() && weight > 0.0).then(|| endpoints[only].clone());
-        }
-        for (i, reading) in readings.iter_mut() {
-            *reading = endpoints[*i].shared.reading(now);
+        for (reading, &i) in readings.iter_mut().zip(usable) {
+            *reading = endpoints[i].shared.reading(now);
         }
         // p2c_ewma prices latency itself; the others see it through the weight,
         // with up to twice the fastest replica's latency (and at least 1 ms more)
@@ -261,11 +271,7 @@ impl ReplicaSet {
         let reference_latency = match self.balancer.strategy() {
             Strategy::P2cEwma => Duration::ZERO,
             _ => {
-                let fastest = readings
-                    .iter()
-                    .map(|(_, r)| r.latency)
-                    .min()
-                    .unwrap_or_default();
+                let fastest = readings.iter().map(|r| r.latency).min().unwrap_or_default();
                 if fastest.is_zero() {
                     Duration::ZERO
                 } else {
@@ -275,7 +281,7 @@ impl ReplicaSet {
                 }
             }
         };
-        for (candidate, (_, r)) in candidates.iter_mut().zip(readings.iter()) {
+        for (candidate, r) in candidates.iter_mut().zip(readings.iter()) {
             let signals = LoadSignals {
                 latency: r.latency,
                 reference_latency,
@@ -289,10 +295,8 @@ impl ReplicaSet {
                 r.latency,
             );
         }
-        let index = self
-            .balancer
-            .pick(&candidates[..usable], &mut rand::rng())?;
-        Some(endpoints[readings[index].0].clone())
+        let index = self.balancer.pick(candidates, &mut rand::rng())?;
+        Some(endpoints[usable[index]].clone())
     }
 
     pub async fn maintain(&self) {
@@ -306,4 +310,12 @@ impl ReplicaSet {
             endpoint.pool.close();
         }
     }
+}
+
+/// The one usable replica, unless its weight drains it (a weight of 0, as
+/// `effective_weight` and the balancer would treat it): with nothing to
+/// weigh it against, its latency and load are not read.
+fn only_one(endpoint: &Arc<ReplicaEndpoint>) -> Option<Arc<ReplicaEndpoint>> {
+    let weight = endpoint.weight();
+    (weight.is_finite() && weight > 0.0).then(|| endpoint.clone())
 }
