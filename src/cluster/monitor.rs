@@ -4,7 +4,7 @@
 //! therefore scale with endpoints, not with endpoints × users.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -40,6 +40,9 @@ pub struct EndpointState {
     outstanding: Arc<AtomicU32>,
     latency: Ewma,
     ban: Mutex<Ban>,
+    /// Whether `ban` holds strikes or a ban: set and cleared under its lock,
+    /// read without it, so a read of a clean endpoint takes no lock.
+    struck: AtomicBool,
     /// Probes reachability, recovery state and replay lag.
     health: HealthMonitor,
     /// The furthest replay position seen by an on-demand check.
@@ -81,8 +84,9 @@ impl EndpointState {
         InFlight::enter(&self.outstanding)
     }
 
-    pub fn observe_latency(&self, sample: Duration) {
-        self.latency.observe(sample);
+    /// A read's latency as seen at `now` (the caller's clock reading).
+    pub fn observe_latency(&self, sample: Duration, now: Instant) {
+        self.latency.observe_at(sample, now);
     }
 
     /// A connection failed: skip this endpoint for a growing while.
@@ -94,12 +98,17 @@ impl EndpointState {
             .saturating_mul(1 << ban.strikes.min(6).saturating_sub(1))
             .min(MAX_BAN);
         ban.until = Some(Instant::now() + backoff);
+        self.struck.store(true, Ordering::Release);
     }
 
     pub fn report_success(&self) {
+        if !self.struck.load(Ordering::Acquire) {
+            return;
+        }
         let mut ban = self.ban.lock().unwrap();
         ban.strikes = 0;
         ban.until = None;
+        self.struck.store(false, Ordering::Release);
     }
 
     /// The later of the last probe's replay position and the last on-demand check.
@@ -135,7 +144,8 @@ impl EndpointState {
 
     /// Whether reads may go here at `now`: not banned, and healthy as last probed.
     pub fn is_usable(&self, now: Instant) -> bool {
-        let banned = self.ban.lock().unwrap().until.is_some_and(|u| now < u);
+        let banned = self.struck.load(Ordering::Acquire)
+            && self.ban.lock().unwrap().until.is_some_and(|u| now < u);
         !banned && self.health.is_usable()
     }
 
@@ -253,6 +263,7 @@ impl GroupMonitor {
             outstanding: Arc::new(AtomicU32::new(0)),
             latency: Ewma::new(Duration::from_secs(2)),
             ban: Mutex::new(Ban::default()),
+            struck: AtomicBool::new(false),
             health: health::spawn_monitor(
                 monitor_config(&opts, health::Role::Replica, &self.health),
                 PgProber::new(opts),

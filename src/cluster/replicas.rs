@@ -69,8 +69,9 @@ impl ReplicaEndpoint {
         self.shared.enter()
     }
 
-    pub fn observe_latency(&self, sample: Duration) {
-        self.shared.observe_latency(sample);
+    /// A read's latency, seen at `now` (the caller's clock reading).
+    pub fn observe_latency(&self, sample: Duration, now: Instant) {
+        self.shared.observe_latency(sample, now);
     }
 
     /// A connection to this replica failed: skip it for a growing while.
@@ -158,7 +159,10 @@ impl ReplicaSet {
     /// Follows the group's endpoints if they changed since the last call.
     fn sync(&self) {
         let version = self.monitor.version();
-        if self.applied_version.swap(version, Ordering::AcqRel) == version {
+        // A load first: the common case changes nothing and needs no locked write.
+        if self.applied_version.load(Ordering::Acquire) == version
+            || self.applied_version.swap(version, Ordering::AcqRel) == version
+        {
             return;
         }
         let shared = self.monitor.endpoints();
@@ -209,9 +213,9 @@ impl ReplicaSet {
     /// just failed this read), banned and unhealthy ones. Each candidate's
     /// weight is its configured weight scaled by measured health (latency
     /// against the group's fastest, recent failures, replication lag).
-    pub fn pick(&self, exclude: Option<SocketAddr>) -> Option<Arc<ReplicaEndpoint>> {
+    /// `now` is the caller's clock reading: bans and latency figures age by it.
+    pub fn pick(&self, exclude: Option<SocketAddr>, now: Instant) -> Option<Arc<ReplicaEndpoint>> {
         let endpoints = self.endpoints();
-        let now = Instant::now();
         let is_candidate =
             |e: &Arc<ReplicaEndpoint>| Some(e.addr) != exclude && e.shared.is_usable(now);
         // The common group is small: no allocation per read.

@@ -1,6 +1,7 @@
 //! The probe task of one endpoint and the snapshots it publishes.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -89,6 +90,9 @@ impl HealthSnapshot {
 #[derive(Debug)]
 pub struct HealthMonitor {
     rx: watch::Receiver<Arc<HealthSnapshot>>,
+    /// The current snapshot's [`HealthSnapshot::is_usable`], kept apart so a
+    /// routed read asks one atomic instead of the channel's lock.
+    usable: Arc<AtomicBool>,
     failures: mpsc::Sender<()>,
     task: JoinHandle<()>,
 }
@@ -111,10 +115,10 @@ impl HealthMonitor {
         self.rx.borrow().clone()
     }
 
-    /// [`HealthSnapshot::is_usable`] of the current snapshot, without taking a
-    /// reference to it (asked on every routed read).
+    /// [`HealthSnapshot::is_usable`] of the current snapshot, read without
+    /// the channel's lock (asked on every routed read).
     pub fn is_usable(&self) -> bool {
-        self.rx.borrow().is_usable()
+        self.usable.load(Ordering::Acquire)
     }
 
     /// A connection failure or timeout on real traffic: bans the endpoint
@@ -137,17 +141,30 @@ pub fn spawn_monitor<P: Prober>(
     primary: Option<watch::Receiver<Arc<HealthSnapshot>>>,
     shutdown: ShutdownSignal,
 ) -> HealthMonitor {
-    let (tx, rx) = watch::channel(Arc::new(HealthSnapshot::new(&config)));
+    let first = HealthSnapshot::new(&config);
+    let usable = Arc::new(AtomicBool::new(first.is_usable()));
+    let (tx, rx) = watch::channel(Arc::new(first));
     let (failures, failure_rx) = mpsc::channel(1);
-    let task = tokio::spawn(run(config, prober, primary, tx, failure_rx, shutdown));
-    HealthMonitor { rx, failures, task }
+    let published = Published {
+        tx,
+        usable: usable.clone(),
+    };
+    let task = tokio::spawn(run(
+        config, prober, primary, published, failure_rx, shutdown,
+    ));
+    HealthMonitor {
+        rx,
+        usable,
+        failures,
+        task,
+    }
 }
 
 async fn run<P: Prober>(
     config: MonitorConfig,
     mut prober: P,
     primary: Option<watch::Receiver<Arc<HealthSnapshot>>>,
-    tx: watch::Sender<Arc<HealthSnapshot>>,
+    published: Published,
     mut failures: mpsc::Receiver<()>,
     shutdown: ShutdownSignal,
 ) {
@@ -169,7 +186,7 @@ async fn run<P: Prober>(
                 let now = now();
                 let before = tracker.state();
                 let after = tracker.observe(&result, now);
-                publish(&tx, &config, before, after, |snap| {
+                publish(&published, &config, before, after, |snap| {
                     snap.probes += 1;
                     if matches!(result, ProbeResult::Unreachable { .. }) {
                         snap.failed_probes += 1;
@@ -181,7 +198,7 @@ async fn run<P: Prober>(
             Some(()) = failures.recv() => {
                 let before = tracker.state();
                 let after = tracker.connection_failed(now());
-                publish(&tx, &config, before, after, |_| {});
+                publish(&published, &config, before, after, |_| {});
             }
             _ = shutdown.triggered() => break,
         }
@@ -194,10 +211,16 @@ fn now() -> Instant {
     tokio::time::Instant::now().into_std()
 }
 
+/// Where a monitor's task publishes what it learns.
+struct Published {
+    tx: watch::Sender<Arc<HealthSnapshot>>,
+    usable: Arc<AtomicBool>,
+}
+
 /// Stores the new snapshot; wakes receivers only when the kind of state
 /// changed (new lag figures inside `Lagging` are not news).
 fn publish(
-    tx: &watch::Sender<Arc<HealthSnapshot>>,
+    published: &Published,
     config: &MonitorConfig,
     before: HealthState,
     after: HealthState,
@@ -212,10 +235,11 @@ fn publish(
             "endpoint health changed"
         );
     }
-    tx.send_if_modified(|current| {
+    published.tx.send_if_modified(|current| {
         let mut next = HealthSnapshot::clone(current);
         next.state = after;
         update(&mut next);
+        published.usable.store(next.is_usable(), Ordering::Release);
         *current = Arc::new(next);
         changed
     });

@@ -317,23 +317,29 @@ async fn monitor_publishes_state_changes_and_honours_reports() {
         shutdown.signal(),
     );
     let mut rx = monitor.subscribe();
+    // The routed-read check follows every published snapshot.
+    assert!(!monitor.is_usable(), "not usable before its first probes");
 
     // Probes at t=0,1 → healthy at t=1.
     rx.changed().await.unwrap();
     assert_eq!(rx.borrow_and_update().state, HealthState::Healthy);
+    assert!(monitor.is_usable());
     // Three failures at t=3,4,5 → unhealthy.
     rx.changed().await.unwrap();
     let snap = rx.borrow_and_update().clone();
     assert_eq!(snap.state.name(), "unhealthy");
+    assert!(!monitor.is_usable());
     assert_eq!((snap.probes, snap.failed_probes), (6, 3));
     assert_eq!(seen_lsn.lock().unwrap()[0], Some(Lsn(42)));
 
     // Back to healthy at t=7 (rise 2), then a passive report bans it.
     rx.changed().await.unwrap();
     assert!(rx.borrow_and_update().is_usable());
+    assert!(monitor.is_usable());
     monitor.report_connection_failure();
     rx.changed().await.unwrap();
     assert_eq!(rx.borrow_and_update().state.name(), "banned");
+    assert!(!monitor.is_usable());
     drop(primary_tx);
 
     shutdown.trigger();

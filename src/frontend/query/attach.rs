@@ -76,7 +76,7 @@ impl Session<'_> {
                 let mut found = None;
                 let mut behind_own_write = false;
                 for _ in 0..2 {
-                    let Some(endpoint) = replicas.pick(tried) else {
+                    let Some(endpoint) = replicas.pick(tried, requested) else {
                         break;
                     };
                     match endpoint

@@ -610,7 +610,7 @@ impl<'a> Session<'a> {
         self.set_client_state(ClientState::Idle);
         let now = Instant::now();
         if let ServerRole::Replica(endpoint) = &attached.role {
-            endpoint.observe_latency(now.duration_since(attached.since));
+            endpoint.observe_latency(now.duration_since(attached.since), now);
         }
         if !attached.relay.is_idle(attached.conn.rbuf.len()) {
             debug!("closing a server left mid-transaction or mid-reply");
