@@ -36,6 +36,9 @@ pub enum Cell {
         mean: Outcome,
         /// (max − min) / mean of the rounds' TPS, in percent.
         tps_spread_pct: f64,
+        /// Each round's run, in round order (`None`: that round failed), so
+        /// a target can be judged round by round against its rivals' runs.
+        rounds: Vec<Option<Outcome>>,
     },
     NotRun(String),
 }
@@ -191,7 +194,7 @@ fn run_all(
     let mut results = Vec::new();
     for scenario in scenarios {
         let name = scenario.name();
-        let mut runs: Vec<Vec<Outcome>> = vec![Vec::new(); targets.len()];
+        let mut runs: Vec<Vec<Option<Outcome>>> = vec![Vec::new(); targets.len()];
         let mut failures: Vec<Option<String>> = vec![None; targets.len()];
         for round in 1..=rounds {
             let mut order: Vec<usize> = (0..targets.len()).collect();
@@ -223,10 +226,11 @@ fn run_all(
                             us(o.pgbench_cpu_us_per_tx),
                             us(o.machine_cpu_us_per_tx),
                         );
-                        runs[i].push(o);
+                        runs[i].push(Some(o));
                     }
                     Err(e) => {
                         eprintln!("bench: {name} round {round} {}: {e}", target.spec.label);
+                        runs[i].push(None);
                         failures[i] = Some(e.to_string());
                     }
                 }
@@ -278,13 +282,19 @@ fn measure_run(
     Ok(outcome)
 }
 
-fn cell(scenario: &Scenario, target: &Target, runs: &[Outcome], failure: Option<String>) -> Cell {
+fn cell(
+    scenario: &Scenario,
+    target: &Target,
+    rounds: &[Option<Outcome>],
+    failure: Option<String>,
+) -> Cell {
     if let TargetState::Skipped(note) = &target.state {
         return Cell::NotRun(note.clone());
     }
     if let Some(why) = scenario.not_runnable_on(target.spec.kind) {
         return Cell::NotRun(why.to_string());
     }
+    let runs: Vec<Outcome> = rounds.iter().flatten().copied().collect();
     if runs.is_empty() {
         return Cell::NotRun(failure.unwrap_or_else(|| "no runs".to_string()));
     }
@@ -312,6 +322,7 @@ fn cell(scenario: &Scenario, target: &Target, runs: &[Outcome], failure: Option<
         } else {
             0.0
         },
+        rounds: rounds.to_vec(),
     }
 }
 
