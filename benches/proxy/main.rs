@@ -49,7 +49,7 @@ impl Knobs {
             .max(1);
         let rounds = var("PGRELAY_BENCH_ROUNDS")
             .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(if quick { 1 } else { 2 })
+            .unwrap_or(if quick { 1 } else { 3 })
             .max(1);
         let mut idle_counts: Vec<usize> = var("PGRELAY_BENCH_IDLE")
             .map(|v| v.split(',').filter_map(|c| c.trim().parse().ok()).collect())

@@ -353,7 +353,7 @@ fn method(md: &mut String, e: &Environment) {
          - One command: `cargo bench --bench proxy` (builds `target/release/pgrelay`, starts a \
            PostgreSQL cluster via `pgrelay-testcontainers`, installs Debian's `pgbouncer` with \
            apt-get if missing, writes this file). `PGRELAY_BENCH_SECONDS` sets the run length \
-           (default 8), `PGRELAY_BENCH_ROUNDS` the rounds (default 2), `PGRELAY_BENCH_QUICK=1` \
+           (default 8), `PGRELAY_BENCH_ROUNDS` the rounds (default 3), `PGRELAY_BENCH_QUICK=1` \
            means 2 s × 1 round for a smoke check, `PGRELAY_BENCH_IDLE=1000,10000` the idle \
            client counts, `PGRELAY_BENCH_ONLY=c=500,TPC-B` picks scenarios by name, `PGRELAY_BENCH_OUT` the output file.\n\
          - Interleaved: for each scenario and round, every target runs back to back, in \
