@@ -25,9 +25,52 @@ const FIRST_BAN: Duration = Duration::from_secs(2);
 const MAX_BAN: Duration = Duration::from_secs(60);
 
 #[derive(Default)]
-struct Ban {
+struct Strikes {
     until: Option<Instant>,
-    strikes: u32,
+    count: u32,
+}
+
+/// Connection failures on real traffic since the last success, and the ban
+/// they earn. Every routed read asks; a clean endpoint, the common case,
+/// answers from one atomic load without the lock.
+#[derive(Default)]
+struct Bans {
+    strikes: Mutex<Strikes>,
+    /// Whether `strikes` holds any: set and cleared under its lock.
+    struck: AtomicBool,
+}
+
+impl Bans {
+    /// One more failure at `now`: banned for a backoff that doubles per strike.
+    fn strike(&self, now: Instant) {
+        let mut strikes = self.strikes.lock().unwrap();
+        strikes.count = strikes.count.saturating_add(1);
+        let backoff = FIRST_BAN
+            .saturating_mul(1 << strikes.count.min(6).saturating_sub(1))
+            .min(MAX_BAN);
+        strikes.until = Some(now + backoff);
+        self.struck.store(true, Ordering::Release);
+    }
+
+    fn clear(&self) {
+        if !self.struck.load(Ordering::Acquire) {
+            return;
+        }
+        *self.strikes.lock().unwrap() = Strikes::default();
+        self.struck.store(false, Ordering::Release);
+    }
+
+    fn is_banned(&self, now: Instant) -> bool {
+        self.struck.load(Ordering::Acquire)
+            && self.strikes.lock().unwrap().until.is_some_and(|u| now < u)
+    }
+
+    fn count(&self) -> u32 {
+        match self.struck.load(Ordering::Acquire) {
+            true => self.strikes.lock().unwrap().count,
+            false => 0,
+        }
+    }
 }
 
 /// The shared state of one replica endpoint.
@@ -39,10 +82,7 @@ pub struct EndpointState {
     weight: f64,
     outstanding: Arc<AtomicU32>,
     latency: Ewma,
-    ban: Mutex<Ban>,
-    /// Whether `ban` holds strikes or a ban: set and cleared under its lock,
-    /// read without it, so a read of a clean endpoint takes no lock.
-    struck: AtomicBool,
+    bans: Bans,
     /// Probes reachability, recovery state and replay lag.
     health: HealthMonitor,
     /// The furthest replay position seen by an on-demand check.
@@ -92,23 +132,11 @@ impl EndpointState {
     /// A connection failed: skip this endpoint for a growing while.
     pub fn report_failure(&self) {
         self.health.report_connection_failure();
-        let mut ban = self.ban.lock().unwrap();
-        ban.strikes = ban.strikes.saturating_add(1);
-        let backoff = FIRST_BAN
-            .saturating_mul(1 << ban.strikes.min(6).saturating_sub(1))
-            .min(MAX_BAN);
-        ban.until = Some(Instant::now() + backoff);
-        self.struck.store(true, Ordering::Release);
+        self.bans.strike(Instant::now());
     }
 
     pub fn report_success(&self) {
-        if !self.struck.load(Ordering::Acquire) {
-            return;
-        }
-        let mut ban = self.ban.lock().unwrap();
-        ban.strikes = 0;
-        ban.until = None;
-        self.struck.store(false, Ordering::Release);
+        self.bans.clear();
     }
 
     /// The later of the last probe's replay position and the last on-demand check.
@@ -144,14 +172,12 @@ impl EndpointState {
 
     /// Whether reads may go here at `now`: not banned, and healthy as last probed.
     pub fn is_usable(&self, now: Instant) -> bool {
-        let banned = self.struck.load(Ordering::Acquire)
-            && self.ban.lock().unwrap().until.is_some_and(|u| now < u);
-        !banned && self.health.is_usable()
+        !self.bans.is_banned(now) && self.health.is_usable()
     }
 
     /// Everything weighing this endpoint against others needs, read once.
     pub fn reading(&self, now: Instant) -> Reading {
-        let strikes = self.ban.lock().unwrap().strikes;
+        let strikes = self.bans.count();
         let health = self.health.current();
         Reading {
             configured_weight: self.weight,
@@ -262,8 +288,7 @@ impl GroupMonitor {
             weight: f64::from(endpoint.weight.max(1)),
             outstanding: Arc::new(AtomicU32::new(0)),
             latency: Ewma::new(Duration::from_secs(2)),
-            ban: Mutex::new(Ban::default()),
-            struck: AtomicBool::new(false),
+            bans: Bans::default(),
             health: health::spawn_monitor(
                 monitor_config(&opts, health::Role::Replica, &self.health),
                 PgProber::new(opts),
@@ -343,5 +368,35 @@ fn monitor_config(opts: &LiveOptions, role: health::Role, s: &HealthSettings) ->
         interval: s.interval,
         timeout: s.interval.max(Duration::from_secs(1)) * 2,
         policy: s.policy.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_strike_bans_for_a_doubling_while_and_a_success_clears_it() {
+        let bans = Bans::default();
+        let t0 = Instant::now();
+        assert!(!bans.is_banned(t0));
+        assert_eq!(bans.count(), 0);
+
+        bans.strike(t0);
+        assert!(bans.is_banned(t0 + FIRST_BAN - Duration::from_millis(1)));
+        assert!(!bans.is_banned(t0 + FIRST_BAN), "the first ban is over");
+        bans.strike(t0);
+        assert_eq!(bans.count(), 2);
+        assert!(bans.is_banned(t0 + FIRST_BAN * 2 - Duration::from_millis(1)));
+        for _ in 0..10 {
+            bans.strike(t0);
+        }
+        assert!(!bans.is_banned(t0 + MAX_BAN), "capped at MAX_BAN");
+
+        bans.clear();
+        assert!(!bans.is_banned(t0));
+        assert_eq!(bans.count(), 0);
+        bans.strike(t0);
+        assert_eq!(bans.count(), 1, "strikes count again from zero");
     }
 }

@@ -23,10 +23,6 @@ impl Ewma {
         }
     }
 
-    pub fn observe(&self, sample: Duration) {
-        self.observe_at(sample, Instant::now());
-    }
-
     /// Folds `sample` in as seen at `now`; the first sample is taken as is.
     pub fn observe_at(&self, sample: Duration, now: Instant) {
         let sample = sample.as_secs_f64();
