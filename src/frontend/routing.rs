@@ -104,26 +104,65 @@ pub(crate) struct RouteContext {
 }
 
 /// The last Query or Parse a session classified and where it went, so that the
-/// same message sent again in the same context skips decoding and
-/// classification: drivers that re-send an unnamed statement's Parse on every
-/// execution (pgbench `-M extended`, JDBC below its prepare threshold) send the
-/// same bytes each time. Only plain destinations are kept: a statement that
+/// same statement sent again in the same context skips classification.
+/// Drivers that re-send an unnamed statement's Parse on every execution
+/// (pgbench `-M extended`, JDBC below its prepare threshold) send the same
+/// bytes each time: a Parse is kept by its message. Simple-protocol clients
+/// inline their parameters, so a Query is kept by the classifier's cache key,
+/// its literal-free shape. Only plain destinations are kept: a statement that
 /// pins the session or is answered by pgrelay is classified every time.
 #[derive(Default)]
 pub(crate) struct LastRoute {
-    message: Vec<u8>,
-    kept: Option<(RouteContext, Destination)>,
+    /// The kept message or shape.
+    key: Vec<u8>,
+    /// The shape of the Query being routed, written by the caller and kept
+    /// by swapping buffers rather than copying.
+    shape: Vec<u8>,
+    kept: Option<Kept>,
+}
+
+#[derive(Clone, Copy)]
+struct Kept {
+    by: KeptBy,
+    context: RouteContext,
+    dest: Destination,
+}
+
+/// What [`LastRoute::key`] holds, so a Parse never matches a Query's shape.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum KeptBy {
+    Message,
+    Shape,
 }
 
 impl LastRoute {
-    /// Longer messages are not kept: comparing and copying them would cost
-    /// more than a cache lookup, and long texts rarely repeat back to back.
+    /// Longer keys are not kept: comparing and copying them would cost more
+    /// than a cache lookup, and long texts rarely repeat back to back.
     const MAX_MESSAGE: usize = 512;
 
     /// Where `msg` went last time, if it is the kept message in the same context.
     pub fn recall(&self, msg: &[u8], context: RouteContext) -> Option<Destination> {
-        let (kept_context, dest) = self.kept?;
-        (kept_context == context && self.message == msg).then_some(dest)
+        self.recall_by(KeptBy::Message, msg, context)
+    }
+
+    /// The buffer for the routed Query's shape (see [`Classifier::cache_key`](crate::router::Classifier::cache_key)).
+    pub fn shape_mut(&mut self) -> &mut Vec<u8> {
+        &mut self.shape
+    }
+
+    pub fn shape(&self) -> &[u8] {
+        &self.shape
+    }
+
+    /// Where a Query of the current [`LastRoute::shape`] went last time in
+    /// the same context.
+    pub fn recall_shape(&self, context: RouteContext) -> Option<Destination> {
+        self.recall_by(KeptBy::Shape, &self.shape, context)
+    }
+
+    fn recall_by(&self, by: KeptBy, key: &[u8], context: RouteContext) -> Option<Destination> {
+        let kept = self.kept?;
+        (kept.by == by && kept.context == context && self.key == key).then_some(kept.dest)
     }
 
     /// Keeps `msg`'s outcome for the next [`LastRoute::recall`], or forgets the
@@ -138,17 +177,39 @@ impl LastRoute {
         routed: &Routed,
         names_group: bool,
     ) {
-        if names_group
-            || routed.pin.is_some()
-            || routed.intercept.is_some()
-            || msg.len() > Self::MAX_MESSAGE
-        {
+        if !Self::keepable(msg.len(), routed, names_group) {
             self.kept = None;
             return;
         }
-        self.message.clear();
-        self.message.extend_from_slice(msg);
-        self.kept = Some((context, routed.dest));
+        self.key.clear();
+        self.key.extend_from_slice(msg);
+        self.keep(KeptBy::Message, context, routed);
+    }
+
+    /// [`LastRoute::remember`] for the current shape, for
+    /// [`LastRoute::recall_shape`].
+    pub fn remember_shape(&mut self, context: RouteContext, routed: &Routed, names_group: bool) {
+        if !Self::keepable(self.shape.len(), routed, names_group) {
+            self.kept = None;
+            return;
+        }
+        std::mem::swap(&mut self.key, &mut self.shape);
+        self.keep(KeptBy::Shape, context, routed);
+    }
+
+    fn keepable(key_len: usize, routed: &Routed, names_group: bool) -> bool {
+        !names_group
+            && routed.pin.is_none()
+            && routed.intercept.is_none()
+            && key_len <= Self::MAX_MESSAGE
+    }
+
+    fn keep(&mut self, by: KeptBy, context: RouteContext, routed: &Routed) {
+        self.kept = Some(Kept {
+            by,
+            context,
+            dest: routed.dest,
+        });
     }
 }
 
@@ -282,6 +343,50 @@ mod tests {
         last.remember(other_text, IDLE, &to(Destination::Primary), false);
         assert_eq!(last.recall(other_text, IDLE), Some(Destination::Primary));
         assert_eq!(last.recall(parse, IDLE), None);
+    }
+
+    fn set_shape(last: &mut LastRoute, shape: &[u8]) {
+        last.shape_mut().clear();
+        last.shape_mut().extend_from_slice(shape);
+    }
+
+    #[test]
+    fn a_query_is_recalled_by_shape_and_never_as_a_parse() {
+        let mut last = LastRoute::default();
+        let shape = b"SELECT v FROM t WHERE id = 0";
+        set_shape(&mut last, shape);
+        assert_eq!(last.recall_shape(IDLE), None, "nothing kept yet");
+        last.remember_shape(IDLE, &to(Destination::READ), false);
+
+        set_shape(&mut last, shape);
+        assert_eq!(last.recall_shape(IDLE), Some(Destination::READ));
+        let in_tx = RouteContext {
+            tx: TxState::InReadWriteTx,
+            ..IDLE
+        };
+        assert_eq!(last.recall_shape(in_tx), None, "another context");
+        assert_eq!(last.recall(shape, IDLE), None, "a shape is no message");
+
+        set_shape(&mut last, b"SELECT w FROM t WHERE id = 0");
+        assert_eq!(last.recall_shape(IDLE), None, "another shape");
+
+        // A kept Parse is not recalled for a Query whose shape has its bytes.
+        let parse = b"P\0\0\0\x0b\0SELECT 1\0\0\0";
+        last.remember(parse, IDLE, &to(Destination::READ), false);
+        set_shape(&mut last, parse);
+        assert_eq!(last.recall_shape(IDLE), None);
+        assert_eq!(last.recall(parse, IDLE), Some(Destination::READ));
+
+        let pinning = Routed {
+            pin: Some(PinReason::Listen),
+            ..to(Destination::Primary)
+        };
+        last.remember_shape(IDLE, &pinning, false);
+        assert_eq!(
+            last.recall(parse, IDLE),
+            None,
+            "a pin forgets the last route"
+        );
     }
 
     #[test]

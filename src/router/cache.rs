@@ -16,8 +16,11 @@ const SHARDS: usize = 16;
 /// stays bounded by `capacity × MAX_CACHED_TEXT` even with huge generated queries.
 pub const MAX_CACHED_TEXT: usize = 64 * 1024;
 
+/// One shard: texts or literal-free shapes (UTF-8 bytes) to their analyses.
+type Shard = LruCache<Box<[u8]>, Arc<TextAnalysis>>;
+
 pub struct AnalysisCache {
-    shards: Vec<Mutex<LruCache<Box<str>, Arc<TextAnalysis>>>>,
+    shards: Vec<Mutex<Shard>>,
     /// Picks the shard. Seeded per process like std's SipHash, but several
     /// times cheaper on a statement's length; the shards' own maps already
     /// hash with foldhash (hashbrown's default).
@@ -47,11 +50,11 @@ impl AnalysisCache {
         }
     }
 
-    fn shard(&self, sql: &str) -> Option<MutexGuard<'_, LruCache<Box<str>, Arc<TextAnalysis>>>> {
+    fn shard(&self, key: &[u8]) -> Option<MutexGuard<'_, Shard>> {
         if self.shards.is_empty() {
             return None;
         }
-        let index = (self.hasher.hash_one(sql) as usize) % self.shards.len();
+        let index = (self.hasher.hash_one(key) as usize) % self.shards.len();
         // A panic while holding the lock cannot leave the LRU inconsistent for our use.
         Some(
             self.shards[index]
@@ -60,16 +63,18 @@ impl AnalysisCache {
         )
     }
 
-    pub fn get(&self, sql: &str) -> Option<Arc<TextAnalysis>> {
-        self.shard(sql)?.get(sql).cloned()
+    /// The analysis cached under `key` (a text or its literal-free shape,
+    /// UTF-8 either way; bytes spare the caller a re-validation).
+    pub fn get(&self, key: &[u8]) -> Option<Arc<TextAnalysis>> {
+        self.shard(key)?.get(key).cloned()
     }
 
-    pub fn insert(&self, sql: &str, analysis: Arc<TextAnalysis>) {
-        if sql.len() > MAX_CACHED_TEXT {
+    pub fn insert(&self, key: &[u8], analysis: Arc<TextAnalysis>) {
+        if key.len() > MAX_CACHED_TEXT {
             return;
         }
-        if let Some(mut shard) = self.shard(sql) {
-            shard.put(Box::from(sql), analysis);
+        if let Some(mut shard) = self.shard(key) {
+            shard.put(Box::from(key), analysis);
         }
     }
 
@@ -105,7 +110,7 @@ mod tests {
     fn stays_bounded() {
         let cache = AnalysisCache::new(32);
         for i in 0..1000 {
-            cache.insert(&format!("SELECT {i}"), analysis());
+            cache.insert(format!("SELECT {i}").as_bytes(), analysis());
         }
         assert!(cache.len() <= cache.capacity());
         assert!(
@@ -114,27 +119,27 @@ mod tests {
             cache.capacity()
         );
         assert!(
-            cache.get("SELECT 999").is_some(),
+            cache.get(b"SELECT 999").is_some(),
             "most recent entry is kept"
         );
-        assert!(cache.get("SELECT 0").is_none(), "oldest entry was evicted");
+        assert!(cache.get(b"SELECT 0").is_none(), "oldest entry was evicted");
     }
 
     #[test]
     fn huge_texts_are_not_cached() {
         let cache = AnalysisCache::new(8);
         let huge = format!("SELECT {}", "1".repeat(MAX_CACHED_TEXT));
-        cache.insert(&huge, analysis());
-        assert!(cache.get(&huge).is_none());
-        cache.insert("SELECT 1", analysis());
-        assert!(cache.get("SELECT 1").is_some());
+        cache.insert(huge.as_bytes(), analysis());
+        assert!(cache.get(huge.as_bytes()).is_none());
+        cache.insert(b"SELECT 1", analysis());
+        assert!(cache.get(b"SELECT 1").is_some());
     }
 
     #[test]
     fn zero_capacity_disables_caching() {
         let cache = AnalysisCache::new(0);
-        cache.insert("SELECT 1", analysis());
-        assert!(cache.get("SELECT 1").is_none());
+        cache.insert(b"SELECT 1", analysis());
+        assert!(cache.get(b"SELECT 1").is_none());
         assert_eq!(cache.len(), 0);
     }
 }

@@ -8,7 +8,7 @@ use super::cache::AnalysisCache;
 use super::effect::{Effect, RouteCommand, TxControl};
 use super::kind::StatementKind;
 use super::lexer::Hint;
-use super::normalize::literal_free_key;
+use super::normalize::write_literal_free_key;
 use super::route::{Overruled, PrimaryCause, Reason, Route, Target};
 use super::ruleset::{RuleSet, UnknownFunctions};
 use super::session::{RouteOverride, SessionContext, TxState};
@@ -85,23 +85,52 @@ impl Classifier {
     pub fn analyze(&self, sql: &str) -> Arc<TextAnalysis> {
         // The text itself first: prepared statements and repeated texts hit here
         // without paying for the masking scan.
-        if let Some(hit) = self.cache.get(sql) {
+        if let Some(hit) = self.cache.get(sql.as_bytes()) {
             self.counters.cache_hits.fetch_add(1, Ordering::Relaxed);
             return hit;
         }
-        let masked = if self.literal_free_keys {
-            literal_free_key(sql)
+        let mut masked = Vec::new();
+        let key = if self.literal_free_keys && write_literal_free_key(sql, &mut masked) {
+            if let Some(hit) = self.cache.get(&masked) {
+                self.counters.cache_hits.fetch_add(1, Ordering::Relaxed);
+                return hit;
+            }
+            &masked[..]
         } else {
-            None
+            sql.as_bytes()
         };
-        if let Some(hit) = masked.as_deref().and_then(|key| self.cache.get(key)) {
-            self.counters.cache_hits.fetch_add(1, Ordering::Relaxed);
-            return hit;
+        self.analyze_missed(sql, key)
+    }
+
+    /// Writes into `key` what `sql`'s analysis is cached under: its
+    /// literal-free shape, or the text itself. Texts with the same key get the
+    /// same decision in the same context, so a session may remember decisions
+    /// by key (see [`Classifier::classify_by_key`]).
+    pub fn cache_key(&self, sql: &str, key: &mut Vec<u8>) {
+        if !(self.literal_free_keys && write_literal_free_key(sql, key)) {
+            key.clear();
+            key.extend_from_slice(sql.as_bytes());
         }
+    }
+
+    /// [`Classifier::classify`] for a text whose [`Classifier::cache_key`] the
+    /// caller already computed: one cache lookup, no second scan.
+    pub fn classify_by_key(&self, sql: &str, key: &[u8], ctx: &SessionContext<'_>) -> Decision {
+        self.counters.classified.fetch_add(1, Ordering::Relaxed);
+        let analysis = match self.cache.get(key) {
+            Some(hit) => {
+                self.counters.cache_hits.fetch_add(1, Ordering::Relaxed);
+                hit
+            }
+            None => self.analyze_missed(sql, key),
+        };
+        self.decide_counted(&analysis, ctx)
+    }
+
+    fn analyze_missed(&self, sql: &str, key: &[u8]) -> Arc<TextAnalysis> {
         self.counters.cache_misses.fetch_add(1, Ordering::Relaxed);
         let analysis = Arc::new(self.analyze_uncached(sql));
-        self.cache
-            .insert(masked.as_deref().unwrap_or(sql), Arc::clone(&analysis));
+        self.cache.insert(key, Arc::clone(&analysis));
         analysis
     }
 
@@ -125,10 +154,14 @@ impl Classifier {
     pub fn classify(&self, sql: &str, ctx: &SessionContext<'_>) -> Decision {
         self.counters.classified.fetch_add(1, Ordering::Relaxed);
         let analysis = self.analyze(sql);
+        self.decide_counted(&analysis, ctx)
+    }
+
+    fn decide_counted(&self, analysis: &TextAnalysis, ctx: &SessionContext<'_>) -> Decision {
         if analysis.has_unparsed() {
             self.counters.parse_failures.fetch_add(1, Ordering::Relaxed);
         }
-        self.decide(&analysis, ctx, None)
+        self.decide(analysis, ctx, None)
     }
 
     /// Whether a decision can change with the session's application name

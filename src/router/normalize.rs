@@ -14,65 +14,76 @@ const NORMALISED_LEADERS: [&str; 7] = [
     "select", "insert", "update", "delete", "with", "values", "table",
 ];
 
-/// The cache key for `sql`: literal digits become `0` and the bytes inside
-/// single-quoted strings become `x`. `None` when `sql` is its own key (no
-/// literal to mask, or a text that must not be normalised).
-pub fn literal_free_key(sql: &str) -> Option<String> {
+/// Writes into `key` (cleared first) the cache key for `sql`: literal digits
+/// become `0` and the bytes inside single-quoted strings become `x`. Returns
+/// false, leaving `key` unspecified, when `sql` is its own key (no literal to
+/// mask, or a text that must not be normalised). The caller owns the buffer
+/// so a session can reuse one instead of allocating a key per statement.
+pub fn write_literal_free_key(sql: &str, key: &mut Vec<u8>) -> bool {
+    key.clear();
     let bytes = sql.as_bytes();
     if !leads_with_normalisable_keyword(bytes)
         || memchr::memchr(b'\\', bytes).is_some()
         || mentions_pgrelay(bytes)
     {
-        return None;
+        return false;
     }
-    // Allocated at the first literal: most prepared-statement texts have none.
     // Bytes outside literals are copied in runs, up to the next literal.
-    let mut key: Option<Vec<u8>> = None;
+    let mut masked_any = false;
     let mut copied = 0;
     let mut i = 0;
     while i < bytes.len() {
-        let (end, masked) = match bytes[i] {
-            b'\'' => (quoted_end(bytes, i, b'\'')?, true),
-            b'"' => (quoted_end(bytes, i, b'"')?, false),
-            b'-' if bytes.get(i + 1) == Some(&b'-') => (
-                memchr::memchr(b'\n', &bytes[i..]).map_or(bytes.len(), |n| i + n),
-                false,
-            ),
-            b'/' if bytes.get(i + 1) == Some(&b'*') => {
-                // Nested comments end at the last of their closers; refuse them
-                // rather than mis-scan.
-                let end = memchr::memmem::find(&bytes[i + 2..], b"*/")? + i + 4;
-                if memchr::memmem::find(&bytes[i + 2..end - 2], b"/*").is_some() {
-                    return None;
-                }
-                (end, false)
-            }
-            b'$' => {
-                // `$1` is a parameter; `$tag$` starts a dollar-quoted string.
-                if !bytes.get(i + 1).is_some_and(u8::is_ascii_digit) {
-                    return None;
-                }
-                (i + 1 + digits_from(bytes, i + 1), false)
-            }
-            b'0'..=b'9' if !follows_identifier(bytes, i) => (i + digits_from(bytes, i), true),
-            b'0'..=b'9' => (i + 1, false),
-            _ => (i + 1 + plain_run(&bytes[i + 1..]), false),
+        let Some((end, masked)) = next_token(bytes, i) else {
+            return false;
         };
         if masked {
-            let key = key.get_or_insert_with(|| Vec::with_capacity(bytes.len()));
             key.extend_from_slice(&bytes[copied..i]);
             mask_literal(&bytes[i..end], key);
             copied = end;
+            masked_any = true;
         }
         i = end;
     }
-    let mut key = key?;
-    key.extend_from_slice(&bytes[copied..]);
-    if !is_single_statement(&key) {
-        return None;
+    if !masked_any {
+        return false;
     }
-    // Only ASCII bytes were substituted for whole literals or digits: still UTF-8.
-    String::from_utf8(key).ok()
+    key.extend_from_slice(&bytes[copied..]);
+    // Only ASCII bytes were substituted for whole literals or digits, so the
+    // key is UTF-8 like `sql`.
+    is_single_statement(key)
+}
+
+/// The end of the token starting at `i` and whether it is a literal to mask;
+/// `None` for what the scanner refuses (unterminated or nested constructs,
+/// dollar quoting).
+fn next_token(bytes: &[u8], i: usize) -> Option<(usize, bool)> {
+    Some(match bytes[i] {
+        b'\'' => (quoted_end(bytes, i, b'\'')?, true),
+        b'"' => (quoted_end(bytes, i, b'"')?, false),
+        b'-' if bytes.get(i + 1) == Some(&b'-') => (
+            memchr::memchr(b'\n', &bytes[i..]).map_or(bytes.len(), |n| i + n),
+            false,
+        ),
+        b'/' if bytes.get(i + 1) == Some(&b'*') => {
+            // Nested comments end at the last of their closers; refuse them
+            // rather than mis-scan.
+            let end = memchr::memmem::find(&bytes[i + 2..], b"*/")? + i + 4;
+            if memchr::memmem::find(&bytes[i + 2..end - 2], b"/*").is_some() {
+                return None;
+            }
+            (end, false)
+        }
+        b'$' => {
+            // `$1` is a parameter; `$tag$` starts a dollar-quoted string.
+            if !bytes.get(i + 1).is_some_and(u8::is_ascii_digit) {
+                return None;
+            }
+            (i + 1 + digits_from(bytes, i + 1), false)
+        }
+        b'0'..=b'9' if !follows_identifier(bytes, i) => (i + digits_from(bytes, i), true),
+        b'0'..=b'9' => (i + 1, false),
+        _ => (i + 1 + plain_run(&bytes[i + 1..]), false),
+    })
 }
 
 /// Bytes that may start a literal, a quoted name, a comment or a parameter.
@@ -180,7 +191,7 @@ pub fn mentions_pgrelay(bytes: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::{literal_free_key, mentions_pgrelay};
+    use super::{mentions_pgrelay, write_literal_free_key};
 
     #[test]
     fn pgrelay_is_found_in_any_case_and_position() {
@@ -209,7 +220,8 @@ mod tests {
     }
 
     fn key(sql: &str) -> Option<String> {
-        literal_free_key(sql)
+        let mut key = vec![b'?'; 3];
+        write_literal_free_key(sql, &mut key).then(|| String::from_utf8(key).unwrap())
     }
 
     #[test]

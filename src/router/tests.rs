@@ -223,6 +223,47 @@ fn texts_differing_only_in_literals_share_one_cache_entry() {
 }
 
 #[test]
+fn classifying_by_key_shares_entries_with_classifying_by_text() {
+    let c = builtin();
+    let mut key = Vec::new();
+    c.cache_key("SELECT v FROM t WHERE id = 7", &mut key);
+    assert_eq!(key, b"SELECT v FROM t WHERE id = 0", "literals masked");
+    let by_key = c.classify_by_key("SELECT v FROM t WHERE id = 7", &key, &ctx());
+    assert_eq!(by_key, c.classify("SELECT v FROM t WHERE id = 8", &ctx()));
+    assert_eq!((c.stats().cache_misses, c.stats().cache_hits), (1, 1));
+
+    // Without a literal, or where one may matter, the key is the text itself.
+    for sql in [
+        "SELECT v FROM t",
+        "SET application_name = 'x1'",
+        "DELETE FROM t WHERE id = 1; SELECT 2",
+    ] {
+        c.cache_key(sql, &mut key);
+        assert_eq!(key, sql.as_bytes());
+        assert_eq!(
+            c.classify_by_key(sql, &key, &ctx()),
+            c.classify(sql, &ctx()),
+            "{sql}"
+        );
+    }
+    let write = "UPDATE t SET v = 3 WHERE id = 7";
+    c.cache_key(write, &mut key);
+    assert_eq!(
+        c.classify_by_key(write, &key, &ctx()).route.target,
+        Target::Primary
+    );
+
+    // A regex rule sees literals, so no key masks them.
+    let regex = with_rules(
+        "rules:\n  - name: vip\n    match: {regex: 'id = 42\\b'}\n    target: primary\n",
+    );
+    regex.cache_key("SELECT v FROM t WHERE id = 42", &mut key);
+    assert_eq!(key, b"SELECT v FROM t WHERE id = 42");
+    let vip = regex.classify_by_key("SELECT v FROM t WHERE id = 42", &key, &ctx());
+    assert_eq!(vip.route.target, Target::Primary);
+}
+
+#[test]
 fn rules_never_move_writes_off_the_primary() {
     let c = with_rules(
         "rules:\n  - name: all-bi\n    match: {application_name: bi}\n    target: group:bi\n",

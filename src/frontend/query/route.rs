@@ -20,10 +20,11 @@ impl Session<'_> {
         }
     }
 
-    /// Classifies the SQL of a Query or Parse in `context` (without replicas,
-    /// only texts that mention pgrelay get here: see `route_message`). Also
-    /// tells whether a rule named a replica group.
-    fn route_sql(&self, sql: &str, context: RouteContext) -> (Routed, bool) {
+    /// Classifies the SQL of a Query (by its cache key, in
+    /// [`LastRoute::shape`]) or a Parse in `context` (without replicas, only
+    /// texts that mention pgrelay get here: see `route_message`). Also tells
+    /// whether a rule named a replica group.
+    fn route_sql(&self, sql: &str, by_shape: bool, context: RouteContext) -> (Routed, bool) {
         let ctx = SessionContext {
             database: &self.database,
             user: &self.user,
@@ -32,7 +33,12 @@ impl Session<'_> {
             tx: context.tx,
             session_pinned: context.pinned,
         };
-        let decision = self.classifier.classify(sql, &ctx);
+        let decision = if by_shape {
+            self.classifier
+                .classify_by_key(sql, self.last_route.shape(), &ctx)
+        } else {
+            self.classifier.classify(sql, &ctx)
+        };
         let names_group = matches!(decision.route.target, RouteTarget::Group(_));
         let mut routed = Routed::from_decision(decision, &self.pools);
         if !context.routes_reads {
@@ -42,7 +48,7 @@ impl Session<'_> {
     }
 
     /// Routes a Query or Parse, reusing the last decision when the client sent
-    /// the same message in the same context.
+    /// the same Parse, or a Query of the same shape, in the same context.
     // Kept out of line: inlined into the query loop it changed the loop's
     // code enough to cost every transaction without routing about 460
     // instructions at one client (callgrind), for a call of a few.
@@ -55,14 +61,10 @@ impl Session<'_> {
             route_override: self.route_override,
             routes_reads: self.routes_reads(),
         };
-        if memo {
+        let by_shape = frame.tag == tag::QUERY;
+        if memo && !by_shape {
             if let Some(dest) = self.last_route.recall(msg, context) {
-                self.classifier.count_repeat();
-                return Ok(Routed {
-                    dest,
-                    pin: None,
-                    intercept: None,
-                });
+                return Ok(self.repeated(dest));
             }
         }
         let sql = match frame.tag {
@@ -71,14 +73,36 @@ impl Session<'_> {
         };
         // Text in another client encoding is not parsed: like SQL the
         // classifier cannot parse, it runs on the primary.
-        let (routed, names_group) = match std::str::from_utf8(sql) {
-            Ok(sql) => self.route_sql(sql, context),
-            Err(_) => (Routed::primary(), false),
+        let Ok(sql) = std::str::from_utf8(sql) else {
+            return Ok(Routed::primary());
         };
+        if by_shape {
+            self.classifier.cache_key(sql, self.last_route.shape_mut());
+            if memo {
+                if let Some(dest) = self.last_route.recall_shape(context) {
+                    return Ok(self.repeated(dest));
+                }
+            }
+        }
+        let (routed, names_group) = self.route_sql(sql, by_shape, context);
         if memo {
-            self.last_route.remember(msg, context, &routed, names_group);
+            if by_shape {
+                self.last_route
+                    .remember_shape(context, &routed, names_group);
+            } else {
+                self.last_route.remember(msg, context, &routed, names_group);
+            }
         }
         Ok(routed)
+    }
+
+    fn repeated(&self, dest: Destination) -> Routed {
+        self.classifier.count_repeat();
+        Routed {
+            dest,
+            pin: None,
+            intercept: None,
+        }
     }
 
     /// Where the message at the head of the client buffer must run, if it is a
