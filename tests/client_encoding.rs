@@ -1,7 +1,9 @@
 //! Clients whose `client_encoding` is not UTF-8 send SQL that is not UTF-8.
 //! pgrelay forwards those bytes for the server to decode, as PostgreSQL
 //! itself would take them; text it cannot decode is not classified but runs
-//! on the primary, like SQL the classifier cannot parse.
+//! on the primary, like SQL the classifier cannot parse. The exception is a
+//! simple Query that differs from the session's last one only inside string
+//! literals: it goes where that one went, without being decoded.
 
 mod common;
 
@@ -69,7 +71,7 @@ async fn psql_latin1(cluster: &pgrelay_testcontainers::Cluster, port: u16, sql: 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn latin1_sql_is_forwarded_and_runs_on_the_primary_with_routing_on() {
+async fn latin1_sql_is_forwarded_with_routing_on() {
     let cluster = cluster(1, false).await;
     let relay = start_relay_with_db(
         &cluster,
@@ -118,6 +120,20 @@ async fn latin1_sql_is_forwarded_and_runs_on_the_primary_with_routing_on() {
     let reply = read_until_ready(&mut raw).await;
     assert_eq!(errors(&reply), Vec::<String>::new());
     assert_eq!(rows(&reply), vec![vec!["2", "127.0.0.1"]]);
+
+    // The same shape as the session's last Query, differing only inside a
+    // string literal: that decision is reused without decoding the text, so
+    // the LATIN1 literal follows an ASCII one to the replica, which converts
+    // it alike.
+    let ascii = b"select octet_length(convert_to('e', 'UTF8')), host(inet_server_addr())";
+    for (sql, converted) in [(ascii.to_vec(), "1"), (latin1_query(), "2")] {
+        raw.write_all(&message(b'Q', &[sql.as_slice(), b"\0"].concat()))
+            .await
+            .unwrap();
+        let reply = read_until_ready(&mut raw).await;
+        assert_eq!(errors(&reply), Vec::<String>::new());
+        assert_eq!(rows(&reply), vec![vec![converted, "127.0.0.2"]]);
+    }
 
     drop(raw);
     drop(client);

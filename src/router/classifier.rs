@@ -90,7 +90,7 @@ impl Classifier {
             return hit;
         }
         let mut masked = Vec::new();
-        let key = if self.literal_free_keys && write_literal_free_key(sql, &mut masked) {
+        let key = if self.literal_free_keys && write_literal_free_key(sql.as_bytes(), &mut masked) {
             if let Some(hit) = self.cache.get(&masked) {
                 self.counters.cache_hits.fetch_add(1, Ordering::Relaxed);
                 return hit;
@@ -102,14 +102,20 @@ impl Classifier {
         self.analyze_missed(sql, key)
     }
 
-    /// Writes into `key` what `sql`'s analysis is cached under: its
+    /// Writes into `key` what the text `sql` is cached under: its
     /// literal-free shape, or the text itself. Texts with the same key get the
     /// same decision in the same context, so a session may remember decisions
     /// by key (see [`Classifier::classify_by_key`]).
-    pub fn cache_key(&self, sql: &str, key: &mut Vec<u8>) {
+    ///
+    /// `sql` need not be UTF-8, so a session can compare keys before paying
+    /// for the validation: a text whose key equals that of a UTF-8 text
+    /// differs from it only inside string literals. Its bytes outside them
+    /// are the other text's, and every run of non-ASCII bytes outside them
+    /// is one of that text's runs, since masking writes ASCII only.
+    pub fn cache_key(&self, sql: &[u8], key: &mut Vec<u8>) {
         if !(self.literal_free_keys && write_literal_free_key(sql, key)) {
             key.clear();
-            key.extend_from_slice(sql.as_bytes());
+            key.extend_from_slice(sql);
         }
     }
 

@@ -14,18 +14,18 @@ const NORMALISED_LEADERS: [&str; 7] = [
     "select", "insert", "update", "delete", "with", "values", "table",
 ];
 
-/// Writes into `key` (cleared first) the cache key for `sql`: literal digits
+/// Writes into `key` (cleared first) the cache key for the SQL text `bytes`
+/// (not necessarily UTF-8: see [`Classifier::cache_key`](super::Classifier::cache_key)): literal digits
 /// become `0` and the bytes inside single-quoted strings become `x`. Returns
-/// false, leaving `key` unspecified, when `sql` is its own key (no literal to
+/// false, leaving `key` unspecified, when the text is its own key (no literal to
 /// mask, or a text that must not be normalised). The caller owns the buffer
 /// so a session can reuse one instead of allocating a key per statement.
 ///
 /// One pass over the text: a routed simple-protocol read pays for it on every
 /// statement, so the checks for backslashes, `pgrelay` and a second
 /// statement ride on the token scan rather than each reading the text again.
-pub fn write_literal_free_key(sql: &str, key: &mut Vec<u8>) -> bool {
+pub fn write_literal_free_key(bytes: &[u8], key: &mut Vec<u8>) -> bool {
     key.clear();
-    let bytes = sql.as_bytes();
     if !leads_with_normalisable_keyword(bytes) {
         return false;
     }
@@ -64,7 +64,7 @@ pub fn write_literal_free_key(sql: &str, key: &mut Vec<u8>) -> bool {
     }
     key.extend_from_slice(&bytes[copied..]);
     // Only ASCII bytes were substituted for whole literals or digits, so the
-    // key is UTF-8 like `sql`.
+    // key is UTF-8 if the text is.
     true
 }
 
@@ -303,7 +303,7 @@ mod tests {
 
     fn key(sql: &str) -> Option<String> {
         let mut key = vec![b'?'; 3];
-        write_literal_free_key(sql, &mut key).then(|| String::from_utf8(key).unwrap())
+        write_literal_free_key(sql.as_bytes(), &mut key).then(|| String::from_utf8(key).unwrap())
     }
 
     #[test]

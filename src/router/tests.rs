@@ -226,7 +226,7 @@ fn texts_differing_only_in_literals_share_one_cache_entry() {
 fn classifying_by_key_shares_entries_with_classifying_by_text() {
     let c = builtin();
     let mut key = Vec::new();
-    c.cache_key("SELECT v FROM t WHERE id = 7", &mut key);
+    c.cache_key(b"SELECT v FROM t WHERE id = 7", &mut key);
     assert_eq!(key, b"SELECT v FROM t WHERE id = 0", "literals masked");
     let by_key = c.classify_by_key("SELECT v FROM t WHERE id = 7", &key, &ctx());
     assert_eq!(by_key, c.classify("SELECT v FROM t WHERE id = 8", &ctx()));
@@ -238,7 +238,7 @@ fn classifying_by_key_shares_entries_with_classifying_by_text() {
         "SET application_name = 'x1'",
         "DELETE FROM t WHERE id = 1; SELECT 2",
     ] {
-        c.cache_key(sql, &mut key);
+        c.cache_key(sql.as_bytes(), &mut key);
         assert_eq!(key, sql.as_bytes());
         assert_eq!(
             c.classify_by_key(sql, &key, &ctx()),
@@ -247,7 +247,7 @@ fn classifying_by_key_shares_entries_with_classifying_by_text() {
         );
     }
     let write = "UPDATE t SET v = 3 WHERE id = 7";
-    c.cache_key(write, &mut key);
+    c.cache_key(write.as_bytes(), &mut key);
     assert_eq!(
         c.classify_by_key(write, &key, &ctx()).route.target,
         Target::Primary
@@ -257,10 +257,33 @@ fn classifying_by_key_shares_entries_with_classifying_by_text() {
     let regex = with_rules(
         "rules:\n  - name: vip\n    match: {regex: 'id = 42\\b'}\n    target: primary\n",
     );
-    regex.cache_key("SELECT v FROM t WHERE id = 42", &mut key);
+    regex.cache_key(b"SELECT v FROM t WHERE id = 42", &mut key);
     assert_eq!(key, b"SELECT v FROM t WHERE id = 42");
     let vip = regex.classify_by_key("SELECT v FROM t WHERE id = 42", &key, &ctx());
     assert_eq!(vip.route.target, Target::Primary);
+}
+
+#[test]
+fn a_text_in_another_encoding_shares_a_key_only_by_its_string_literals() {
+    let c = builtin();
+    let key_of = |sql: &[u8]| {
+        let mut key = Vec::new();
+        c.cache_key(sql, &mut key);
+        key
+    };
+    // LATIN1 'é' is the single byte 0xE9: invalid UTF-8.
+    assert_eq!(
+        key_of(b"SELECT v FROM t WHERE s = 'caf\xe9!' AND id = 1"),
+        key_of("SELECT v FROM t WHERE s = 'café' AND id = 2".as_bytes()),
+    );
+    assert_ne!(
+        key_of(b"SELECT v FROM caf\xe9 WHERE id = 1"),
+        key_of("SELECT v FROM café WHERE id = 1".as_bytes()),
+    );
+    assert_ne!(
+        key_of(b"SELECT v FROM \"caf\xe9!\" WHERE id = 1"),
+        key_of("SELECT v FROM \"café\" WHERE id = 1".as_bytes()),
+    );
 }
 
 #[test]

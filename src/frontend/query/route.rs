@@ -71,12 +71,10 @@ impl Session<'_> {
             tag::QUERY => fe::query(frame.body)?,
             _ => fe::parse(frame.body)?.query,
         };
-        // Text in another client encoding is not parsed: like SQL the
-        // classifier cannot parse, it runs on the primary.
-        let Ok(sql) = std::str::from_utf8(sql) else {
-            return Ok(Routed::primary());
-        };
         if by_shape {
+            // Keys are compared before the text is known to be UTF-8: a key
+            // kept from a UTF-8 text matches only texts that differ from it
+            // inside string literals (see `Classifier::cache_key`).
             self.classifier.cache_key(sql, self.last_route.shape_mut());
             if memo {
                 if let Some(dest) = self.last_route.recall_shape(context) {
@@ -84,6 +82,11 @@ impl Session<'_> {
                 }
             }
         }
+        // Text in another client encoding is not parsed: like SQL the
+        // classifier cannot parse, it runs on the primary.
+        let Ok(sql) = std::str::from_utf8(sql) else {
+            return Ok(Routed::primary());
+        };
         let (routed, names_group) = self.route_sql(sql, by_shape, context);
         if memo {
             if by_shape {
