@@ -10,6 +10,9 @@ pub enum TargetKind {
     Direct,
     Pgrelay,
     PgBouncer,
+    /// pgrelay on one thread (`worker_threads: 1`), as PgBouncer runs: beside
+    /// the default row, what the thread count is worth.
+    PgrelayOneThread,
     /// pgrelay with read/write routing over a primary and two replicas.
     PgrelayRouting,
     /// pgrelay routing every read to one replica.
@@ -61,6 +64,11 @@ pub const TARGETS: &[TargetSpec] = &[
         left_out: None,
     },
     TargetSpec {
+        kind: TargetKind::PgrelayOneThread,
+        label: "pgrelay on one thread",
+        left_out: None,
+    },
+    TargetSpec {
         kind: TargetKind::PgrelayRouting,
         label: "pgrelay routing (primary + 2 replicas)",
         left_out: None,
@@ -83,7 +91,9 @@ pub const POOL_SIZE: u32 = 50;
 /// row lock queue.
 pub const SCALE: u32 = 10;
 /// Clients PostgreSQL can take directly: the harness sets max_connections
-/// = 300; leave room for both poolers' pools and reserved slots.
+/// = 400; leave room for the pools of every pooler target on the primary
+/// (the routing ones fill theirs there until their replicas pass health
+/// checks) and reserved slots.
 pub const DIRECT_CLIENT_LIMIT: u32 = 190;
 
 #[derive(Debug, Clone, Copy)]

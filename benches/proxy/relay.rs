@@ -17,6 +17,11 @@ pub fn start(upstream: &Upstream, settings: PoolerSettings) -> Result<RunningPoo
     start_with(upstream, settings, PRIMARY, "")
 }
 
+/// pgrelay on the primary, serving every client from one thread.
+pub fn start_one_thread(upstream: &Upstream, settings: PoolerSettings) -> Result<RunningPooler> {
+    start_configured(upstream, settings, PRIMARY, "worker_threads: 1\n", "")
+}
+
 /// pgrelay without routing, its database on the harness's first replica.
 pub fn start_on_replica(upstream: &Upstream, settings: PoolerSettings) -> Result<RunningPooler> {
     start_with(upstream, settings, FIRST_REPLICA, "")
@@ -74,11 +79,26 @@ fn start_with(
     host: [u8; 4],
     db_extra: &str,
 ) -> Result<RunningPooler> {
+    start_configured(upstream, settings, host, "", db_extra)
+}
+
+/// pgrelay with `top_extra` among the top-level settings and `db_extra`
+/// appended to its one database's.
+fn start_configured(
+    upstream: &Upstream,
+    settings: PoolerSettings,
+    host: [u8; 4],
+    top_extra: &str,
+    db_extra: &str,
+) -> Result<RunningPooler> {
     let dir = temp_dir("pgrelay-bench-")?;
     let userlist = upstream.write_userlist(dir.path())?;
     let port = free_port()?;
     let host = std::net::Ipv4Addr::from(host);
-    let yaml = config_yaml(upstream, settings, port, &userlist, host) + db_extra;
+    let yaml = format!(
+        "{top_extra}{}{db_extra}",
+        config_yaml(upstream, settings, port, &userlist, host)
+    );
     let config = dir.path().join("pgrelay.yaml");
     std::fs::write(&config, yaml).map_err(|e| BenchError::io("writing pgrelay.yaml", e))?;
     let mut cmd = Command::new(BINARY);

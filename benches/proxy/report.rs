@@ -281,6 +281,7 @@ fn throughput_table(md: &mut String, results: &[ScenarioResult]) {
             let is_ours = matches!(
                 spec.kind,
                 TargetKind::Pgrelay
+                    | TargetKind::PgrelayOneThread
                     | TargetKind::PgrelayRouting
                     | TargetKind::PgrelayRoutingOneReplica
                     | TargetKind::PgrelayOnReplica
@@ -379,8 +380,11 @@ fn method(md: &mut String, e: &Environment) {
            long on 500 logins on its one thread that a short run measures logins only. The \
            poolers log in to PostgreSQL with SCRAM, once per pooled connection. Direct \
            clients always use SCRAM (the cluster's pg_hba).\n\
-         - Direct runs above {limit} clients are skipped: PostgreSQL's max_connections is 300 \
+         - Direct runs above {limit} clients are skipped: PostgreSQL's max_connections is 400 \
            and the poolers' pools hold server connections too.\n\
+         - *pgrelay* rows run pgrelay's default thread count (one worker per core); \
+           *pgrelay on one thread* is the same binary with `worker_threads: 1`, one \
+           thread as PgBouncer runs, so the two rows show what the second thread is worth.\n\
          - Routing rows: *primary + 2 replicas* spreads reads over two streaming replicas \
            (three PostgreSQL servers on the same 2 cores, so it costs the machine more per \
            transaction whatever the pooler does); *reads to 1 replica* routes every read to \

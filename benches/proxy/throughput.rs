@@ -122,6 +122,10 @@ fn start_targets(
                     }
                 }
             }
+            (None, TargetKind::PgrelayOneThread) => {
+                let pooler = relay::start_one_thread(upstream, settings)?;
+                live(upstream.endpoint_via(pooler.port), Some(pooler))
+            }
             (None, TargetKind::PgrelayRouting) => {
                 let pooler = relay::start_routing(upstream, settings)?;
                 live(upstream.endpoint_via(pooler.port), Some(pooler))
