@@ -164,19 +164,21 @@ fn main() -> ExitCode {
 }
 
 /// One thread runs everything on a current-thread runtime; more use tokio's
-/// work-stealing scheduler (0 = one thread per core).
+/// work-stealing scheduler (0, the default = one thread per core, and one
+/// thread on a single core).
 fn build_runtime(worker_threads: u32) -> std::io::Result<tokio::runtime::Runtime> {
-    match worker_threads {
+    let threads = match worker_threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n as usize,
+    };
+    match threads {
         1 => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build(),
-        n => {
-            let mut builder = tokio::runtime::Builder::new_multi_thread();
-            if n > 1 {
-                builder.worker_threads(n as usize);
-            }
-            builder.enable_all().build()
-        }
+        n => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .build(),
     }
 }
 

@@ -239,19 +239,14 @@ impl Default for MetricsConfig {
 }
 
 /// How many threads serve clients (pgrelay's own).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RuntimeConfig {
-    /// 1 (the default): one thread, as PgBouncer runs; a single thread skips
-    /// the cross-thread wake-ups and work stealing that cost more than they
-    /// give when the pooler shares a few cores with the database.
-    /// N > 1: a work-stealing pool of N threads. 0: one thread per core.
+    /// 0 (the default): one thread per core. 1: one thread, as PgBouncer
+    /// runs. N > 1: a work-stealing pool of N threads. On a machine the
+    /// pooler shares with the database, one thread leaves cores idle while
+    /// it works, and the clients wait for it (BENCHMARKS.md: the *pgrelay on
+    /// one thread* rows).
     pub worker_threads: u32,
-}
-
-impl Default for RuntimeConfig {
-    fn default() -> Self {
-        Self { worker_threads: 1 }
-    }
 }
 
 /// Routing rule files (pgrelay's own).
