@@ -67,20 +67,21 @@ pub(crate) struct Routed {
 }
 
 impl Routed {
-    pub fn primary() -> Self {
+    /// To `dest`, with no pin and nothing for pgrelay to answer.
+    pub fn to(dest: Destination) -> Self {
         Routed {
-            dest: Destination::Primary,
+            dest,
             pin: None,
             intercept: None,
         }
     }
 
+    pub fn primary() -> Self {
+        Self::to(Destination::Primary)
+    }
+
     pub fn from_decision(decision: Decision, pools: &DatabasePools) -> Self {
-        let mut routed = Routed {
-            dest: Destination::of(&decision.route.target, pools),
-            pin: None,
-            intercept: None,
-        };
+        let mut routed = Self::to(Destination::of(&decision.route.target, pools));
         for effect in decision.effects {
             match effect {
                 Effect::PinSession(reason) => routed.pin = Some(reason),
@@ -138,7 +139,7 @@ enum KeptBy {
 impl LastRoute {
     /// Longer keys are not kept: comparing and copying them would cost more
     /// than a cache lookup, and long texts rarely repeat back to back.
-    const MAX_MESSAGE: usize = 512;
+    const MAX_KEY: usize = 512;
 
     /// Where `msg` went last time, if it is the kept message in the same context.
     pub fn recall(&self, msg: &[u8], context: RouteContext) -> Option<Destination> {
@@ -201,7 +202,7 @@ impl LastRoute {
         !names_group
             && routed.pin.is_none()
             && routed.intercept.is_none()
-            && key_len <= Self::MAX_MESSAGE
+            && key_len <= Self::MAX_KEY
     }
 
     fn keep(&mut self, by: KeptBy, context: RouteContext, routed: &Routed) {
@@ -299,20 +300,12 @@ mod tests {
         routes_reads: true,
     };
 
-    fn to(dest: Destination) -> Routed {
-        Routed {
-            dest,
-            pin: None,
-            intercept: None,
-        }
-    }
-
     #[test]
     fn a_route_is_recalled_only_for_the_same_message_in_the_same_context() {
         let mut last = LastRoute::default();
         let parse = b"P\0\0\0\x1f\0SELECT 1 FROM t WHERE id = $1\0\0\0";
         assert_eq!(last.recall(parse, IDLE), None, "nothing kept yet");
-        last.remember(parse, IDLE, &to(Destination::READ), false);
+        last.remember(parse, IDLE, &Routed::to(Destination::READ), false);
         assert_eq!(last.recall(parse, IDLE), Some(Destination::READ));
 
         let other_text = b"P\0\0\0\x1f\0SELECT 2 FROM t WHERE id = $1\0\0\0";
@@ -340,7 +333,7 @@ mod tests {
         }
 
         // A newer message replaces the kept one.
-        last.remember(other_text, IDLE, &to(Destination::Primary), false);
+        last.remember(other_text, IDLE, &Routed::to(Destination::Primary), false);
         assert_eq!(last.recall(other_text, IDLE), Some(Destination::Primary));
         assert_eq!(last.recall(parse, IDLE), None);
     }
@@ -356,7 +349,7 @@ mod tests {
         let shape = b"SELECT v FROM t WHERE id = 0";
         set_shape(&mut last, shape);
         assert_eq!(last.recall_shape(IDLE), None, "nothing kept yet");
-        last.remember_shape(IDLE, &to(Destination::READ), false);
+        last.remember_shape(IDLE, &Routed::to(Destination::READ), false);
 
         set_shape(&mut last, shape);
         assert_eq!(last.recall_shape(IDLE), Some(Destination::READ));
@@ -372,14 +365,14 @@ mod tests {
 
         // A kept Parse is not recalled for a Query whose shape has its bytes.
         let parse = b"P\0\0\0\x0b\0SELECT 1\0\0\0";
-        last.remember(parse, IDLE, &to(Destination::READ), false);
+        last.remember(parse, IDLE, &Routed::to(Destination::READ), false);
         set_shape(&mut last, parse);
         assert_eq!(last.recall_shape(IDLE), None);
         assert_eq!(last.recall(parse, IDLE), Some(Destination::READ));
 
         let pinning = Routed {
             pin: Some(PinReason::Listen),
-            ..to(Destination::Primary)
+            ..Routed::to(Destination::Primary)
         };
         last.remember_shape(IDLE, &pinning, false);
         assert_eq!(
@@ -393,11 +386,11 @@ mod tests {
     fn pins_intercepts_group_rules_and_long_messages_are_not_kept() {
         let mut last = LastRoute::default();
         let query = b"Q\0\0\0\x0dSELECT 1\0";
-        last.remember(query, IDLE, &to(Destination::READ), false);
+        last.remember(query, IDLE, &Routed::to(Destination::READ), false);
 
         let pinning = Routed {
             pin: Some(PinReason::Listen),
-            ..to(Destination::Primary)
+            ..Routed::to(Destination::Primary)
         };
         last.remember(query, IDLE, &pinning, false);
         assert_eq!(
@@ -406,24 +399,24 @@ mod tests {
             "a pin forgets the last route"
         );
 
-        last.remember(query, IDLE, &to(Destination::READ), false);
+        last.remember(query, IDLE, &Routed::to(Destination::READ), false);
         let intercepted = Routed {
             intercept: Some(RouteCommand::Show),
-            ..to(Destination::Primary)
+            ..Routed::to(Destination::Primary)
         };
         last.remember(query, IDLE, &intercepted, false);
         assert_eq!(last.recall(query, IDLE), None, "an intercept forgets it");
 
-        last.remember(query, IDLE, &to(Destination::READ), false);
-        last.remember(query, IDLE, &to(Destination::READ), true);
+        last.remember(query, IDLE, &Routed::to(Destination::READ), false);
+        last.remember(query, IDLE, &Routed::to(Destination::READ), true);
         assert_eq!(
             last.recall(query, IDLE),
             None,
             "a group rule's outcome forgets it"
         );
 
-        let long = vec![b'x'; LastRoute::MAX_MESSAGE + 1];
-        last.remember(&long, IDLE, &to(Destination::READ), false);
+        let long = vec![b'x'; LastRoute::MAX_KEY + 1];
+        last.remember(&long, IDLE, &Routed::to(Destination::READ), false);
         assert_eq!(last.recall(&long, IDLE), None);
     }
 

@@ -20,11 +20,11 @@ impl Session<'_> {
         }
     }
 
-    /// Classifies the SQL of a Query (by its cache key, in
-    /// [`LastRoute::shape`]) or a Parse in `context` (without replicas, only
-    /// texts that mention pgrelay get here: see `route_message`). Also tells
-    /// whether a rule named a replica group.
-    fn route_sql(&self, sql: &str, by_shape: bool, context: RouteContext) -> (Routed, bool) {
+    /// Classifies the SQL of a Query (by its cache `key`, already computed)
+    /// or a Parse in `context` (without replicas, only texts that mention
+    /// pgrelay get here: see `route_message`). Also tells whether a rule
+    /// named a replica group.
+    fn route_sql(&self, sql: &str, key: Option<&[u8]>, context: RouteContext) -> (Routed, bool) {
         let ctx = SessionContext {
             database: &self.database,
             user: &self.user,
@@ -33,11 +33,9 @@ impl Session<'_> {
             tx: context.tx,
             session_pinned: context.pinned,
         };
-        let decision = if by_shape {
-            self.classifier
-                .classify_by_key(sql, self.last_route.shape(), &ctx)
-        } else {
-            self.classifier.classify(sql, &ctx)
+        let decision = match key {
+            Some(key) => self.classifier.classify_by_key(sql, key, &ctx),
+            None => self.classifier.classify(sql, &ctx),
         };
         let names_group = matches!(decision.route.target, RouteTarget::Group(_));
         let mut routed = Routed::from_decision(decision, &self.pools);
@@ -87,7 +85,8 @@ impl Session<'_> {
         let Ok(sql) = std::str::from_utf8(sql) else {
             return Ok(Routed::primary());
         };
-        let (routed, names_group) = self.route_sql(sql, by_shape, context);
+        let key = by_shape.then(|| self.last_route.shape());
+        let (routed, names_group) = self.route_sql(sql, key, context);
         if memo {
             if by_shape {
                 self.last_route
@@ -101,11 +100,7 @@ impl Session<'_> {
 
     fn repeated(&self, dest: Destination) -> Routed {
         self.classifier.count_repeat();
-        Routed {
-            dest,
-            pin: None,
-            intercept: None,
-        }
+        Routed::to(dest)
     }
 
     /// Where the message at the head of the client buffer must run, if it is a
@@ -125,11 +120,7 @@ impl Session<'_> {
                     .statements
                     .get(bind.statement)
                     .map_or(Destination::Primary, |s| s.destination);
-                Some(Routed {
-                    dest,
-                    pin: None,
-                    intercept: None,
-                })
+                Some(Routed::to(dest))
             }
             _ => None,
         })
