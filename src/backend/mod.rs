@@ -1,12 +1,12 @@
 //! One server connection: connect (TCP, optionally TLS), log in, and the
 //! protocol state pgrelay keeps about it.
 
+mod cancel;
 mod list;
 mod login;
 mod options;
 
 use std::collections::HashSet;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
@@ -22,6 +22,7 @@ use crate::protocol::framing::{self, Frame};
 use crate::protocol::ProtocolError;
 use crate::stream::Stream;
 
+pub use cancel::{send_cancel, CancelGate, CancelKey, CancelTarget, PendingCancel};
 pub use list::{ServerCard, ServerList};
 pub use login::ServerSecret;
 pub use options::{ConnectOptions, LiveOptions, ServerTlsPolicy};
@@ -86,14 +87,6 @@ impl BackendError {
     }
 }
 
-/// Identifies one server backend for cancel requests.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CancelKey {
-    pub addr: SocketAddr,
-    pub process_id: i32,
-    pub secret_key: i32,
-}
-
 /// A logged-in server connection.
 /// How much [`ServerConn::write_or_fill`] reads at once.
 const READ_CHUNK: usize = 8192;
@@ -113,6 +106,9 @@ pub struct ServerConn {
     pub rbuf: BytesMut,
     params: Vec<(String, String)>,
     cancel: CancelKey,
+    /// Cancels forwarded to this server and not yet confirmed: nothing is
+    /// written to it while any is pending.
+    cancels: Arc<CancelGate>,
     created: Instant,
     max_message: usize,
     /// Statements pgrelay prepared here under its own names (transaction pooling).
@@ -158,6 +154,7 @@ impl ServerConn {
                 process_id: 0,
                 secret_key: 0,
             },
+            cancels: Arc::default(),
             created: Instant::now(),
             max_message: opts.max_message,
             prepared: HashSet::new(),
@@ -191,9 +188,10 @@ impl ServerConn {
         self.listing = Some(servers.add(card, reconnects_at_start));
     }
 
-    /// Marked by the console's `RECONNECT`: to be closed, not pooled again.
+    /// To be closed, not pooled again: marked by the console's `RECONNECT`,
+    /// or a cancel sent to it was never confirmed.
     pub fn close_needed(&self) -> bool {
-        self.listing.as_ref().is_some_and(|l| l.close_needed())
+        self.listing.as_ref().is_some_and(|l| l.close_needed()) || self.cancels.unconfirmed()
     }
 
     fn note_prepared(&self) {
@@ -221,6 +219,11 @@ impl ServerConn {
 
     pub fn cancel_key(&self) -> CancelKey {
         self.cancel
+    }
+
+    /// What a client attached to this server cancels.
+    pub fn cancel_target(&self) -> CancelTarget {
+        CancelTarget::new(self.cancel, self.cancels.clone())
     }
 
     pub fn max_message(&self) -> usize {
@@ -329,6 +332,7 @@ impl ServerConn {
     }
 
     pub async fn write_all(&mut self, bytes: &[u8]) -> Result<(), BackendError> {
+        self.cancels.settled().await;
         self.stream.write_all(bytes).await?;
         Ok(())
     }
@@ -338,6 +342,7 @@ impl ServerConn {
     /// so a proxy that only wrote would wait on it forever.
     pub async fn write_or_fill(&mut self, bytes: &[u8]) -> Result<Progress, BackendError> {
         use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+        self.cancels.settled().await;
         let progress = std::future::poll_fn(|cx| {
             if let Poll::Ready(written) = Pin::new(&mut self.stream).poll_write(cx, bytes) {
                 return Poll::Ready(written.map(Progress::Wrote));
@@ -432,27 +437,4 @@ impl ServerConn {
         })
         .await;
     }
-}
-
-/// Sends a CancelRequest for `key` on a fresh connection.
-pub async fn send_cancel(key: CancelKey, timeout: Duration) -> Result<(), BackendError> {
-    let mut out = BytesMut::new();
-    postgres_protocol::message::frontend::cancel_request(key.process_id, key.secret_key, &mut out);
-    let addr = key.addr.to_string();
-    tokio::time::timeout(timeout, async {
-        let mut tcp =
-            TcpStream::connect(key.addr)
-                .await
-                .map_err(|source| BackendError::Connect {
-                    addr: addr.clone(),
-                    source,
-                })?;
-        tcp.write_all(&out).await?;
-        // The server closes the connection once it has read the request.
-        let mut sink = [0u8; 16];
-        let _ = tcp.read(&mut sink).await;
-        Ok(())
-    })
-    .await
-    .map_err(|_| BackendError::ConnectTimeout(addr))?
 }

@@ -13,7 +13,7 @@ use rand::Rng;
 
 use super::kill::KillSwitch;
 use crate::admin::{ClientRow, ClientState};
-use crate::backend::CancelKey;
+use crate::backend::{CancelTarget, PendingCancel};
 
 #[derive(Default)]
 pub struct CancelRegistry {
@@ -40,10 +40,10 @@ pub struct ClientCard {
 }
 
 /// What a client is doing now.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 struct Activity {
     /// The server attached to the client, if any.
-    target: Option<CancelKey>,
+    target: Option<CancelTarget>,
     /// Since when the client has waited for a server, while it does.
     waiting_since: Option<Instant>,
     /// When the client last asked for a server.
@@ -71,9 +71,9 @@ impl CancelSlot {
         activity.last_request = Some(at);
     }
 
-    pub fn attach(&self, key: CancelKey) {
+    pub fn attach(&self, target: CancelTarget) {
         let mut activity = self.lock();
-        activity.target = Some(key);
+        activity.target = Some(target);
         activity.waiting_since = None;
     }
 
@@ -120,8 +120,11 @@ impl CancelSlot {
         let _ = self.card.set(card);
     }
 
-    fn current(&self) -> Option<CancelKey> {
-        self.lock().target
+    /// A cancel for the attached server, counted on its gate before the
+    /// lock `detach` takes is released: the server runs nothing new until
+    /// the cancel is done.
+    fn begin_cancel(&self) -> Option<PendingCancel> {
+        self.lock().target.as_ref().map(CancelTarget::begin)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Activity> {
@@ -195,7 +198,7 @@ impl crate::admin::ClientList for CancelRegistry {
             .into_iter()
             .filter_map(|(id, slot)| {
                 let card = slot.card.get()?;
-                let activity = *slot.lock();
+                let activity = slot.lock().clone();
                 Some(ClientRow {
                     id: id as u64,
                     user: card.user.clone(),
@@ -211,7 +214,7 @@ impl crate::admin::ClientList for CancelRegistry {
                     wait: activity
                         .waiting_since
                         .map_or(Duration::ZERO, |since| now.saturating_duration_since(since)),
-                    link: activity.target.as_ref().map(CancelKey::console_id),
+                    link: activity.target.as_ref().map(|t| t.key.console_id()),
                     tls: card.tls.clone(),
                     application_name: slot.application_name(card),
                     prepared_statements: slot.prepared.load(Ordering::Relaxed) as u64,
@@ -255,14 +258,14 @@ impl CancelRegistry {
         killed
     }
 
-    /// The server to cancel for a client's keys; `None` for wrong keys or an
+    /// The cancel to send for a client's keys; `None` for wrong keys or an
     /// idle client. The secret is compared in constant time.
-    pub fn lookup(&self, process_id: i32, secret: i32) -> Option<CancelKey> {
+    pub fn lookup(&self, process_id: i32, secret: i32) -> Option<PendingCancel> {
         use subtle::ConstantTimeEq;
         let map = self.map.lock().unwrap();
         let entry = map.get(&process_id)?;
         if bool::from(entry.secret.to_be_bytes().ct_eq(&secret.to_be_bytes())) {
-            entry.slot.current()
+            entry.slot.begin_cancel()
         } else {
             None
         }
@@ -272,6 +275,17 @@ impl CancelRegistry {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::{CancelGate, CancelKey};
+
+    fn server() -> (CancelTarget, Arc<CancelGate>) {
+        let key = CancelKey {
+            addr: "127.0.0.1:5432".parse().unwrap(),
+            process_id: 42,
+            secret_key: 7,
+        };
+        let gate = Arc::new(CancelGate::default());
+        (CancelTarget::new(key, gate.clone()), gate)
+    }
 
     #[test]
     fn cancel_reaches_only_the_matching_attached_server() {
@@ -279,21 +293,24 @@ mod tests {
         let a = registry.register();
         let b = registry.register();
         assert_ne!(a.process_id, b.process_id);
-        let key = CancelKey {
-            addr: "127.0.0.1:5432".parse().unwrap(),
-            process_id: 42,
-            secret_key: 7,
-        };
-        assert_eq!(registry.lookup(a.process_id, a.secret), None, "idle client");
-        a.slot.attach(key);
-        assert_eq!(registry.lookup(a.process_id, a.secret), Some(key));
-        assert_eq!(
-            registry.lookup(a.process_id, a.secret.wrapping_add(1)),
-            None
+        let (target, gate) = server();
+        assert!(
+            registry.lookup(a.process_id, a.secret).is_none(),
+            "idle client"
         );
-        assert_eq!(registry.lookup(b.process_id, b.secret), None);
+        a.slot.attach(target.clone());
+        let cancel = registry.lookup(a.process_id, a.secret).expect("attached");
+        assert_eq!(cancel.key(), target.key);
+        assert!(gate.pending(), "the server waits for the cancel");
+        drop(cancel);
+        assert!(!gate.pending());
+        assert!(registry
+            .lookup(a.process_id, a.secret.wrapping_add(1))
+            .is_none());
+        assert!(registry.lookup(b.process_id, b.secret).is_none());
+        assert!(!gate.pending(), "wrong keys hold nothing");
         a.slot.detach();
-        assert_eq!(registry.lookup(a.process_id, a.secret), None);
+        assert!(registry.lookup(a.process_id, a.secret).is_none());
         let pid = a.process_id;
         drop(a);
         assert!(registry.map.lock().unwrap().get(&pid).is_none());
@@ -331,15 +348,11 @@ mod tests {
         assert_eq!(row.state, ClientState::Waiting);
         assert!(row.wait >= Duration::from_secs(2), "{:?}", row.wait);
 
-        let key = CancelKey {
-            addr: "127.0.0.1:5432".parse().unwrap(),
-            process_id: 42,
-            secret_key: 7,
-        };
-        a.slot.attach(key);
+        let (target, _) = server();
+        a.slot.attach(target.clone());
         let row = &registry.clients()[0];
         assert_eq!((row.state, row.wait), (ClientState::Active, Duration::ZERO));
-        assert_eq!(row.link, Some(key.console_id()));
+        assert_eq!(row.link, Some(target.key.console_id()));
         a.slot.detach();
         assert_eq!(registry.clients()[0].link, None);
         a.slot.set_prepared(2);

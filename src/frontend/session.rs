@@ -230,8 +230,8 @@ async fn within<T>(
 
 async fn forward_cancel(shared: &Shared, process_id: i32, secret_key: i32) {
     match shared.cancels.lookup(process_id, secret_key) {
-        Some(key) => {
-            if let Err(e) = crate::backend::send_cancel(key, Duration::from_secs(5)).await {
+        Some(cancel) => {
+            if let Err(e) = cancel.send(Duration::from_secs(5)).await {
                 warn!(error = %e, "forwarding cancel request failed");
             }
         }

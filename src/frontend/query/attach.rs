@@ -152,7 +152,7 @@ impl Session<'_> {
         );
         self.set_client_state(ClientState::Active);
         self.pools.remember_server_params(conn.params());
-        self.cancel.slot.attach(conn.cancel_key());
+        self.cancel.slot.attach(conn.cancel_target());
         let in_flight = match &role {
             ServerRole::Replica(endpoint) => Some(endpoint.enter()),
             ServerRole::Primary => None,

@@ -1,0 +1,193 @@
+//! A cancel lands only on the query it was meant for. pgrelay reaches the
+//! primary through a forwarder that holds every CancelRequest for a while
+//! before passing it on, as a busy postmaster (or a slow network) can: the
+//! cancelled query has long finished by then, and the server must not be
+//! running anyone's next query when the cancel arrives.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const CANCEL_CODE: i32 = 80877102;
+const CANCEL_HELD_FOR: Duration = Duration::from_millis(700);
+
+/// Forwards connections on a loopback port to `target`, holding each
+/// CancelRequest for [`CANCEL_HELD_FOR`]; counts the cancels it delivered.
+struct Forwarder {
+    port: u16,
+    cancels: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Forwarder {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn forwarder(target: SocketAddr) -> Forwarder {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let cancels = Arc::new(AtomicUsize::new(0));
+    let counted = cancels.clone();
+    let task = tokio::spawn(async move {
+        let mut connections = tokio::task::JoinSet::new();
+        while let Ok((inbound, _)) = listener.accept().await {
+            connections.spawn(forward(inbound, target, counted.clone()));
+        }
+    });
+    Forwarder {
+        port,
+        cancels,
+        task,
+    }
+}
+
+async fn forward(mut inbound: TcpStream, target: SocketAddr, cancels: Arc<AtomicUsize>) {
+    let mut head = [0u8; 8];
+    if inbound.read_exact(&mut head).await.is_err() {
+        return;
+    }
+    let len = i32::from_be_bytes(head[..4].try_into().unwrap());
+    let code = i32::from_be_bytes(head[4..].try_into().unwrap());
+    let Ok(mut outbound) = TcpStream::connect(target).await else {
+        return;
+    };
+    if len == 16 && code == CANCEL_CODE {
+        let mut keys = [0u8; 8];
+        if inbound.read_exact(&mut keys).await.is_err() {
+            return;
+        }
+        tokio::time::sleep(CANCEL_HELD_FOR).await;
+        let _ = outbound.write_all(&head).await;
+        let _ = outbound.write_all(&keys).await;
+        // The postmaster closes once it has signalled the backend; only then
+        // does pgrelay hear that the cancel is done.
+        let mut sink = Vec::new();
+        let _ = outbound.read_to_end(&mut sink).await;
+        cancels.fetch_add(1, Ordering::SeqCst);
+        return;
+    }
+    if outbound.write_all(&head).await.is_ok() {
+        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+    }
+}
+
+/// pgrelay in front of the forwarder, one server per pool.
+async fn relay_through(
+    cluster: &pgrelay_testcontainers::Cluster,
+    forwarder: &Forwarder,
+    pool_mode: &str,
+) -> Relay {
+    let dir = tempfile::tempdir().unwrap();
+    let userlist = write_userlist(cluster, dir.path());
+    let yaml = format!(
+        "listen_addr: 127.0.0.1\nlisten_port: 0\nauth_file: {}\n\
+         server_tls_sslmode: disable\nmetrics_addr: off\n\
+         pool_mode: {pool_mode}\ndefault_pool_size: 1\n\
+         databases:\n  {db}:\n    host: 127.0.0.1\n    port: {port}\n",
+        userlist.display(),
+        db = cluster.database(),
+        port = forwarder.port,
+    );
+    start_yaml(dir, &yaml, &BTreeMap::new()).await
+}
+
+fn primary_addr(cluster: &pgrelay_testcontainers::Cluster) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], cluster.port()))
+}
+
+/// Sends a cancel for `client`'s running query after `after`.
+fn cancel_later(
+    client: &tokio_postgres::Client,
+    after: Duration,
+) -> tokio::task::JoinHandle<Result<(), tokio_postgres::Error>> {
+    let token = client.cancel_token();
+    tokio::spawn(async move {
+        tokio::time::sleep(after).await;
+        token.cancel_query(tokio_postgres::NoTls).await
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_cancel_does_not_reach_the_next_client_of_its_server() {
+    let cluster = cluster(0, false).await;
+    let forwarder = forwarder(primary_addr(&cluster)).await;
+    let relay = relay_through(&cluster, &forwarder, "transaction").await;
+    let first = relay.connect(&cluster).await;
+    let second = relay.connect(&cluster).await;
+
+    // The first client's cancel is sent mid-query but delivered only after
+    // the query ended on its own; the second client queues for the one
+    // server meanwhile and gets it as soon as the first query ends.
+    let cancel = cancel_later(&first, Duration::from_millis(100));
+    let queued = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        second.simple_query("select pg_sleep(1), 'second'").await
+    });
+    let started = Instant::now();
+    first
+        .simple_query("select pg_sleep(0.3)")
+        .await
+        .expect("the first query ends before its cancel arrives");
+    cancel.await.unwrap().expect("cancel sent");
+    let rows = queued
+        .await
+        .unwrap()
+        .expect("the second client's query is not cancelled");
+    assert!(!rows.is_empty());
+    assert_eq!(
+        forwarder.cancels.load(Ordering::SeqCst),
+        1,
+        "cancel delivered"
+    );
+    // The second query could start only once the cancel was done with.
+    assert!(
+        started.elapsed() >= CANCEL_HELD_FOR + Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_cancel_does_not_reach_the_same_clients_next_query() {
+    let cluster = cluster(0, false).await;
+    let forwarder = forwarder(primary_addr(&cluster)).await;
+    let relay = relay_through(&cluster, &forwarder, "session").await;
+    let client = relay.connect(&cluster).await;
+
+    let cancel = cancel_later(&client, Duration::from_millis(100));
+    client
+        .simple_query("select pg_sleep(0.3)")
+        .await
+        .expect("the query ends before its cancel arrives");
+    cancel.await.unwrap().expect("cancel sent");
+    client
+        .simple_query("select pg_sleep(0.8), 'next'")
+        .await
+        .expect("the next query is not cancelled");
+    assert_eq!(
+        forwarder.cancels.load(Ordering::SeqCst),
+        1,
+        "cancel delivered"
+    );
+
+    // A cancel that arrives in time still stops its query.
+    let cancel = cancel_later(&client, Duration::from_millis(100));
+    let err = client
+        .simple_query("select pg_sleep(30)")
+        .await
+        .expect_err("cancelled");
+    assert_eq!(sqlstate(&err).as_deref(), Some("57014"), "{err}");
+    cancel.await.unwrap().expect("cancel sent");
+    relay.stop().await;
+}
