@@ -1,4 +1,5 @@
-//! A cancel lands only on the query it was meant for. pgrelay reaches the
+//! A cancel lands only on the query it was meant for, including one that
+//! still waits for a server. For the late-cancel tests pgrelay reaches the
 //! primary through a forwarder that holds every CancelRequest for a while
 //! before passing it on, as a busy postmaster (or a slow network) can: the
 //! cancelled query has long finished by then, and the server must not be
@@ -189,5 +190,55 @@ async fn a_late_cancel_does_not_reach_the_same_clients_next_query() {
         .expect_err("cancelled");
     assert_eq!(sqlstate(&err).as_deref(), Some("57014"), "{err}");
     cancel.await.unwrap().expect("cancel sent");
+    relay.stop().await;
+}
+
+/// PgBouncer leaves a client that waits for a server stuck until one frees
+/// up, whatever the client sends (its issue #1222). Here the cancel ends the
+/// wait as PostgreSQL ends a cancelled statement, and the session goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_ends_a_wait_for_a_server_and_the_session_goes_on() {
+    let cluster = cluster(0, false).await;
+    let relay = start_relay(
+        &cluster,
+        "pool_mode: transaction\ndefault_pool_size: 1\nquery_wait_timeout: 60",
+    )
+    .await;
+    let holder = relay.connect(&cluster).await;
+    holder.batch_execute("BEGIN; SELECT 1").await.unwrap();
+    let waiter = relay.connect(&cluster).await;
+
+    // Simple protocol: an error, then ReadyForQuery.
+    let cancel = cancel_later(&waiter, Duration::from_millis(300));
+    let started = Instant::now();
+    let err = waiter
+        .simple_query("select 'never ran'")
+        .await
+        .expect_err("cancelled while waiting");
+    assert_eq!(sqlstate(&err).as_deref(), Some("57014"), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    cancel.await.unwrap().expect("cancel sent");
+
+    // Extended protocol: the batch is dropped up to its Sync.
+    let cancel = cancel_later(&waiter, Duration::from_millis(300));
+    let err = waiter
+        .query("select $1::int + 1", &[&1i32])
+        .await
+        .expect_err("cancelled while waiting");
+    assert_eq!(sqlstate(&err).as_deref(), Some("57014"), "{err}");
+    cancel.await.unwrap().expect("cancel sent");
+
+    // The server frees up: the same session works, in both protocols.
+    holder.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(scalar(&waiter, "select 'after'").await, "after");
+    let row = waiter
+        .query_one("select $1::int + 1", &[&41i32])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i32>(0), 42);
     relay.stop().await;
 }

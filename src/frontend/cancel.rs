@@ -46,6 +46,8 @@ struct Activity {
     target: Option<CancelTarget>,
     /// Since when the client has waited for a server, while it does.
     waiting_since: Option<Instant>,
+    /// A cancel arrived during the current wait.
+    wait_cancelled: bool,
     /// When the client last asked for a server.
     last_request: Option<Instant>,
 }
@@ -61,6 +63,8 @@ pub struct CancelSlot {
     application_name: Mutex<Option<String>>,
     /// The console's `KILL`/`KILL_CLIENT`: ends the session at once.
     kill: KillSwitch,
+    /// Rung when a cancel arrives while the client waits for a server.
+    wait_cancelled: tokio::sync::Notify,
 }
 
 impl CancelSlot {
@@ -68,7 +72,31 @@ impl CancelSlot {
     pub fn waiting(&self, at: Instant) {
         let mut activity = self.lock();
         activity.waiting_since = Some(at);
+        activity.wait_cancelled = false;
         activity.last_request = Some(at);
+    }
+
+    /// Returns once a cancel arrives for the client's current wait for a
+    /// server (begun by [`CancelSlot::waiting`]). PostgreSQL would cancel the
+    /// query that waits; a pooler that let it wait on would leave the client
+    /// stuck until a server frees up (PgBouncer's issue #1222).
+    pub async fn wait_cancelled(&self) {
+        loop {
+            let rung = self.wait_cancelled.notified();
+            tokio::pin!(rung);
+            // Registered before the check: a cancel in between still wakes it.
+            rung.as_mut().enable();
+            // Once a server is attached the checkout is past waiting: a
+            // cancel goes to the server instead.
+            let cancelled = {
+                let activity = self.lock();
+                activity.wait_cancelled && activity.target.is_none()
+            };
+            if cancelled {
+                return;
+            }
+            rung.await;
+        }
     }
 
     pub fn attach(&self, target: CancelTarget) {
@@ -122,9 +150,18 @@ impl CancelSlot {
 
     /// A cancel for the attached server, counted on its gate before the
     /// lock `detach` takes is released: the server runs nothing new until
-    /// the cancel is done.
+    /// the cancel is done. A client still waiting for a server has its wait
+    /// cancelled instead.
     fn begin_cancel(&self) -> Option<PendingCancel> {
-        self.lock().target.as_ref().map(CancelTarget::begin)
+        let mut activity = self.lock();
+        if let Some(target) = &activity.target {
+            return Some(target.begin());
+        }
+        if activity.waiting_since.is_some() {
+            activity.wait_cancelled = true;
+            self.wait_cancelled.notify_waiters();
+        }
+        None
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Activity> {
@@ -258,8 +295,9 @@ impl CancelRegistry {
         killed
     }
 
-    /// The cancel to send for a client's keys; `None` for wrong keys or an
-    /// idle client. The secret is compared in constant time.
+    /// The cancel to send for a client's keys; `None` for wrong keys, an
+    /// idle client, or one waiting for a server (whose wait it ends). The
+    /// secret is compared in constant time.
     pub fn lookup(&self, process_id: i32, secret: i32) -> Option<PendingCancel> {
         use subtle::ConstantTimeEq;
         let map = self.map.lock().unwrap();
@@ -314,6 +352,45 @@ mod tests {
         let pid = a.process_id;
         drop(a);
         assert!(registry.map.lock().unwrap().get(&pid).is_none());
+    }
+
+    #[tokio::test]
+    async fn a_cancel_ends_only_the_wait_it_arrived_during() {
+        let registry = CancelRegistry::new();
+        let a = registry.register();
+        let ends = |slot: &Arc<CancelSlot>| {
+            let slot = slot.clone();
+            async move {
+                tokio::time::timeout(Duration::from_millis(50), slot.wait_cancelled())
+                    .await
+                    .is_ok()
+            }
+        };
+        assert!(registry.lookup(a.process_id, a.secret).is_none(), "idle");
+        a.slot.waiting(Instant::now());
+        assert!(!ends(&a.slot).await, "no cancel yet");
+        let waiter = tokio::spawn(ends(&a.slot));
+        tokio::task::yield_now().await;
+        assert!(
+            registry.lookup(a.process_id, a.secret).is_none(),
+            "nothing to send"
+        );
+        assert!(waiter.await.unwrap(), "the wait ends");
+        // The next wait starts clean.
+        a.slot.waiting(Instant::now());
+        assert!(!ends(&a.slot).await);
+        // A cancel that lost the race with the checkout goes nowhere: once a
+        // server is attached the wait cannot end by cancel.
+        assert!(registry.lookup(a.process_id, a.secret).is_none());
+        let (target, gate) = server();
+        a.slot.attach(target);
+        assert!(!ends(&a.slot).await);
+        drop(
+            registry
+                .lookup(a.process_id, a.secret)
+                .expect("the server's cancel"),
+        );
+        assert!(!gate.pending());
     }
 
     fn card(name: &str) -> ClientCard {

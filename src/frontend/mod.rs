@@ -161,6 +161,10 @@ pub enum FrontendError {
     Killed,
     #[error("no replica is available for this read (fallback: error)")]
     NoReplica,
+    /// A cancel arrived while the statement waited for a server: it never
+    /// reached one, and the session goes on.
+    #[error("canceling statement due to user request")]
+    WaitCancelled,
     #[error(transparent)]
     Router(#[from] crate::router::RouterError),
     #[error(
@@ -195,6 +199,7 @@ impl FrontendError {
             FrontendError::TransactionInStatementMode => "0A000",
             FrontendError::ShuttingDown | FrontendError::Killed => "57P01",
             FrontendError::NoReplica => "08006",
+            FrontendError::WaitCancelled => "57014",
             FrontendError::Router(e) => e.sqlstate(),
             FrontendError::NotAdmin(_) => "28000",
             FrontendError::Io(_) | FrontendError::ClientClosed | FrontendError::LoginTimeout => {

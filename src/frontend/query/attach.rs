@@ -29,7 +29,14 @@ impl Session<'_> {
     /// and another is tried once; then the read falls back to the primary
     /// (or fails, if the database says so).
     pub async fn attach(&mut self, dest: Destination) -> Result<(), FrontendError> {
-        let attached = self.check_out(dest).await;
+        let slot = &self.cancel.slot;
+        // Biased: a checkout that completes at once (the common case) never
+        // registers for the cancel.
+        let attached = tokio::select! {
+            biased;
+            attached = self.check_out(dest) => attached,
+            _ = slot.wait_cancelled() => Err(FrontendError::WaitCancelled),
+        };
         if attached.is_err() && self.server.is_none() {
             // The session may go on (e.g. after a wait timeout): it no longer waits.
             self.cancel.slot.detach();
@@ -209,7 +216,12 @@ impl Session<'_> {
         endpoint.report_failure();
         let read = Destination::Replica(endpoint.group);
         drop(attached);
-        self.attach(read).await?;
+        // The client's messages are already consumed: a cancel during this
+        // wait ends the session with the replica's failure, as no retry would.
+        match self.attach(read).await {
+            Err(FrontendError::WaitCancelled) => return Err(error.into()),
+            attached => attached?,
+        }
         self.replay = None; // one retry per read
         let mut rest = replay.freeze();
         while !rest.is_empty() {

@@ -18,8 +18,22 @@ impl Session<'_> {
             return Ok(());
         }
         check_forwardable(frame.tag)?;
-        self.attach(dest.unwrap_or(Destination::Primary)).await?;
-        self.forward_client_message(msg, dest)
+        match self.attach(dest.unwrap_or(Destination::Primary)).await {
+            Ok(()) => self.forward_client_message(msg, dest),
+            Err(e @ FrontendError::WaitCancelled) => {
+                // The statement never reached a server: answered as
+                // PostgreSQL answers a cancelled one, and the session goes on.
+                be::write_error(be::Severity::Error, e.sqlstate(), &e.to_string(), to_client);
+                match frame.tag {
+                    tag::QUERY | tag::FUNCTION_CALL => {
+                        be::write_ready_for_query(TxStatus::Idle, to_client)
+                    }
+                    _ => self.skipping_to_sync = true,
+                }
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Messages answered without a server: true if `frame` was one of them.

@@ -131,6 +131,10 @@ pub(crate) struct Session<'a> {
     client_idle_timer: ReusableSleep,
     idle_in_tx_timer: ReusableSleep,
     query_timer: ReusableSleep,
+    /// An extended-protocol message failed before reaching a server (its
+    /// wait was cancelled): the rest of its batch is dropped up to the Sync,
+    /// which is answered, as PostgreSQL does after an error.
+    skipping_to_sync: bool,
 }
 
 pub(crate) enum Flow {
@@ -169,6 +173,7 @@ impl<'a> Session<'a> {
             client_idle_timer: ReusableSleep::new(),
             idle_in_tx_timer: ReusableSleep::new(),
             query_timer: ReusableSleep::new(),
+            skipping_to_sync: false,
             classifier,
             last_route: LastRoute::default(),
             database: database.to_string(),
@@ -294,6 +299,14 @@ impl<'a> Session<'a> {
                     done += len;
                     flow = Flow::Quit;
                     break;
+                }
+                sync_or_other if self.skipping_to_sync => {
+                    done += len;
+                    if sync_or_other == tag::SYNC {
+                        self.skipping_to_sync = false;
+                        be::write_ready_for_query(TxStatus::Idle, &mut client.wbuf);
+                    }
+                    continue;
                 }
                 tag::PARSE => self.extended.client_parses += 1,
                 tag::BIND => self.extended.binds += 1,
