@@ -332,7 +332,9 @@ impl ServerConn {
     }
 
     pub async fn write_all(&mut self, bytes: &[u8]) -> Result<(), BackendError> {
-        self.cancels.settled().await;
+        if self.cancels.pending() {
+            self.cancels.settled().await;
+        }
         self.stream.write_all(bytes).await?;
         Ok(())
     }
@@ -342,7 +344,9 @@ impl ServerConn {
     /// so a proxy that only wrote would wait on it forever.
     pub async fn write_or_fill(&mut self, bytes: &[u8]) -> Result<Progress, BackendError> {
         use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-        self.cancels.settled().await;
+        if self.cancels.pending() {
+            self.cancels.settled().await;
+        }
         let progress = std::future::poll_fn(|cx| {
             if let Poll::Ready(written) = Pin::new(&mut self.stream).poll_write(cx, bytes) {
                 return Poll::Ready(written.map(Progress::Wrote));

@@ -1,6 +1,10 @@
 //! Getting a server for a statement: making way on the attached one,
 //! checking out by destination, and retrying a read a replica dropped.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::Poll;
+
 use super::*;
 
 impl Session<'_> {
@@ -29,13 +33,10 @@ impl Session<'_> {
     /// and another is tried once; then the read falls back to the primary
     /// (or fails, if the database says so).
     pub async fn attach(&mut self, dest: Destination) -> Result<(), FrontendError> {
-        let slot = &self.cancel.slot;
-        // Biased: a checkout that completes at once (the common case) never
-        // registers for the cancel.
-        let attached = tokio::select! {
-            biased;
-            attached = self.check_out(dest) => attached,
-            _ = slot.wait_cancelled() => Err(FrontendError::WaitCancelled),
+        let attached = {
+            let cancelled = std::pin::pin!(self.cancel.slot.wait_cancelled());
+            let check_out = std::pin::pin!(self.check_out(dest));
+            first_of(check_out, cancelled).await
         };
         if attached.is_err() && self.server.is_none() {
             // The session may go on (e.g. after a wait timeout): it no longer waits.
@@ -235,4 +236,23 @@ impl Session<'_> {
         self.to_server.clear();
         Ok(())
     }
+}
+
+/// The checkout, or `WaitCancelled` if a cancel ends the wait first. The
+/// checkout is polled first, and alone when it completes at once (the common
+/// case): the cancel's waiter is registered only for a checkout that waits.
+async fn first_of(
+    mut check_out: Pin<&mut impl Future<Output = Result<(), FrontendError>>>,
+    mut cancelled: Pin<&mut impl Future<Output = ()>>,
+) -> Result<(), FrontendError> {
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(attached) = check_out.as_mut().poll(cx) {
+            return Poll::Ready(attached);
+        }
+        cancelled
+            .as_mut()
+            .poll(cx)
+            .map(|()| Err(FrontendError::WaitCancelled))
+    })
+    .await
 }
