@@ -120,3 +120,43 @@ async fn a_query_held_by_pause_fails_at_query_wait_timeout() {
     drop((client, console));
     relay.stop().await;
 }
+
+/// Ctrl-C on a console waiting in PAUSE: the wait ends with PostgreSQL's
+/// cancel error and the pause is taken back, so queries flow again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_pause_stops_waiting_and_is_taken_back() {
+    let (cluster, relay, console) = common::relay_with_console("default_pool_size: 2").await;
+    let base = relay.conn_string(&cluster);
+    let holder = common::connect(&base).await;
+    holder.batch_execute("BEGIN; SELECT 1").await.unwrap();
+
+    let token = console.cancel_token();
+    let pausing = common::console_in_background(console, "PAUSE");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!pausing.is_finished(), "PAUSE waits for the transaction");
+    token
+        .cancel_query(tokio_postgres::NoTls)
+        .await
+        .expect("cancel sent");
+    let (console, paused) = tokio::time::timeout(Duration::from_secs(10), pausing)
+        .await
+        .expect("the cancel ends the wait")
+        .unwrap();
+    let err = paused.expect_err("PAUSE was cancelled");
+    assert_eq!(err.code().unwrap().code(), "57014", "{err}");
+    assert_eq!(
+        state(&console).await,
+        ["active=yes", "paused=no", "suspended=no"]
+    );
+    // Not paused: another client gets the free server at once.
+    let other = common::connect(&base).await;
+    tokio::time::timeout(Duration::from_secs(5), other.simple_query("SELECT 2"))
+        .await
+        .expect("not held by a pause")
+        .unwrap();
+    // The transaction went on undisturbed, and the console still works.
+    holder.batch_execute("COMMIT").await.unwrap();
+    console.simple_query("PAUSE").await.expect("PAUSE");
+    console.simple_query("RESUME").await.expect("RESUME");
+    relay.stop().await;
+}

@@ -44,6 +44,13 @@ impl Paused {
     }
 }
 
+/// The state before and after one `PAUSE`.
+#[derive(Debug, PartialEq, Eq)]
+pub struct PauseChange {
+    before: Paused,
+    after: Paused,
+}
+
 #[derive(Debug, Default)]
 pub struct PauseGate {
     /// False exactly when nothing is paused: the checkout's fast path.
@@ -62,8 +69,9 @@ impl PauseGate {
         self.any.load(Ordering::Acquire) && matches!(*self.lock(), Paused::All)
     }
 
-    /// Pauses `database`, or every database with `None`.
-    pub fn pause(&self, database: Option<&str>) -> Result<(), PauseError> {
+    /// Pauses `database`, or every database with `None`; what changed, for
+    /// [`PauseGate::undo`].
+    pub fn pause(&self, database: Option<&str>) -> Result<PauseChange, PauseError> {
         let mut paused = self.lock();
         let next = match (database, &*paused) {
             (_, Paused::All) => return Err(PauseError::AlreadyPaused),
@@ -78,9 +86,28 @@ impl PauseGate {
             }
             (Some(name), Paused::Nothing) => Paused::Only(BTreeSet::from([name.to_string()])),
         };
-        *paused = next;
+        let change = PauseChange {
+            before: std::mem::replace(&mut *paused, next.clone()),
+            after: next,
+        };
         self.any.store(true, Ordering::Release);
-        Ok(())
+        Ok(change)
+    }
+
+    /// Takes back a `PAUSE` whose wait was cancelled, as PostgreSQL takes
+    /// back a cancelled statement; false (and nothing done) if a later
+    /// `PAUSE` or `RESUME` changed the state since: theirs stands.
+    pub fn undo(&self, change: PauseChange) -> bool {
+        let mut paused = self.lock();
+        if *paused != change.after {
+            return false;
+        }
+        self.any
+            .store(change.before != Paused::Nothing, Ordering::Release);
+        *paused = change.before;
+        drop(paused);
+        self.resumed.notify_waiters();
+        true
     }
 
     /// Resumes `database`, or everything with `None`.
@@ -175,5 +202,25 @@ mod tests {
             .await
             .expect("woken by its resume")
             .unwrap();
+    }
+
+    #[test]
+    fn undo_takes_back_one_pause_unless_the_state_moved_on() {
+        let gate = PauseGate::default();
+        gate.pause(Some("a")).unwrap();
+        let all = gate.pause(None).unwrap();
+        assert!(gate.undo(all), "back to only a");
+        assert!(gate.is_paused("a") && !gate.is_paused("b"));
+        let b = gate.pause(Some("b")).unwrap();
+        assert!(gate.undo(b));
+        assert!(gate.is_paused("a") && !gate.is_paused("b"));
+        let c = gate.pause(Some("c")).unwrap();
+        gate.resume(Some("a")).unwrap();
+        assert!(!gate.undo(c), "a RESUME since stands");
+        assert!(gate.is_paused("c"));
+        gate.resume(Some("c")).unwrap();
+        let all = gate.pause(None).unwrap();
+        assert!(gate.undo(all));
+        assert!(!gate.is_paused("a") && !gate.is_all_paused());
     }
 }

@@ -1,6 +1,7 @@
 //! A client of the admin console (database `pgbouncer`): simple queries
 //! answered by the `admin` module from the live pools and configuration.
 
+use super::cancel::Registration;
 use super::client::ClientConn;
 use super::{FrontendError, Shared};
 use crate::admin::{self, AdminCommand, AdminOutcome, LiveView, Privilege};
@@ -19,6 +20,7 @@ pub(crate) async fn serve_admin(
     privilege: Privilege,
     shared: &Shared,
     shutdown: &ShutdownSignal,
+    registration: &Registration<'_>,
 ) -> Result<(), FrontendError> {
     for (name, value) in [
         (
@@ -33,7 +35,12 @@ pub(crate) async fn serve_admin(
     ] {
         be::write_parameter_status(name, value, &mut client.wbuf);
     }
-    be::write_backend_key_data(0, 0, &mut client.wbuf);
+    // Real keys: a cancel (psql's Ctrl-C) ends a PAUSE or WAIT_CLOSE that waits.
+    be::write_backend_key_data(
+        registration.process_id,
+        registration.secret,
+        &mut client.wbuf,
+    );
     be::write_ready_for_query(TxStatus::Idle, &mut client.wbuf);
     client.flush().await?;
     loop {
@@ -56,7 +63,7 @@ pub(crate) async fn serve_admin(
                 let sql = fe::query_utf8(frame.body)?;
                 match run_command(sql, privilege, shared, &mut client.wbuf) {
                     Some(AdminOutcome::Pause(db)) => {
-                        pause(db.as_deref(), shared, &mut client.wbuf).await
+                        pause(db.as_deref(), shared, registration, &mut client.wbuf).await
                     }
                     Some(AdminOutcome::Resume(db)) => {
                         resume(db.as_deref(), shared, &mut client.wbuf)
@@ -71,7 +78,7 @@ pub(crate) async fn serve_admin(
                         return Ok(());
                     }
                     Some(AdminOutcome::WaitClose(db)) => {
-                        wait_close(db.as_deref(), shared, &mut client.wbuf).await
+                        wait_close(db.as_deref(), shared, registration, &mut client.wbuf).await
                     }
                     // Answered by run_command itself.
                     Some(
@@ -193,17 +200,54 @@ fn run_command(
 /// `PAUSE [db]`: no new checkouts of the database (every one without a name),
 /// then waits until its servers are all back and closes them, as PgBouncer
 /// does before a server restart.
-async fn pause(database: Option<&str>, shared: &Shared, out: &mut bytes::BytesMut) {
+/// A cancel ends the wait and takes the pause back, as PostgreSQL takes back
+/// a cancelled statement.
+async fn pause(
+    database: Option<&str>,
+    shared: &Shared,
+    registration: &Registration<'_>,
+    out: &mut bytes::BytesMut,
+) {
     if !is_known(database, shared, out) {
         return;
     }
-    match shared.pools.pause_gate().pause(database) {
+    let gate = shared.pools.pause_gate();
+    match gate.pause(database) {
         Err(e) => be::write_error(Severity::Error, e.sqlstate(), &e.to_string(), out),
-        Ok(()) => {
-            shared.pools.drain(database).await;
-            be::write_command_complete("PAUSE", out);
-        }
+        Ok(change) => match until_cancelled(registration, shared.pools.drain(database)).await {
+            Some(()) => be::write_command_complete("PAUSE", out),
+            None => {
+                gate.undo(change);
+                write_cancelled(out);
+            }
+        },
     }
+}
+
+/// `fut`, or `None` if a cancel for this console client arrives first.
+async fn until_cancelled<T>(
+    registration: &Registration<'_>,
+    fut: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    let slot = &registration.slot;
+    slot.waiting(std::time::Instant::now());
+    let outcome = tokio::select! {
+        biased;
+        done = fut => Some(done),
+        _ = slot.wait_cancelled() => None,
+    };
+    slot.detach();
+    outcome
+}
+
+fn write_cancelled(out: &mut bytes::BytesMut) {
+    let cancelled = FrontendError::WaitCancelled;
+    be::write_error(
+        Severity::Error,
+        cancelled.sqlstate(),
+        &cancelled.to_string(),
+        out,
+    );
 }
 
 /// `RESUME [db]`: checkouts go on.
@@ -218,10 +262,18 @@ fn resume(database: Option<&str>, shared: &Shared, out: &mut bytes::BytesMut) {
 }
 
 /// `WAIT_CLOSE [db]`: returns once every server `RECONNECT` marked is closed.
-async fn wait_close(database: Option<&str>, shared: &Shared, out: &mut bytes::BytesMut) {
+/// A cancel ends the wait (the servers stay marked).
+async fn wait_close(
+    database: Option<&str>,
+    shared: &Shared,
+    registration: &Registration<'_>,
+    out: &mut bytes::BytesMut,
+) {
     if is_known(database, shared, out) {
-        shared.pools.wait_close(database).await;
-        be::write_command_complete("WAIT_CLOSE", out);
+        match until_cancelled(registration, shared.pools.wait_close(database)).await {
+            Some(()) => be::write_command_complete("WAIT_CLOSE", out),
+            None => write_cancelled(out),
+        }
     }
 }
 

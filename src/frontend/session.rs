@@ -103,7 +103,7 @@ pub(crate) async fn run_connection(
             if settings.log_connections {
                 log_login(&registration);
             }
-            let console = serve_admin(&mut client, privilege, &shared, &shutdown);
+            let console = serve_admin(&mut client, privilege, &shared, &shutdown, &registration);
             let result = Box::pin(console).await;
             if let Err(e) = &result {
                 debug!(error = %e, "admin console session ended");
