@@ -82,18 +82,19 @@ async fn forward(mut inbound: TcpStream, target: SocketAddr, cancels: Arc<Atomic
     }
 }
 
-/// pgrelay in front of the forwarder, one server per pool.
+/// pgrelay in front of the forwarder.
 async fn relay_through(
     cluster: &pgrelay_testcontainers::Cluster,
     forwarder: &Forwarder,
     pool_mode: &str,
+    pool_size: usize,
 ) -> Relay {
     let dir = tempfile::tempdir().unwrap();
     let userlist = write_userlist(cluster, dir.path());
     let yaml = format!(
         "listen_addr: 127.0.0.1\nlisten_port: 0\nauth_file: {}\n\
          server_tls_sslmode: disable\nmetrics_addr: off\n\
-         pool_mode: {pool_mode}\ndefault_pool_size: 1\n\
+         pool_mode: {pool_mode}\ndefault_pool_size: {pool_size}\n\
          databases:\n  {db}:\n    host: 127.0.0.1\n    port: {port}\n",
         userlist.display(),
         db = cluster.database(),
@@ -122,7 +123,7 @@ fn cancel_later(
 async fn a_late_cancel_does_not_reach_the_next_client_of_its_server() {
     let cluster = cluster(0, false).await;
     let forwarder = forwarder(primary_addr(&cluster)).await;
-    let relay = relay_through(&cluster, &forwarder, "transaction").await;
+    let relay = relay_through(&cluster, &forwarder, "transaction", 1).await;
     let first = relay.connect(&cluster).await;
     let second = relay.connect(&cluster).await;
 
@@ -163,7 +164,7 @@ async fn a_late_cancel_does_not_reach_the_next_client_of_its_server() {
 async fn a_late_cancel_does_not_reach_the_same_clients_next_query() {
     let cluster = cluster(0, false).await;
     let forwarder = forwarder(primary_addr(&cluster)).await;
-    let relay = relay_through(&cluster, &forwarder, "session").await;
+    let relay = relay_through(&cluster, &forwarder, "session", 1).await;
     let client = relay.connect(&cluster).await;
 
     let cancel = cancel_later(&client, Duration::from_millis(100));
@@ -190,6 +191,54 @@ async fn a_late_cancel_does_not_reach_the_same_clients_next_query() {
         .expect_err("cancelled");
     assert_eq!(sqlstate(&err).as_deref(), Some("57014"), "{err}");
     cancel.await.unwrap().expect("cancel sent");
+    relay.stop().await;
+}
+
+/// A server whose cancel is still on its way stays out of the pool: the
+/// next client gets another server at once instead of waiting on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_being_cancelled_is_kept_out_of_the_pool() {
+    let cluster = cluster(0, false).await;
+    let forwarder = forwarder(primary_addr(&cluster)).await;
+    let relay = relay_through(&cluster, &forwarder, "transaction", 2).await;
+    let first = relay.connect(&cluster).await;
+    let second = relay.connect(&cluster).await;
+
+    let cancel = cancel_later(&first, Duration::from_millis(100));
+    let cancelled_pid = scalar(&first, "select pg_backend_pid() from pg_sleep(0.3)").await;
+    cancel.await.unwrap().expect("cancel sent");
+    // The cancel reaches PostgreSQL about 0.5 s from now.
+    let started = Instant::now();
+    let other_pid = scalar(&second, "select pg_backend_pid()").await;
+    let waited = started.elapsed();
+    assert_ne!(
+        other_pid, cancelled_pid,
+        "handed the server being cancelled"
+    );
+    assert!(waited < Duration::from_millis(400), "{waited:?}");
+    assert_eq!(
+        forwarder.cancels.load(Ordering::SeqCst),
+        0,
+        "not delivered yet"
+    );
+    // Once the cancel is done the server is pooled again, unharmed.
+    let back = eventually(Duration::from_secs(5), || {
+        forwarder.cancels.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    assert!(back, "cancel delivered");
+    let mut pids = std::collections::HashSet::new();
+    for _ in 0..20 {
+        let (a, b) = tokio::join!(
+            scalar(&first, "select pg_backend_pid() from pg_sleep(0.05)"),
+            scalar(&second, "select pg_backend_pid() from pg_sleep(0.05)")
+        );
+        pids.extend([a, b]);
+    }
+    assert!(
+        pids.contains(&cancelled_pid),
+        "{pids:?} lacks {cancelled_pid}"
+    );
     relay.stop().await;
 }
 

@@ -221,6 +221,16 @@ impl ServerConn {
         self.cancel
     }
 
+    /// Whether a cancel forwarded to this server is not yet confirmed.
+    pub fn cancel_pending(&self) -> bool {
+        self.cancels.pending()
+    }
+
+    /// Returns once every cancel forwarded to this server is confirmed.
+    pub async fn cancels_settled(&self) {
+        self.cancels.settled().await;
+    }
+
     /// What a client attached to this server cancels.
     pub fn cancel_target(&self) -> CancelTarget {
         CancelTarget::new(self.cancel, self.cancels.clone())

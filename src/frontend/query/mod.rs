@@ -549,6 +549,17 @@ impl<'a> Session<'a> {
             }
         }
         self.spare_relay = attached.relay.emptied();
+        if attached.conn.cancel_pending() {
+            // Kept out of the pool until the postmaster has acted on the
+            // cancel, so the next client takes another server rather than
+            // wait on this one (PgBouncer's sv_being_canceled).
+            let conn = attached.conn;
+            tokio::spawn(async move {
+                conn.cancels_settled().await;
+                conn.release();
+            });
+            return;
+        }
         attached.conn.release_at(now);
     }
 
