@@ -105,20 +105,18 @@ impl PendingCancel {
     }
 
     /// Sends the request and waits until the postmaster closes the connection.
-    /// A request written but not confirmed within `timeout` marks the server
-    /// unusable: it may yet be cancelled at any moment.
+    /// A request that may have been written but was not confirmed (a timeout
+    /// or an error after connecting) marks the server unusable: it may yet be
+    /// cancelled at any moment.
     pub async fn send(self, timeout: Duration) -> Result<(), BackendError> {
         let mut written = false;
-        let sent = tokio::time::timeout(timeout, send_request(self.key, &mut written)).await;
-        match sent {
-            Ok(result) => result,
-            Err(_) => {
-                if written {
-                    self.gate.unconfirmed.store(true, Ordering::Relaxed);
-                }
-                Err(BackendError::ConnectTimeout(self.key.addr.to_string()))
-            }
+        let sent = tokio::time::timeout(timeout, send_request(self.key, &mut written))
+            .await
+            .unwrap_or_else(|_| Err(BackendError::ConnectTimeout(self.key.addr.to_string())));
+        if sent.is_err() && written {
+            self.gate.unconfirmed.store(true, Ordering::Relaxed);
         }
+        sent
     }
 }
 
@@ -148,8 +146,8 @@ async fn send_request(key: CancelKey, written: &mut bool) -> Result<(), BackendE
             addr: key.addr.to_string(),
             source,
         })?;
-    // Counted as written from the first attempt: a partial write may be
-    // complete on the server's side.
+    // Counted as written from the first attempt: even a failed write may
+    // have reached the postmaster.
     *written = true;
     tcp.write_all(&out).await?;
     // The postmaster closes the connection once it has acted on the request.
@@ -207,6 +205,29 @@ mod tests {
         );
         assert!(!target.gate.pending());
         assert!(!target.gate.unconfirmed());
+    }
+
+    #[tokio::test]
+    async fn a_cancel_cut_off_after_it_was_written_retires_the_server() {
+        // A listener that reads the request, then resets the connection.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let reset = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 16];
+            s.read_exact(&mut buf).await.unwrap();
+            // A zero linger resets on close without blocking, which is what
+            // the deprecation warns of for other values.
+            #[allow(deprecated)]
+            s.set_linger(Some(Duration::ZERO)).unwrap();
+        });
+        let mut target = target();
+        target.key.addr = addr;
+        let sent = target.begin().send(Duration::from_secs(5)).await;
+        reset.await.unwrap();
+        assert!(sent.is_err(), "{sent:?}");
+        assert!(!target.gate.pending());
+        assert!(target.gate.unconfirmed());
     }
 
     #[tokio::test]
