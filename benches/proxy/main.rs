@@ -99,6 +99,9 @@ fn main() -> ExitCode {
 }
 
 fn run(knobs: &Knobs) -> Result<()> {
+    // Read now, when cargo has just built the binary: edits made while the
+    // run goes on do not change what is measured.
+    let pgrelay_version = relay::version();
     let fd_limit = process::raise_fd_limit(FD_LIMIT);
     eprintln!("bench: open file limit {fd_limit}");
     let pgbouncer_bin = pgbouncer::ensure_installed();
@@ -154,7 +157,7 @@ fn run(knobs: &Knobs) -> Result<()> {
     )?;
     let memory = measure_memory(&upstream, &pgbouncer_bin, &knobs.idle_counts)?;
 
-    let env = environment(knobs, &cluster, &pgbench, &pgbouncer_bin);
+    let env = environment(knobs, pgrelay_version, &cluster, &pgbench, &pgbouncer_bin);
     let md = report::render(&Report {
         env,
         results: &results,
@@ -225,6 +228,7 @@ fn measure_memory(
 
 fn environment(
     knobs: &Knobs,
+    pgrelay_version: String,
     cluster: &Cluster,
     pgbench: &Pgbench,
     pgbouncer_bin: &Result<PathBuf, String>,
@@ -242,7 +246,7 @@ fn environment(
         cores: process::cores(),
         cpu_model,
         memory,
-        pgrelay: relay::version(),
+        pgrelay: pgrelay_version,
         postgres: process::first_line_of(cluster.bin_dir().join("postgres"), &["--version"])
             .unwrap_or_else(unknown),
         pgbouncer: match pgbouncer_bin {
