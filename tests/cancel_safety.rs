@@ -95,8 +95,10 @@ async fn relay_through(
         "listen_addr: 127.0.0.1\nlisten_port: 0\nauth_file: {}\n\
          server_tls_sslmode: disable\nmetrics_addr: off\n\
          pool_mode: {pool_mode}\ndefault_pool_size: {pool_size}\n\
+         admin_users: {su}\n\
          databases:\n  {db}:\n    host: 127.0.0.1\n    port: {port}\n",
         userlist.display(),
+        su = cluster.superuser().0,
         db = cluster.database(),
         port = forwarder.port,
     );
@@ -221,12 +223,36 @@ async fn a_server_being_cancelled_is_kept_out_of_the_pool() {
         0,
         "not delivered yet"
     );
+    let (su, su_pw) = cluster.superuser();
+    let console = common::connect(&format!(
+        "host=127.0.0.1 port={} user={su} password={su_pw} dbname=pgbouncer",
+        relay.port
+    ))
+    .await;
+    let being_canceled = || async {
+        let rows = console_rows(&console, "SHOW POOLS").await;
+        let row = rows
+            .iter()
+            .find(|r| r["database"] == cluster.database())
+            .expect("the pool's row");
+        (row["sv_being_canceled"].clone(), row["sv_active"].clone())
+    };
+    assert_eq!(being_canceled().await, ("1".to_string(), "0".to_string()));
     // Once the cancel is done the server is pooled again, unharmed.
     let back = eventually(Duration::from_secs(5), || {
         forwarder.cancels.load(Ordering::SeqCst) == 1
     })
     .await;
     assert!(back, "cancel delivered");
+    let mut counted = being_canceled().await;
+    for _ in 0..50 {
+        if counted.0 == "0" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        counted = being_canceled().await;
+    }
+    assert_eq!(counted.0, "0", "released once the cancel is done");
     let mut pids = std::collections::HashSet::new();
     for _ in 0..20 {
         let (a, b) = tokio::join!(

@@ -2,6 +2,7 @@
 //! the traffic counters, the connected clients and the current configuration.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -121,7 +122,10 @@ impl AdminView for LiveView<'_> {
             .into_iter()
             .map(|(key, p)| {
                 let s = p.primary.stats();
+                let being_canceled = p.being_canceled.load(Ordering::Relaxed);
+                // Checked out as far as the pool knows, attached to nobody.
                 let active = s.live.saturating_sub(s.idle);
+                let attached = active.saturating_sub(being_canceled);
                 let counts = clients.get(&key).copied().unwrap_or_default();
                 PoolRow {
                     database: p.spec.name.clone(),
@@ -130,9 +134,9 @@ impl AdminView for LiveView<'_> {
                     cl_waiting: counts.waiting,
                     cl_active_cancel_req: 0,
                     cl_waiting_cancel_req: 0,
-                    sv_active: active as u64,
+                    sv_active: attached as u64,
                     sv_active_cancel: 0,
-                    sv_being_canceled: 0,
+                    sv_being_canceled: being_canceled as u64,
                     sv_idle: s.idle as u64,
                     sv_used: 0,
                     sv_tested: 0,

@@ -15,6 +15,7 @@ mod replicas;
 pub mod snapshots;
 
 use std::collections::HashMap;
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 
 use tracing::warn;
@@ -223,6 +224,9 @@ pub struct DatabasePools {
     pub param_snapshots: snapshots::ParamSnapshots,
     /// The console's PAUSE state, shared by every database's pools.
     pub pause: Arc<PauseGate>,
+    /// Primary servers released while a cancel to them is unconfirmed, kept
+    /// out of the pool until it is (`SHOW POOLS`' `sv_being_canceled`).
+    pub being_canceled: AtomicUsize,
 }
 
 impl DatabasePools {
@@ -550,6 +554,7 @@ impl PoolRegistry {
             server_params: std::sync::OnceLock::new(),
             param_snapshots: Default::default(),
             pause: self.pause.clone(),
+            being_canceled: AtomicUsize::new(0),
         });
         self.pools
             .lock()

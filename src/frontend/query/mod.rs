@@ -7,6 +7,7 @@ mod forward;
 mod freshness;
 mod route;
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -554,9 +555,16 @@ impl<'a> Session<'a> {
             // cancel, so the next client takes another server rather than
             // wait on this one (PgBouncer's sv_being_canceled).
             let conn = attached.conn;
+            let counted = (!attached.role.is_replica()).then(|| self.pools.clone());
+            if let Some(pools) = &counted {
+                pools.being_canceled.fetch_add(1, Ordering::Relaxed);
+            }
             tokio::spawn(async move {
                 conn.cancels_settled().await;
                 conn.release();
+                if let Some(pools) = counted {
+                    pools.being_canceled.fetch_sub(1, Ordering::Relaxed);
+                }
             });
             return;
         }
