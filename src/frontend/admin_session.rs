@@ -231,11 +231,7 @@ async fn until_cancelled<T>(
 ) -> Option<T> {
     let slot = &registration.slot;
     slot.waiting(std::time::Instant::now());
-    let outcome = tokio::select! {
-        biased;
-        done = fut => Some(done),
-        _ = slot.wait_cancelled() => None,
-    };
+    let outcome = slot.unless_cancelled(fut).await;
     slot.detach();
     outcome
 }

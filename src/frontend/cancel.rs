@@ -80,7 +80,7 @@ impl CancelSlot {
     /// server (begun by [`CancelSlot::waiting`]). PostgreSQL would cancel the
     /// query that waits; a pooler that let it wait on would leave the client
     /// stuck until a server frees up (PgBouncer's issue #1222).
-    pub async fn wait_cancelled(&self) {
+    async fn wait_cancelled(&self) {
         loop {
             let rung = self.wait_cancelled.notified();
             tokio::pin!(rung);
@@ -97,6 +97,26 @@ impl CancelSlot {
             }
             rung.await;
         }
+    }
+
+    /// `fut`, or `None` if a cancel ends the current wait first. `fut` is
+    /// polled first, and alone while it completes at once (a checkout with a
+    /// free server): the cancel's waiter is registered only for a real wait.
+    pub async fn unless_cancelled<T>(
+        &self,
+        fut: impl std::future::Future<Output = T>,
+    ) -> Option<T> {
+        use std::future::Future;
+        use std::task::Poll;
+        let mut fut = std::pin::pin!(fut);
+        let mut cancelled = std::pin::pin!(self.wait_cancelled());
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(done) = fut.as_mut().poll(cx) {
+                return Poll::Ready(Some(done));
+            }
+            cancelled.as_mut().poll(cx).map(|()| None)
+        })
+        .await
     }
 
     pub fn attach(&self, target: CancelTarget) {
@@ -361,7 +381,8 @@ mod tests {
         let ends = |slot: &Arc<CancelSlot>| {
             let slot = slot.clone();
             async move {
-                tokio::time::timeout(Duration::from_millis(50), slot.wait_cancelled())
+                let never = std::future::pending::<()>();
+                tokio::time::timeout(Duration::from_millis(50), slot.unless_cancelled(never))
                     .await
                     .is_ok()
             }

@@ -1,10 +1,6 @@
 //! Getting a server for a statement: making way on the attached one,
 //! checking out by destination, and retrying a read a replica dropped.
 
-use std::future::Future;
-use std::pin::Pin;
-use std::task::Poll;
-
 use super::*;
 
 impl Session<'_> {
@@ -33,11 +29,11 @@ impl Session<'_> {
     /// and another is tried once; then the read falls back to the primary
     /// (or fails, if the database says so).
     pub async fn attach(&mut self, dest: Destination) -> Result<(), FrontendError> {
-        let attached = {
-            let cancelled = std::pin::pin!(self.cancel.slot.wait_cancelled());
-            let check_out = std::pin::pin!(self.check_out(dest));
-            first_of(check_out, cancelled).await
-        };
+        let slot = &self.cancel.slot;
+        let attached = slot
+            .unless_cancelled(self.check_out(dest))
+            .await
+            .unwrap_or(Err(FrontendError::WaitCancelled));
         if attached.is_err() && self.server.is_none() {
             // The session may go on (e.g. after a wait timeout): it no longer waits.
             self.cancel.slot.detach();
@@ -236,23 +232,4 @@ impl Session<'_> {
         self.to_server.clear();
         Ok(())
     }
-}
-
-/// The checkout, or `WaitCancelled` if a cancel ends the wait first. The
-/// checkout is polled first, and alone when it completes at once (the common
-/// case): the cancel's waiter is registered only for a checkout that waits.
-async fn first_of(
-    mut check_out: Pin<&mut impl Future<Output = Result<(), FrontendError>>>,
-    mut cancelled: Pin<&mut impl Future<Output = ()>>,
-) -> Result<(), FrontendError> {
-    std::future::poll_fn(|cx| {
-        if let Poll::Ready(attached) = check_out.as_mut().poll(cx) {
-            return Poll::Ready(attached);
-        }
-        cancelled
-            .as_mut()
-            .poll(cx)
-            .map(|()| Err(FrontendError::WaitCancelled))
-    })
-    .await
 }
