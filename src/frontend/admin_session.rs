@@ -231,7 +231,7 @@ async fn until_cancelled<T>(
 ) -> Option<T> {
     let slot = &registration.slot;
     slot.waiting(std::time::Instant::now());
-    let outcome = slot.unless_cancelled(fut).await;
+    let outcome = slot.unless_cancelled(std::pin::pin!(fut)).await;
     slot.detach();
     outcome
 }

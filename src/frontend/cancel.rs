@@ -102,13 +102,14 @@ impl CancelSlot {
     /// `fut`, or `None` if a cancel ends the current wait first. `fut` is
     /// polled first, and alone while it completes at once (a checkout with a
     /// free server): the cancel's waiter is registered only for a real wait.
+    /// Pinned by the caller: a checkout's future moved in here would be
+    /// copied on every call.
     pub async fn unless_cancelled<T>(
         &self,
-        fut: impl std::future::Future<Output = T>,
+        mut fut: std::pin::Pin<&mut impl std::future::Future<Output = T>>,
     ) -> Option<T> {
         use std::future::Future;
         use std::task::Poll;
-        let mut fut = std::pin::pin!(fut);
         let mut cancelled = std::pin::pin!(self.wait_cancelled());
         std::future::poll_fn(|cx| {
             if let Poll::Ready(done) = fut.as_mut().poll(cx) {
@@ -381,7 +382,7 @@ mod tests {
         let ends = |slot: &Arc<CancelSlot>| {
             let slot = slot.clone();
             async move {
-                let never = std::future::pending::<()>();
+                let never = std::pin::pin!(std::future::pending::<()>());
                 tokio::time::timeout(Duration::from_millis(50), slot.unless_cancelled(never))
                     .await
                     .is_ok()

@@ -29,11 +29,12 @@ impl Session<'_> {
     /// and another is tried once; then the read falls back to the primary
     /// (or fails, if the database says so).
     pub async fn attach(&mut self, dest: Destination) -> Result<(), FrontendError> {
-        let slot = &self.cancel.slot;
-        let attached = slot
-            .unless_cancelled(self.check_out(dest))
-            .await
-            .unwrap_or(Err(FrontendError::WaitCancelled));
+        let registration = self.cancel;
+        let attached = {
+            let check_out = std::pin::pin!(self.check_out(dest));
+            registration.slot.unless_cancelled(check_out).await
+        }
+        .unwrap_or(Err(FrontendError::WaitCancelled));
         if attached.is_err() && self.server.is_none() {
             // The session may go on (e.g. after a wait timeout): it no longer waits.
             self.cancel.slot.detach();
