@@ -64,16 +64,10 @@ grind="valgrind --tool=callgrind ${CALLGRIND_ARGS:-} --callgrind-out-file=$work/
 if [ "$pooler" = pgbouncer ]; then
     as_pg "$grind $pgbouncer_bin $work/pgbouncer.ini" >"$work/relay.log" 2>&1 &
 else
-    if [ -z "${PGRELAY_BIN:-}" ]; then
-        (cd "$root" && cargo build --release --quiet)
-        PGRELAY_BIN=$root/target/release/pgrelay
-    fi
+    use_pgrelay_build
     $grind "$PGRELAY_BIN" run -c "$work/pgrelay.yaml" >"$work/relay.log" 2>&1 &
 fi
-for _ in $(seq 1 60); do
-    pg_isready -q -h 127.0.0.1 -p "$relay_port" && break
-    sleep 0.5
-done
+wait_ready "$relay_port"
 # The valgrind process itself, not su's.
 relay_pid=$(pgrep -f -- "--callgrind-out-file=$work/cg.out" |
     while read -r pid; do grep -qs callgrind "/proc/$pid/comm" && echo "$pid"; done | head -1)

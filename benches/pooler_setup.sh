@@ -1,4 +1,4 @@
-# Sourced by callgrind.sh and syscalls.sh: a throw-away PostgreSQL on
+# Sourced by callgrind.sh, syscalls.sh and one_client.sh: a throw-away PostgreSQL on
 # 127.0.0.1 and pgrelay / PgBouncer configured alike in front of it
 # (transaction pooling, pool size 50, no TLS, connection logging off).
 
@@ -69,4 +69,33 @@ pidfile = $work/pgbouncer.pid
 EOT
     [ "$(id -u)" = 0 ] && chown postgres "$work"/*
     return 0
+}
+
+# use_pgrelay_build: PGRELAY_BIN as given (an A/B of two builds), else the
+# release build of this checkout, built first.
+use_pgrelay_build() {
+    if [ -z "${PGRELAY_BIN:-}" ]; then
+        (cd "$root" && cargo build --release --quiet)
+        PGRELAY_BIN=$root/target/release/pgrelay
+    fi
+}
+
+# wait_ready <port>...: until each pooler on 127.0.0.1 answers (30 s each at most).
+wait_ready() {
+    local port
+    for port in "$@"; do
+        for _ in $(seq 1 60); do
+            pg_isready -q -h 127.0.0.1 -p "$port" && break
+            sleep 0.5
+        done
+    done
+}
+
+# stop_everything: the EXIT trap. Kills the processes in $pooler_pids (each
+# pooler's pid, appended as it starts), stops PostgreSQL, removes $work.
+stop_everything() {
+    local pid
+    for pid in ${pooler_pids:-}; do kill "$pid" 2>/dev/null || true; done
+    stop_postgres "$work"
+    rm -rf "$work"
 }

@@ -32,13 +32,8 @@ perf stat -e raw_syscalls:sys_enter true >/dev/null 2>&1 ||
 
 work=$(mktemp -d /tmp/pgrelay-syscalls-XXXXXX)
 chmod 755 "$work"
-cleanup() {
-    [ -z "${relay_pid:-}" ] || kill "$relay_pid" 2>/dev/null || true
-    [ -z "${bouncer_pid:-}" ] || kill "$bouncer_pid" 2>/dev/null || true
-    stop_postgres "$work"
-    rm -rf "$work"
-}
-trap cleanup EXIT
+pooler_pids=""
+trap stop_everything EXIT
 
 pg_port=$(free_port)
 relay_port=$(free_port)
@@ -46,20 +41,14 @@ bouncer_port=$(free_port)
 start_postgres "$work" "$pg_port"
 write_pooler_configs "$work" "$pg_port" "$relay_port" "$bouncer_port" trust
 
-if [ -z "${PGRELAY_BIN:-}" ]; then
-    (cd "$root" && cargo build --release --quiet)
-    PGRELAY_BIN=$root/target/release/pgrelay
-fi
+use_pgrelay_build
 "$PGRELAY_BIN" run -c "$work/pgrelay.yaml" >"$work/relay.log" 2>&1 &
 relay_pid=$!
+pooler_pids+=" $relay_pid"
 as_pg "$pgbouncer_bin -d $work/pgbouncer.ini" >/dev/null
-for port in "$relay_port" "$bouncer_port"; do
-    for _ in $(seq 1 60); do
-        pg_isready -q -h 127.0.0.1 -p "$port" && break
-        sleep 0.5
-    done
-done
+wait_ready "$relay_port" "$bouncer_port"
 bouncer_pid=$(cat "$work/pgbouncer.pid")
+pooler_pids+=" $bouncer_pid"
 
 events=raw_syscalls:sys_enter
 for call in read recvfrom write sendto writev epoll_wait epoll_ctl futex; do
