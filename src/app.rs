@@ -325,6 +325,7 @@ fn frontend_settings(c: &Config) -> FrontendSettings {
         ignore_startup_parameters: lower(&c.params.ignore_startup_parameters),
         track_extra_parameters: lower(&c.params.track_extra_parameters),
         client_tls_mode: c.client_tls.sslmode,
+        cancel_peers: c.listen.cancel_peers.clone(),
     }
 }
 

@@ -400,3 +400,37 @@ fn listen_star_means_all_addresses() {
     let cfg = Config::load(None, &vars).unwrap();
     assert_eq!(cfg.listen.addrs, ["0.0.0.0"]);
 }
+
+#[test]
+fn cancel_peers_are_host_port_pairs() {
+    let ok = env(&[
+        ("PGBOUNCER_AUTH_TYPE", "trust"),
+        ("POSTGRESQL_HOST", "pg"),
+        (
+            "PGBOUNCER_CANCEL_PEERS",
+            "pgrelay-peers.default.svc:6432, [::1]:6433",
+        ),
+    ]);
+    let cfg = Config::load(None, &ok).unwrap();
+    assert_eq!(
+        cfg.listen.cancel_peers,
+        vec!["pgrelay-peers.default.svc:6432", "[::1]:6433"]
+    );
+
+    let bad = env(&[
+        ("PGBOUNCER_AUTH_TYPE", "trust"),
+        ("POSTGRESQL_HOST", "pg"),
+        ("PGBOUNCER_CANCEL_PEERS", "pgrelay-peers,host:0,:6432"),
+    ]);
+    let ConfigError::Invalid(problems) = Config::load(None, &bad).unwrap_err() else {
+        panic!("cancel_peers without ports must be refused");
+    };
+    let refused: Vec<String> = problems
+        .iter()
+        .filter_map(|p| match p {
+            ValidationError::BadCancelPeer(peer) => Some(peer.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(refused, vec!["pgrelay-peers", "host:0", ":6432"]);
+}

@@ -124,6 +124,9 @@ pub enum ValidationError {
     #[error("listen_addr is empty; pgrelay only listens on TCP")]
     NoListenAddr,
 
+    #[error("cancel_peers entry {0:?} is not host:port")]
+    BadCancelPeer(String),
+
     #[error("database {0:?}: host is empty")]
     EmptyHost(String),
 

@@ -15,6 +15,9 @@ pub struct ListenConfig {
     pub port: u16,
     /// Accepted for compatibility; empty means no Unix socket.
     pub unix_socket_dir: String,
+    /// Other pgrelay processes (`host:port`, a name may resolve to several)
+    /// that a cancel request matching no local client is passed on to.
+    pub cancel_peers: Vec<String>,
 }
 
 impl Default for ListenConfig {
@@ -25,6 +28,7 @@ impl Default for ListenConfig {
             addrs: vec!["0.0.0.0".to_string()],
             port: 6432,
             unix_socket_dir: "/tmp".to_string(),
+            cancel_peers: Vec::new(),
         }
     }
 }

@@ -85,6 +85,7 @@ settings_table! {
         listen_addr: Vec<String> => listen.addrs;
         listen_port: u16 => listen.port;
         unix_socket_dir: String => listen.unix_socket_dir;
+        cancel_peers: Vec<String> => listen.cancel_peers;
 
         auth_type: AuthType => auth.auth_type;
         auth_file: Option<PathBuf> => auth.auth_file;

@@ -22,6 +22,11 @@ fn check_listen(cfg: &Config, out: &mut Vec<ValidationError>) {
     if cfg.listen.addrs.is_empty() {
         out.push(ValidationError::NoListenAddr);
     }
+    for peer in &cfg.listen.cancel_peers {
+        if !is_host_port(peer) {
+            out.push(ValidationError::BadCancelPeer(peer.clone()));
+        }
+    }
     if cfg.limits.max_client_conn == 0 {
         out.push(too_small("max_client_conn", 1));
     }
@@ -29,6 +34,17 @@ fn check_listen(cfg: &Config, out: &mut Vec<ValidationError>) {
     const MIN_PACKET: u32 = 1024;
     if cfg.limits.max_packet_size < MIN_PACKET {
         out.push(too_small("max_packet_size", MIN_PACKET));
+    }
+}
+
+/// `host:port` or `[v6]:port`, the form `tokio::net::lookup_host` takes.
+fn is_host_port(peer: &str) -> bool {
+    match peer.rsplit_once(':') {
+        Some((host, port)) => {
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0)
+        }
+        None => false,
     }
 }
 

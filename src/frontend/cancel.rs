@@ -25,6 +25,14 @@ struct Entry {
     slot: Arc<CancelSlot>,
 }
 
+impl Entry {
+    /// Compared in constant time: the secret is what makes a cancel valid.
+    fn secret_matches(&self, secret: i32) -> bool {
+        use subtle::ConstantTimeEq;
+        bool::from(self.secret.to_be_bytes().ct_eq(&secret.to_be_bytes()))
+    }
+}
+
 /// Who a logged-in client is: set once, after its login.
 #[derive(Debug, Clone)]
 pub struct ClientCard {
@@ -316,14 +324,20 @@ impl CancelRegistry {
         killed
     }
 
+    /// True if a local client holds these keys (running a query or not).
+    pub fn holds(&self, process_id: i32, secret: i32) -> bool {
+        let map = self.map.lock().unwrap();
+        map.get(&process_id)
+            .is_some_and(|entry| entry.secret_matches(secret))
+    }
+
     /// The cancel to send for a client's keys; `None` for wrong keys, an
     /// idle client, or one waiting for a server (whose wait it ends). The
     /// secret is compared in constant time.
     pub fn lookup(&self, process_id: i32, secret: i32) -> Option<PendingCancel> {
-        use subtle::ConstantTimeEq;
         let map = self.map.lock().unwrap();
         let entry = map.get(&process_id)?;
-        if bool::from(entry.secret.to_be_bytes().ct_eq(&secret.to_be_bytes())) {
+        if entry.secret_matches(secret) {
             entry.slot.begin_cancel()
         } else {
             None

@@ -21,6 +21,7 @@ pub(crate) enum Handshake {
     Cancel {
         process_id: i32,
         secret_key: i32,
+        forwarded: bool,
     },
 }
 
@@ -65,10 +66,12 @@ pub(crate) async fn handshake(
             StartupPacket::Cancel {
                 process_id,
                 secret_key,
+                forwarded,
             } => {
                 return Ok(Handshake::Cancel {
                     process_id,
                     secret_key,
+                    forwarded,
                 })
             }
             StartupPacket::Startup { minor, params } => {

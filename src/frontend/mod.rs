@@ -3,6 +3,7 @@
 
 mod admin_session;
 mod cancel;
+mod cancel_peers;
 mod client;
 mod handshake;
 mod kill;
@@ -54,6 +55,9 @@ pub struct FrontendSettings {
     /// addition to the PgBouncer set (lower case).
     pub track_extra_parameters: Vec<String>,
     pub client_tls_mode: SslMode,
+    /// Where a cancel request for keys no local client holds is passed on
+    /// (`cancel_peers`): the other pgrelay processes behind the same address.
+    pub cancel_peers: Vec<String>,
 }
 
 /// Looks up what a client asks for. Implemented by the application over the

@@ -291,6 +291,7 @@ mod tests {
             ignore_startup_parameters: vec!["extra_float_digits".into()],
             track_extra_parameters: vec!["intervalstyle".into()],
             client_tls_mode: SslMode::Disable,
+            cancel_peers: Vec::new(),
         }
     }
 

@@ -54,8 +54,10 @@ pub(crate) async fn run_connection(
         Ok(Handshake::Cancel {
             process_id,
             secret_key,
+            forwarded,
         }) => {
-            forward_cancel(&shared, process_id, secret_key).await;
+            let peers = (!forwarded).then_some(settings.cancel_peers.as_slice());
+            forward_cancel(&shared, process_id, secret_key, peers).await;
             return;
         }
         Err(e) => {
@@ -228,14 +230,26 @@ async fn within<T>(
     }
 }
 
-async fn forward_cancel(shared: &Shared, process_id: i32, secret_key: i32) {
+/// Sends a client's cancel to the server running its query; keys no local
+/// client holds go on to `peers` (none for a cancel a peer passed on).
+async fn forward_cancel(
+    shared: &Shared,
+    process_id: i32,
+    secret_key: i32,
+    peers: Option<&[String]>,
+) {
     match shared.cancels.lookup(process_id, secret_key) {
         Some(cancel) => {
             if let Err(e) = cancel.send(Duration::from_secs(5)).await {
                 warn!(error = %e, "forwarding cancel request failed");
             }
         }
-        None => debug!("cancel request matched no running query"),
+        None => match peers {
+            Some(peers) if !peers.is_empty() && !shared.cancels.holds(process_id, secret_key) => {
+                super::cancel_peers::pass_on(peers, process_id, secret_key).await
+            }
+            _ => debug!("cancel request matched no running query"),
+        },
     }
 }
 

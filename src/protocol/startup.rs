@@ -8,6 +8,9 @@ pub const PROTOCOL_MAJOR_3: u16 = 3;
 pub const SSL_REQUEST_CODE: i32 = 80877103;
 pub const GSSENC_REQUEST_CODE: i32 = 80877104;
 pub const CANCEL_REQUEST_CODE: i32 = 80877102;
+/// pgrelay's own code for a CancelRequest one pgrelay passes on to another
+/// (`cancel_peers`): the receiver acts on it but never passes it on again.
+pub const FORWARDED_CANCEL_CODE: i32 = (1234 << 16) | 9901;
 /// PostgreSQL's own cap on a startup packet (MAX_STARTUP_PACKET_LENGTH).
 pub const MAX_STARTUP_LEN: usize = 10_000;
 
@@ -18,6 +21,8 @@ pub enum StartupPacket {
     Cancel {
         process_id: i32,
         secret_key: i32,
+        /// Passed on by another pgrelay rather than sent by a client.
+        forwarded: bool,
     },
     Startup {
         /// Protocol 3.x minor version the client asked for; pgrelay speaks 3.0
@@ -64,7 +69,7 @@ pub fn parse(msg: &[u8]) -> Result<StartupPacket, ProtocolError> {
     match code {
         SSL_REQUEST_CODE if r.is_empty() => Ok(StartupPacket::SslRequest),
         GSSENC_REQUEST_CODE if r.is_empty() => Ok(StartupPacket::GssEncRequest),
-        CANCEL_REQUEST_CODE => {
+        CANCEL_REQUEST_CODE | FORWARDED_CANCEL_CODE => {
             let process_id = r.i32()?;
             let secret_key = r.i32()?;
             if !r.is_empty() {
@@ -73,6 +78,7 @@ pub fn parse(msg: &[u8]) -> Result<StartupPacket, ProtocolError> {
             Ok(StartupPacket::Cancel {
                 process_id,
                 secret_key,
+                forwarded: code == FORWARDED_CANCEL_CODE,
             })
         }
         SSL_REQUEST_CODE | GSSENC_REQUEST_CODE => Err(ProtocolError::malformed(
@@ -91,6 +97,16 @@ pub fn parse(msg: &[u8]) -> Result<StartupPacket, ProtocolError> {
             })
         }
     }
+}
+
+/// The 16-byte request that passes a cancel on to another pgrelay.
+pub fn forwarded_cancel(process_id: i32, secret_key: i32) -> [u8; 16] {
+    let mut packet = [0u8; 16];
+    packet[..4].copy_from_slice(&16i32.to_be_bytes());
+    packet[4..8].copy_from_slice(&FORWARDED_CANCEL_CODE.to_be_bytes());
+    packet[8..12].copy_from_slice(&process_id.to_be_bytes());
+    packet[12..].copy_from_slice(&secret_key.to_be_bytes());
+    packet
 }
 
 fn parse_params(mut r: Reader<'_>) -> Result<Vec<(String, String)>, ProtocolError> {
@@ -158,7 +174,18 @@ mod tests {
             parse(&packet(CANCEL_REQUEST_CODE, &body)),
             Ok(StartupPacket::Cancel {
                 process_id: 7,
-                secret_key: 9
+                secret_key: 9,
+                forwarded: false,
+            })
+        );
+        let passed_on = forwarded_cancel(7, 9);
+        assert_eq!(check(&passed_on), Ok(Some(16)));
+        assert_eq!(
+            parse(&passed_on),
+            Ok(StartupPacket::Cancel {
+                process_id: 7,
+                secret_key: 9,
+                forwarded: true,
             })
         );
     }

@@ -1,0 +1,116 @@
+//! Several pgrelay processes behind one address (a Kubernetes Service, a
+//! load balancer): a client's cancel arrives on a new connection that may
+//! reach a process other than the one running its query. With
+//! `cancel_peers` that process passes it on; without, it is lost.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use common::*;
+use tokio::net::TcpStream;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// pgrelay on `port` in front of the primary, passing unknown cancels to `peers`.
+async fn relay_on(cluster: &pgrelay_testcontainers::Cluster, port: u16, peers: &[u16]) -> Relay {
+    let dir = tempfile::tempdir().unwrap();
+    let userlist = write_userlist(cluster, dir.path());
+    let peers: Vec<String> = peers.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let yaml = format!(
+        "listen_addr: 127.0.0.1\nlisten_port: {port}\nauth_file: {}\n\
+         server_tls_sslmode: disable\nmetrics_addr: off\npool_mode: transaction\n\
+         cancel_peers: [{}]\n\
+         databases:\n  {db}:\n    host: 127.0.0.1\n    port: {pg}\n",
+        userlist.display(),
+        peers.join(", "),
+        db = cluster.database(),
+        pg = cluster.port(),
+    );
+    start_yaml(dir, &yaml, &BTreeMap::new()).await
+}
+
+/// Runs a long query on `client` and cancels it through `other_port`, a
+/// different pgrelay than the one the client is connected to.
+async fn cancel_through(
+    client: tokio_postgres::Client,
+    other_port: u16,
+) -> (Result<(), tokio_postgres::Error>, Duration) {
+    let token = client.cancel_token();
+    let started = Instant::now();
+    let query =
+        tokio::spawn(async move { client.simple_query("select pg_sleep(2)").await.map(|_| ()) });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let other = TcpStream::connect(("127.0.0.1", other_port)).await.unwrap();
+    token
+        .cancel_query_raw(other, tokio_postgres::NoTls)
+        .await
+        .expect("the cancel connection is accepted");
+    let outcome = tokio::time::timeout(Duration::from_secs(10), query)
+        .await
+        .expect("the query ends")
+        .unwrap();
+    (outcome, started.elapsed())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_reaching_another_pgrelay_is_passed_on_to_the_one_running_the_query() {
+    let cluster = cluster(0, false).await;
+    let (a_port, b_port, lone_port) = (free_port(), free_port(), free_port());
+    // Each lists both, itself included, as one headless Service name would.
+    let a = relay_on(&cluster, a_port, &[a_port, b_port]).await;
+    let b = relay_on(&cluster, b_port, &[a_port, b_port]).await;
+    let lone = relay_on(&cluster, lone_port, &[]).await;
+
+    let (outcome, took) = cancel_through(b.connect(&cluster).await, a_port).await;
+    let err = outcome.expect_err("the query on b is cancelled through a");
+    assert_eq!(sqlstate(&err).as_deref(), Some("57014"), "{err}");
+    assert!(
+        took < Duration::from_millis(1900),
+        "cancelled after {took:?}"
+    );
+
+    // Keys no peer holds end after one pass: a forwarded cancel is never
+    // passed on again, so a and b listing each other (and themselves) cannot
+    // loop.
+    let started = Instant::now();
+    let mut bogus = TcpStream::connect(("127.0.0.1", a_port)).await.unwrap();
+    let mut packet = Vec::new();
+    packet.extend_from_slice(&16i32.to_be_bytes());
+    packet.extend_from_slice(&80877102i32.to_be_bytes());
+    packet.extend_from_slice(&7i32.to_be_bytes());
+    packet.extend_from_slice(&9i32.to_be_bytes());
+    tokio::io::AsyncWriteExt::write_all(&mut bogus, &packet)
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::io::AsyncReadExt::read_to_end(&mut bogus, &mut rest),
+    )
+    .await
+    .expect("a closes the cancel connection once its peers have")
+    .unwrap();
+    assert!(rest.is_empty(), "a cancel gets no answer: {rest:?}");
+    assert!(started.elapsed() < Duration::from_secs(2));
+
+    // Sent to a pgrelay without cancel_peers, the same cancel is lost: the
+    // query runs out.
+    let (outcome, took) = cancel_through(b.connect(&cluster).await, lone_port).await;
+    outcome.expect("lone passes nothing on, so b's query is not cancelled");
+    assert!(took >= Duration::from_secs(2), "ended after {took:?}");
+
+    // Both peers still serve.
+    assert_eq!(scalar(&a.connect(&cluster).await, "select 1").await, "1");
+    assert_eq!(scalar(&b.connect(&cluster).await, "select 1").await, "1");
+    for relay in [a, b, lone] {
+        relay.stop().await;
+    }
+}
