@@ -48,12 +48,21 @@ fn manifests() -> BTreeMap<String, Vec<Value>> {
 
 /// The single object of `kind` across all manifests.
 fn object(kind: &str) -> Value {
+    only(kind, |_| true)
+}
+
+/// The single object of `kind` called `name`.
+fn named(kind: &str, name: &str) -> Value {
+    only(kind, |d| d["metadata"]["name"].as_str() == Some(name))
+}
+
+fn only(kind: &str, wanted: impl Fn(&Value) -> bool) -> Value {
     let found: Vec<Value> = manifests()
         .into_values()
         .flatten()
-        .filter(|d| d["kind"].as_str() == Some(kind))
+        .filter(|d| d["kind"].as_str() == Some(kind) && wanted(d))
         .collect();
-    assert_eq!(found.len(), 1, "expected exactly one {kind}");
+    assert_eq!(found.len(), 1, "expected exactly one such {kind}");
     found.into_iter().next().unwrap()
 }
 
@@ -354,7 +363,7 @@ fn service_and_budget_select_the_pods() {
         }
     };
 
-    let service = object("Service");
+    let service = named("Service", "pgrelay");
     assert_eq!(service["spec"]["type"].as_str(), Some("ClusterIP"));
     selects_pods(&service["spec"]["selector"], "Service");
     let targets: BTreeSet<i64> = seq(&service["spec"]["ports"], "service ports")
@@ -397,4 +406,35 @@ fn dockerfile_builds_locked_and_runs_unprivileged() {
     // The last stage is the runtime image, and it is not the Rust toolchain.
     let last_from = lines.iter().rev().find(|l| l.starts_with("FROM ")).unwrap();
     assert!(!last_from.contains("rust"), "{last_from}");
+}
+
+#[test]
+fn cancel_peers_name_every_pod_on_the_client_port() {
+    let d = object("Deployment");
+    let env = env_map(&d);
+    let cfg = Config::load(None, &env).unwrap_or_else(|e| panic!("{e}"));
+    let [peer] = cfg.listen.cancel_peers.as_slice() else {
+        panic!("one cancel_peers entry: {:?}", cfg.listen.cancel_peers);
+    };
+    let (host, port) = peer.rsplit_once(':').expect("host:port");
+    assert_eq!(port.parse::<i64>().unwrap(), LISTEN_PORT);
+
+    // A headless Service of that name resolves to each pod's own address,
+    // draining ones included.
+    let peers = named("Service", host);
+    assert_eq!(peers["spec"]["clusterIP"].as_str(), Some("None"));
+    assert_eq!(
+        peers["spec"]["publishNotReadyAddresses"].as_bool(),
+        Some(true)
+    );
+    let labels = pod_labels(&d);
+    let selector = peers["spec"]["selector"].as_mapping().expect("selector");
+    assert!(!selector.is_empty());
+    for (k, v) in selector {
+        assert_eq!(&labels[k], v, "peers selector {k:?}");
+    }
+    let ports = seq(&peers["spec"]["ports"], "peer ports");
+    assert!(ports
+        .iter()
+        .any(|p| port_number(&d, &p["targetPort"]) == LISTEN_PORT));
 }
