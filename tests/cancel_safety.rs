@@ -229,15 +229,27 @@ async fn a_server_being_cancelled_is_kept_out_of_the_pool() {
         relay.port
     ))
     .await;
-    let being_canceled = || async {
+    let pool_row = || async {
         let rows = console_rows(&console, "SHOW POOLS").await;
-        let row = rows
-            .iter()
+        rows.into_iter()
             .find(|r| r["database"] == cluster.database())
-            .expect("the pool's row");
+            .expect("the pool's row")
+    };
+    let being_canceled = || async {
+        let row = pool_row().await;
         (row["sv_being_canceled"].clone(), row["sv_active"].clone())
     };
     assert_eq!(being_canceled().await, ("1".to_string(), "0".to_string()));
+    // The cancel itself is still on its way: one cancel connection in from
+    // the client, one out to the postmaster.
+    let row = pool_row().await;
+    assert_eq!(
+        (
+            row["cl_active_cancel_req"].as_str(),
+            row["sv_active_cancel"].as_str()
+        ),
+        ("1", "1")
+    );
     // Once the cancel is done the server is pooled again, unharmed.
     let back = eventually(Duration::from_secs(5), || {
         forwarder.cancels.load(Ordering::SeqCst) == 1
@@ -253,6 +265,14 @@ async fn a_server_being_cancelled_is_kept_out_of_the_pool() {
         counted = being_canceled().await;
     }
     assert_eq!(counted.0, "0", "released once the cancel is done");
+    let row = pool_row().await;
+    assert_eq!(
+        (
+            row["cl_active_cancel_req"].as_str(),
+            row["sv_active_cancel"].as_str()
+        ),
+        ("0", "0")
+    );
     let mut pids = std::collections::HashSet::new();
     for _ in 0..20 {
         let (a, b) = tokio::join!(

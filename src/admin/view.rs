@@ -123,6 +123,8 @@ impl AdminView for LiveView<'_> {
             .map(|(key, p)| {
                 let s = p.primary.stats();
                 let being_canceled = p.being_canceled.load(Ordering::Relaxed);
+                // One cancel connection from the client, one to the server.
+                let forwarding = p.cancels_forwarding.load(Ordering::Relaxed) as u64;
                 // Checked out as far as the pool knows, attached to nobody.
                 let active = s.live.saturating_sub(s.idle);
                 let attached = active.saturating_sub(being_canceled);
@@ -132,10 +134,10 @@ impl AdminView for LiveView<'_> {
                     user: p.server_user(),
                     cl_active: counts.active,
                     cl_waiting: counts.waiting,
-                    cl_active_cancel_req: 0,
+                    cl_active_cancel_req: forwarding,
                     cl_waiting_cancel_req: 0,
                     sv_active: attached as u64,
-                    sv_active_cancel: 0,
+                    sv_active_cancel: forwarding,
                     sv_being_canceled: being_canceled as u64,
                     sv_idle: s.idle as u64,
                     sv_used: 0,

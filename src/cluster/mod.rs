@@ -227,6 +227,9 @@ pub struct DatabasePools {
     /// Primary servers released while a cancel to them is unconfirmed, kept
     /// out of the pool until it is (`SHOW POOLS`' `sv_being_canceled`).
     pub being_canceled: AtomicUsize,
+    /// Cancels for these pools' clients on their way to a server
+    /// (`SHOW POOLS`' `cl_active_cancel_req` and `sv_active_cancel`).
+    pub cancels_forwarding: Arc<AtomicUsize>,
 }
 
 impl DatabasePools {
@@ -555,6 +558,7 @@ impl PoolRegistry {
             param_snapshots: Default::default(),
             pause: self.pause.clone(),
             being_canceled: AtomicUsize::new(0),
+            cancels_forwarding: Arc::default(),
         });
         self.pools
             .lock()

@@ -73,6 +73,8 @@ pub struct CancelSlot {
     kill: KillSwitch,
     /// Rung when a cancel arrives while the client waits for a server.
     wait_cancelled: tokio::sync::Notify,
+    /// Its pools' count of cancels on their way to a server, once known.
+    cancels_forwarding: OnceLock<Arc<AtomicUsize>>,
 }
 
 impl CancelSlot {
@@ -181,6 +183,11 @@ impl CancelSlot {
     /// lock `detach` takes is released: the server runs nothing new until
     /// the cancel is done. A client still waiting for a server has its wait
     /// cancelled instead.
+    /// Counts the client's cancels in `counter` (its pools', for `SHOW POOLS`).
+    pub fn count_cancels_in(&self, counter: Arc<AtomicUsize>) {
+        let _ = self.cancels_forwarding.set(counter);
+    }
+
     fn begin_cancel(&self) -> Option<PendingCancel> {
         let mut activity = self.lock();
         if let Some(target) = &activity.target {
@@ -196,6 +203,34 @@ impl CancelSlot {
     fn lock(&self) -> std::sync::MutexGuard<'_, Activity> {
         // Every update is one assignment: a panic cannot leave it half done.
         self.activity.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A client's cancel on its way to its server, counted in its pools'
+/// `SHOW POOLS` until sent (or dropped).
+pub struct OutgoingCancel {
+    pending: PendingCancel,
+    counted: Option<Forwarding>,
+}
+
+struct Forwarding(Arc<AtomicUsize>);
+
+impl Drop for Forwarding {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl OutgoingCancel {
+    pub fn key(&self) -> crate::backend::CancelKey {
+        self.pending.key()
+    }
+
+    /// Sends it and waits for the postmaster ([`PendingCancel::send`]).
+    pub async fn send(self, timeout: Duration) -> Result<(), crate::backend::BackendError> {
+        let sent = self.pending.send(timeout).await;
+        drop(self.counted);
+        sent
     }
 }
 
@@ -334,14 +369,18 @@ impl CancelRegistry {
     /// The cancel to send for a client's keys; `None` for wrong keys, an
     /// idle client, or one waiting for a server (whose wait it ends). The
     /// secret is compared in constant time.
-    pub fn lookup(&self, process_id: i32, secret: i32) -> Option<PendingCancel> {
+    pub fn lookup(&self, process_id: i32, secret: i32) -> Option<OutgoingCancel> {
         let map = self.map.lock().unwrap();
         let entry = map.get(&process_id)?;
-        if entry.secret_matches(secret) {
-            entry.slot.begin_cancel()
-        } else {
-            None
+        if !entry.secret_matches(secret) {
+            return None;
         }
+        let pending = entry.slot.begin_cancel()?;
+        let counted = entry.slot.cancels_forwarding.get().map(|counter| {
+            counter.fetch_add(1, Ordering::Relaxed);
+            Forwarding(counter.clone())
+        });
+        Some(OutgoingCancel { pending, counted })
     }
 }
 
@@ -427,6 +466,29 @@ mod tests {
                 .expect("the server's cancel"),
         );
         assert!(!gate.pending());
+    }
+
+    #[test]
+    fn a_cancel_is_counted_in_its_pools_until_sent_or_dropped() {
+        let registry = CancelRegistry::new();
+        let a = registry.register();
+        let forwarding = Arc::new(AtomicUsize::new(0));
+        a.slot.count_cancels_in(forwarding.clone());
+        let (target, _gate) = server();
+        a.slot.attach(target);
+        let first = registry.lookup(a.process_id, a.secret).expect("attached");
+        let second = registry.lookup(a.process_id, a.secret).expect("attached");
+        assert_eq!(forwarding.load(Ordering::Relaxed), 2);
+        drop(first);
+        assert_eq!(forwarding.load(Ordering::Relaxed), 1);
+        drop(second);
+        assert_eq!(forwarding.load(Ordering::Relaxed), 0);
+        assert!(registry.lookup(a.process_id, a.secret ^ 1).is_none());
+        assert_eq!(
+            forwarding.load(Ordering::Relaxed),
+            0,
+            "wrong keys count nothing"
+        );
     }
 
     fn card(name: &str) -> ClientCard {

@@ -297,6 +297,9 @@ async fn login<'a>(
         .database_pools(&startup.database, &startup.user, &shared.pools)
         .ok_or_else(|| FrontendError::UnknownDatabase(startup.database.clone()))?;
     let mode = pools.spec.pool_mode;
+    registration
+        .slot
+        .count_cancels_in(pools.cancels_forwarding.clone());
     let mut session = Session::new(
         shared.metrics.clone(),
         settings.clone(),
