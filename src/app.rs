@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use rand::Rng;
 use thiserror::Error;
-use tokio::net::TcpListener;
 use tracing::{info, warn};
 
 use crate::admin::{AdminError, Privilege};
@@ -630,6 +629,7 @@ pub async fn start_from(config: Config, source: Option<PathBuf>) -> Result<Runni
         .iter()
         .map(|a| format_addr(a, config.listen.port))
         .collect();
+    let reuse_port = config.listen.so_reuseport;
     let max_clients = config.limits.max_client_conn as usize;
     let metrics_addr = config.metrics.addr;
     let traffic = Arc::new(TrafficWindow::new(config.logging.stats_period));
@@ -651,12 +651,13 @@ pub async fn start_from(config: Config, source: Option<PathBuf>) -> Result<Runni
     let mut listeners = Vec::new();
     let mut addrs = Vec::new();
     for addr in listen {
-        let listener = TcpListener::bind(&addr)
-            .await
-            .map_err(|source| AppError::Bind {
-                addr: addr.clone(),
-                source,
-            })?;
+        let listener =
+            frontend::bind(&addr, reuse_port)
+                .await
+                .map_err(|source| AppError::Bind {
+                    addr: addr.clone(),
+                    source,
+                })?;
         let handle = frontend::serve(listener, shared.clone(), shutdown.signal(), drain)
             .map_err(|source| AppError::Bind { addr, source })?;
         info!(addr = %handle.local_addr, "listening");

@@ -114,3 +114,108 @@ async fn a_cancel_reaching_another_pgrelay_is_passed_on_to_the_one_running_the_q
         relay.stop().await;
     }
 }
+
+/// pgrelay sharing `port` on 127.0.0.1 through `so_reuseport`, plus its own
+/// address `own` on the same port, which its peers reach it on.
+fn reuseport_yaml(
+    cluster: &pgrelay_testcontainers::Cluster,
+    dir: &tempfile::TempDir,
+    port: u16,
+    own: &str,
+    peers: &[&str],
+) -> String {
+    let userlist = write_userlist(cluster, dir.path());
+    let peers: Vec<String> = peers.iter().map(|p| format!("{p}:{port}")).collect();
+    format!(
+        "listen_addr: 127.0.0.1,{own}\nlisten_port: {port}\nso_reuseport: true\n\
+         auth_file: {}\nserver_tls_sslmode: disable\nmetrics_addr: off\n\
+         pool_mode: transaction\ncancel_peers: [{}]\nadmin_users: {su}\n\
+         databases:\n  {db}:\n    host: 127.0.0.1\n    port: {pg}\n",
+        userlist.display(),
+        peers.join(", "),
+        su = cluster.superuser().0,
+        db = cluster.database(),
+        pg = cluster.port(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processes_sharing_a_port_serve_its_clients_and_cancel_their_queries() {
+    let cluster = cluster(0, false).await;
+    let port = free_port();
+    let peers = ["127.0.0.2", "127.0.0.3"];
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let yaml_a = reuseport_yaml(&cluster, &dir_a, port, peers[0], &peers);
+    let yaml_b = reuseport_yaml(&cluster, &dir_b, port, peers[1], &peers);
+    let a = start_yaml(dir_a, &yaml_a, &BTreeMap::new()).await;
+    let b = start_yaml(dir_b, &yaml_b, &BTreeMap::new()).await;
+
+    // Without so_reuseport the shared address is taken.
+    let dir_c = tempfile::tempdir().unwrap();
+    let yaml_c = reuseport_yaml(&cluster, &dir_c, port, "127.0.0.4", &[])
+        .replace("so_reuseport: true", "so_reuseport: false");
+    let path = dir_c.path().join("pgrelay.yaml");
+    let config = pgrelay::config::Config::load_from_str(&path, &yaml_c, &BTreeMap::new()).unwrap();
+    assert!(
+        pgrelay::app::start_from(config, None).await.is_err(),
+        "a third process binds the shared port only with so_reuseport"
+    );
+
+    // The kernel spreads clients over both (all 16 on one: p ≈ 3e-5).
+    let shared = a.conn_string(&cluster);
+    let mut clients = Vec::new();
+    for _ in 0..16 {
+        clients.push(connect(&shared).await);
+    }
+    let (su, su_pw) = cluster.superuser();
+    let mut served = Vec::new();
+    for own in peers {
+        let console = connect(&format!(
+            "host={own} port={port} user={su} password={su_pw} dbname=pgbouncer"
+        ))
+        .await;
+        let rows = console_rows(&console, "SHOW POOLS").await;
+        let row = rows
+            .iter()
+            .find(|r| r["database"] == cluster.database())
+            .expect("the pool's row");
+        served.push(row["cl_active"].parse::<u32>().unwrap());
+    }
+    assert_eq!(served.iter().sum::<u32>(), 16, "{served:?}");
+    assert!(served.iter().all(|&n| n > 0), "{served:?}");
+
+    // Every client's cancel reaches its query, whichever process the
+    // kernel hands the cancel connection to.
+    let started = Instant::now();
+    let mut queries = Vec::new();
+    for client in clients {
+        let token = client.cancel_token();
+        let query =
+            tokio::spawn(
+                async move { client.simple_query("select pg_sleep(2)").await.map(|_| ()) },
+            );
+        queries.push((token, query));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for (token, _) in &queries {
+        token
+            .cancel_query(tokio_postgres::NoTls)
+            .await
+            .expect("cancel sent");
+    }
+    for (_, query) in queries {
+        let err = tokio::time::timeout(Duration::from_secs(10), query)
+            .await
+            .expect("the query ends")
+            .unwrap()
+            .expect_err("cancelled");
+        assert_eq!(sqlstate(&err).as_deref(), Some("57014"), "{err}");
+    }
+    assert!(
+        started.elapsed() < Duration::from_millis(1900),
+        "{:?}",
+        started.elapsed()
+    );
+    a.stop().await;
+    b.stop().await;
+}

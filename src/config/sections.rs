@@ -18,6 +18,8 @@ pub struct ListenConfig {
     /// Other pgrelay processes (`host:port`, a name may resolve to several)
     /// that a cancel request matching no local client is passed on to.
     pub cancel_peers: Vec<String>,
+    /// PgBouncer's `so_reuseport`: several processes share the listen address.
+    pub so_reuseport: bool,
 }
 
 impl Default for ListenConfig {
@@ -29,6 +31,7 @@ impl Default for ListenConfig {
             port: 6432,
             unix_socket_dir: "/tmp".to_string(),
             cancel_peers: Vec::new(),
+            so_reuseport: false,
         }
     }
 }

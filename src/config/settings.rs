@@ -86,6 +86,7 @@ settings_table! {
         listen_port: u16 => listen.port;
         unix_socket_dir: String => listen.unix_socket_dir;
         cancel_peers: Vec<String> => listen.cancel_peers;
+        so_reuseport: bool => listen.so_reuseport;
 
         auth_type: AuthType => auth.auth_type;
         auth_file: Option<PathBuf> => auth.auth_file;
@@ -160,6 +161,7 @@ pub const START_ONLY_SETTINGS: &[&str] = &[
     "listen_addr",
     "listen_port",
     "unix_socket_dir",
+    "so_reuseport",
     "max_client_conn",
     "client_tls_ca_file",
     "client_tls_cert_file",
@@ -185,7 +187,6 @@ const UNSUPPORTED_SETTINGS: &[&str] = &[
     "auth_hba_file",
     "auth_ident_file",
     "user",
-    "so_reuseport",
     "peer_id",
     "max_prepared_statements",
     "resolv_conf",

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::task::JoinSet;
 use tracing::{info, warn};
 
@@ -19,6 +19,39 @@ pub struct ListenerHandle {
     pub local_addr: SocketAddr,
     pub task: tokio::task::JoinHandle<()>,
 }
+
+/// Binds `addr` (`host:port`) for clients, on the first address it resolves
+/// to that binds. With `reuse_port` (PgBouncer's `so_reuseport`) several
+/// processes may bind the same address and the kernel spreads new
+/// connections over them.
+pub async fn bind(addr: &str, reuse_port: bool) -> std::io::Result<TcpListener> {
+    if !reuse_port {
+        return TcpListener::bind(addr).await;
+    }
+    let mut last = None;
+    for candidate in tokio::net::lookup_host(addr).await? {
+        let socket = if candidate.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        let bound = socket
+            .set_reuseaddr(true)
+            .and_then(|()| socket.set_reuseport(true))
+            .and_then(|()| socket.bind(candidate))
+            .and_then(|()| socket.listen(LISTEN_BACKLOG));
+        match bound {
+            Ok(listener) => return Ok(listener),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, "no address to bind")
+    }))
+}
+
+/// What `TcpListener::bind` asks for (std's default backlog).
+const LISTEN_BACKLOG: u32 = 1024;
 
 /// Serves clients on `listener` until `shutdown`, then drains for at most `drain`.
 pub fn serve(

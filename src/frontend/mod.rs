@@ -29,7 +29,7 @@ use crate::pool::PoolError;
 use crate::protocol::ProtocolError;
 
 pub use cancel::CancelRegistry;
-pub use listener::{serve, ListenerHandle};
+pub use listener::{bind, serve, ListenerHandle};
 
 /// Settings the client side reads; rebuilt on reload and picked up by new sessions.
 #[derive(Debug, Clone)]
