@@ -140,17 +140,26 @@ pub async fn send_cancel(key: CancelKey, timeout: Duration) -> Result<(), Backen
 async fn send_request(key: CancelKey, written: &mut bool) -> Result<(), BackendError> {
     let mut out = BytesMut::new();
     postgres_protocol::message::frontend::cancel_request(key.process_id, key.secret_key, &mut out);
-    let mut tcp = TcpStream::connect(key.addr)
+    deliver(key.addr, &out, written).await
+}
+
+/// Writes a cancel-type request to `addr` on a fresh connection and waits
+/// for the receiver to close it, which a postmaster (or a pgrelay peer) does
+/// once it has acted on the request. `written` turns true from the first
+/// write attempt: even a failed write may have reached the receiver.
+pub async fn deliver(
+    addr: SocketAddr,
+    request: &[u8],
+    written: &mut bool,
+) -> Result<(), BackendError> {
+    let mut tcp = TcpStream::connect(addr)
         .await
         .map_err(|source| BackendError::Connect {
-            addr: key.addr.to_string(),
+            addr: addr.to_string(),
             source,
         })?;
-    // Counted as written from the first attempt: even a failed write may
-    // have reached the postmaster.
     *written = true;
-    tcp.write_all(&out).await?;
-    // The postmaster closes the connection once it has acted on the request.
+    tcp.write_all(request).await?;
     let mut sink = [0u8; 16];
     while tcp.read(&mut sink).await? != 0 {}
     Ok(())

@@ -22,7 +22,7 @@ use crate::protocol::framing::{self, Frame};
 use crate::protocol::ProtocolError;
 use crate::stream::Stream;
 
-pub use cancel::{send_cancel, CancelGate, CancelKey, CancelTarget, PendingCancel};
+pub use cancel::{deliver, send_cancel, CancelGate, CancelKey, CancelTarget, PendingCancel};
 pub use list::{ServerCard, ServerList};
 pub use login::ServerSecret;
 pub use options::{ConnectOptions, LiveOptions, ServerTlsPolicy};

@@ -179,15 +179,15 @@ impl CancelSlot {
         let _ = self.card.set(card);
     }
 
-    /// A cancel for the attached server, counted on its gate before the
-    /// lock `detach` takes is released: the server runs nothing new until
-    /// the cancel is done. A client still waiting for a server has its wait
-    /// cancelled instead.
     /// Counts the client's cancels in `counter` (its pools', for `SHOW POOLS`).
     pub fn count_cancels_in(&self, counter: Arc<AtomicUsize>) {
         let _ = self.cancels_forwarding.set(counter);
     }
 
+    /// A cancel for the attached server, counted on its gate before the
+    /// lock `detach` takes is released: the server runs nothing new until
+    /// the cancel is done. A client still waiting for a server has its wait
+    /// cancelled instead.
     fn begin_cancel(&self) -> Option<PendingCancel> {
         let mut activity = self.lock();
         if let Some(target) = &activity.target {

@@ -7,14 +7,12 @@
 //! never passes it on again, so peers listing each other (or themselves)
 //! cannot loop.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 use tracing::debug;
 
+use crate::backend::deliver;
 use crate::protocol::startup::forwarded_cancel;
 
 /// Bounds the whole pass-on: a cancel is worth little once it is this late,
@@ -40,7 +38,7 @@ pub async fn pass_on(peers: &[String], process_id: i32, secret_key: i32) {
             let mut each = JoinSet::new();
             for addr in addrs {
                 each.spawn(async move {
-                    if let Err(e) = send(addr, &packet).await {
+                    if let Err(e) = deliver(addr, &packet, &mut false).await {
                         debug!(%addr, error = %e, "passing a cancel on failed");
                     }
                 });
@@ -53,13 +51,4 @@ pub async fn pass_on(peers: &[String], process_id: i32, secret_key: i32) {
         // Dropping the set aborts the sends still waiting.
         debug!("passing a cancel on timed out");
     }
-}
-
-async fn send(addr: SocketAddr, packet: &[u8]) -> std::io::Result<()> {
-    let mut tcp = TcpStream::connect(addr).await?;
-    tcp.write_all(packet).await?;
-    // The peer answers nothing; its close says it is done.
-    let mut rest = [0u8; 1];
-    while tcp.read(&mut rest).await? != 0 {}
-    Ok(())
 }

@@ -20,14 +20,12 @@ pub struct ListenerHandle {
     pub task: tokio::task::JoinHandle<()>,
 }
 
-/// Binds `addr` (`host:port`) for clients, on the first address it resolves
-/// to that binds. With `reuse_port` (PgBouncer's `so_reuseport`) several
-/// processes may bind the same address and the kernel spreads new
+/// Binds `addr` (`host:port`) for clients as `TcpListener::bind` does (the
+/// first address it resolves to that binds, `SO_REUSEADDR` set), with
+/// `SO_REUSEPORT` too when `reuse_port` (PgBouncer's `so_reuseport`): then
+/// several processes may bind the same address and the kernel spreads new
 /// connections over them.
 pub async fn bind(addr: &str, reuse_port: bool) -> std::io::Result<TcpListener> {
-    if !reuse_port {
-        return TcpListener::bind(addr).await;
-    }
     let mut last = None;
     for candidate in tokio::net::lookup_host(addr).await? {
         let socket = if candidate.is_ipv4() {
@@ -37,7 +35,7 @@ pub async fn bind(addr: &str, reuse_port: bool) -> std::io::Result<TcpListener> 
         };
         let bound = socket
             .set_reuseaddr(true)
-            .and_then(|()| socket.set_reuseport(true))
+            .and_then(|()| socket.set_reuseport(reuse_port))
             .and_then(|()| socket.bind(candidate))
             .and_then(|()| socket.listen(LISTEN_BACKLOG));
         match bound {
@@ -50,8 +48,9 @@ pub async fn bind(addr: &str, reuse_port: bool) -> std::io::Result<TcpListener> 
     }))
 }
 
-/// What `TcpListener::bind` asks for (std's default backlog).
-const LISTEN_BACKLOG: u32 = 1024;
+/// The backlog `TcpListener::bind` asks for (std's and mio's), which is also
+/// PgBouncer's `listen_backlog` default.
+const LISTEN_BACKLOG: u32 = 128;
 
 /// Serves clients on `listener` until `shutdown`, then drains for at most `drain`.
 pub fn serve(

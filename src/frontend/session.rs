@@ -56,7 +56,12 @@ pub(crate) async fn run_connection(
             secret_key,
             forwarded,
         }) => {
-            let peers = (!forwarded).then_some(settings.cancel_peers.as_slice());
+            // A cancel a peer passed on goes no further.
+            let peers: &[String] = if forwarded {
+                &[]
+            } else {
+                &settings.cancel_peers
+            };
             forward_cancel(&shared, process_id, secret_key, peers).await;
             return;
         }
@@ -231,25 +236,18 @@ async fn within<T>(
 }
 
 /// Sends a client's cancel to the server running its query; keys no local
-/// client holds go on to `peers` (none for a cancel a peer passed on).
-async fn forward_cancel(
-    shared: &Shared,
-    process_id: i32,
-    secret_key: i32,
-    peers: Option<&[String]>,
-) {
+/// client holds go on to `peers`.
+async fn forward_cancel(shared: &Shared, process_id: i32, secret_key: i32, peers: &[String]) {
     match shared.cancels.lookup(process_id, secret_key) {
         Some(cancel) => {
             if let Err(e) = cancel.send(Duration::from_secs(5)).await {
                 warn!(error = %e, "forwarding cancel request failed");
             }
         }
-        None => match peers {
-            Some(peers) if !peers.is_empty() && !shared.cancels.holds(process_id, secret_key) => {
-                super::cancel_peers::pass_on(peers, process_id, secret_key).await
-            }
-            _ => debug!("cancel request matched no running query"),
-        },
+        None if !peers.is_empty() && !shared.cancels.holds(process_id, secret_key) => {
+            super::cancel_peers::pass_on(peers, process_id, secret_key).await
+        }
+        None => debug!("cancel request matched no running query"),
     }
 }
 
