@@ -37,9 +37,32 @@ async fn relay_on(cluster: &pgrelay_testcontainers::Cluster, port: u16, peers: &
     start_yaml(dir, &yaml, &BTreeMap::new()).await
 }
 
+/// Waits until `n` `pg_sleep(2)` queries run on the primary: a cancel that
+/// reaches a backend before it started its query is dropped by PostgreSQL.
+async fn until_sleeping(cluster: &pgrelay_testcontainers::Cluster, n: i64) {
+    let direct = superuser_direct(cluster).await;
+    for _ in 0..200 {
+        let running: i64 = direct
+            .query_one(
+                "select count(*) from pg_stat_activity \
+                 where state = 'active' and query = 'select pg_sleep(2)'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if running >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("{n} queries did not start");
+}
+
 /// Runs a long query on `client` and cancels it through `other_port`, a
 /// different pgrelay than the one the client is connected to.
 async fn cancel_through(
+    cluster: &pgrelay_testcontainers::Cluster,
     client: tokio_postgres::Client,
     other_port: u16,
 ) -> (Result<(), tokio_postgres::Error>, Duration) {
@@ -47,7 +70,7 @@ async fn cancel_through(
     let started = Instant::now();
     let query =
         tokio::spawn(async move { client.simple_query("select pg_sleep(2)").await.map(|_| ()) });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    until_sleeping(cluster, 1).await;
     let other = TcpStream::connect(("127.0.0.1", other_port)).await.unwrap();
     token
         .cancel_query_raw(other, tokio_postgres::NoTls)
@@ -69,7 +92,7 @@ async fn a_cancel_reaching_another_pgrelay_is_passed_on_to_the_one_running_the_q
     let b = relay_on(&cluster, b_port, &[a_port, b_port]).await;
     let lone = relay_on(&cluster, lone_port, &[]).await;
 
-    let (outcome, took) = cancel_through(b.connect(&cluster).await, a_port).await;
+    let (outcome, took) = cancel_through(&cluster, b.connect(&cluster).await, a_port).await;
     let err = outcome.expect_err("the query on b is cancelled through a");
     assert_eq!(sqlstate(&err).as_deref(), Some("57014"), "{err}");
     assert!(
@@ -103,7 +126,7 @@ async fn a_cancel_reaching_another_pgrelay_is_passed_on_to_the_one_running_the_q
 
     // Sent to a pgrelay without cancel_peers, the same cancel is lost: the
     // query runs out.
-    let (outcome, took) = cancel_through(b.connect(&cluster).await, lone_port).await;
+    let (outcome, took) = cancel_through(&cluster, b.connect(&cluster).await, lone_port).await;
     outcome.expect("lone passes nothing on, so b's query is not cancelled");
     assert!(took >= Duration::from_secs(2), "ended after {took:?}");
 
@@ -196,7 +219,7 @@ async fn processes_sharing_a_port_serve_its_clients_and_cancel_their_queries() {
             );
         queries.push((token, query));
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    until_sleeping(&cluster, 16).await;
     for (token, _) in &queries {
         token
             .cancel_query(tokio_postgres::NoTls)
