@@ -20,6 +20,7 @@ use crate::cluster::{
     DatabaseSpec, HealthSettings, PoolRegistry, ReadFallback, ReadYourWrites, ReplicaSpec,
 };
 use crate::config::{AuthType, Config, ReplicasConfig, SslMode};
+use crate::cores::Cores;
 use crate::frontend::{self, CancelRegistry, Directory, FrontendSettings, ListenerHandle, Shared};
 use crate::metrics::{Metrics, TrafficWindow};
 use crate::pool::PoolSettings;
@@ -43,6 +44,8 @@ pub enum AppError {
     Metrics(#[from] crate::metrics::MetricsError),
     #[error("database {database:?}: {reason}")]
     Replicas { database: String, reason: String },
+    #[error("cannot start the per-core runtimes: {0}")]
+    Runtime(std::io::Error),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: String,
@@ -482,6 +485,7 @@ impl Directory for App {
                 idle_timeout: nonzero(c.timeouts.server_idle_timeout),
                 lifetime: nonzero(c.timeouts.server_lifetime),
                 login_retry: c.timeouts.server_login_retry,
+                cores: c.runtime.cores(),
             },
             pool_mode: db.pool.pool_mode,
             max_db_connections: db.pool.max_db_connections as usize,
@@ -593,6 +597,8 @@ pub struct Running {
     shutdown: Shutdown,
     listeners: Vec<ListenerHandle>,
     upkeep: tokio::task::JoinHandle<()>,
+    /// Dropped last: the other cores' runtimes end with it.
+    _cores: Arc<Cores>,
 }
 
 impl Running {
@@ -631,6 +637,7 @@ pub async fn start_from(config: Config, source: Option<PathBuf>) -> Result<Runni
         .collect();
     let reuse_port = config.listen.so_reuseport;
     let max_clients = config.limits.max_client_conn as usize;
+    let cores = Arc::new(Cores::start(config.runtime.cores()).map_err(AppError::Runtime)?);
     let metrics_addr = config.metrics.addr;
     let traffic = Arc::new(TrafficWindow::new(config.logging.stats_period));
     let app = App::new(config, source)?;
@@ -658,8 +665,14 @@ pub async fn start_from(config: Config, source: Option<PathBuf>) -> Result<Runni
                     addr: addr.clone(),
                     source,
                 })?;
-        let handle = frontend::serve(listener, shared.clone(), shutdown.signal(), drain)
-            .map_err(|source| AppError::Bind { addr, source })?;
+        let handle = frontend::serve(
+            listener,
+            shared.clone(),
+            cores.clone(),
+            shutdown.signal(),
+            drain,
+        )
+        .map_err(|source| AppError::Bind { addr, source })?;
         info!(addr = %handle.local_addr, "listening");
         addrs.push(handle.local_addr);
         listeners.push(handle);
@@ -702,6 +715,7 @@ pub async fn start_from(config: Config, source: Option<PathBuf>) -> Result<Runni
         shutdown,
         listeners,
         upkeep,
+        _cores: cores,
     })
 }
 

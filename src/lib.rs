@@ -6,6 +6,7 @@ pub mod auth;
 pub mod backend;
 pub mod cluster;
 pub mod config;
+pub mod cores;
 pub mod demo;
 pub mod frontend;
 pub mod metrics;

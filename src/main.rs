@@ -121,10 +121,8 @@ fn main() -> ExitCode {
         }
         Command::Demo { port } => {
             init_logging(LogFormat::Text);
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .expect("tokio runtime");
+            // As `run` with the default settings: per-core runtimes.
+            let runtime = build_runtime(&Default::default()).expect("tokio runtime");
             match runtime.block_on(demo(port)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -145,7 +143,7 @@ fn main() -> ExitCode {
             for w in cfg.warnings() {
                 warn!("{w}");
             }
-            let runtime = match build_runtime(cfg.runtime.worker_threads) {
+            let runtime = match build_runtime(&cfg.runtime) {
                 Ok(runtime) => runtime,
                 Err(e) => {
                     eprintln!("pgrelay: cannot start the runtime: {e}");
@@ -163,20 +161,20 @@ fn main() -> ExitCode {
     }
 }
 
-/// One thread runs everything on a current-thread runtime; more use tokio's
-/// work-stealing scheduler (0, the default = one thread per core, and one
-/// thread on a single core).
-fn build_runtime(worker_threads: u32) -> std::io::Result<tokio::runtime::Runtime> {
-    let threads = match worker_threads {
-        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-        n => n as usize,
-    };
-    match threads {
-        1 => tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build(),
-        n => tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(n)
+/// Per-core scheduling, and one thread, run the entry point on a
+/// current-thread runtime (core 0; `app::start` adds the other cores);
+/// `work_stealing` with more threads uses tokio's work-stealing scheduler.
+fn build_runtime(
+    runtime: &pgrelay::config::RuntimeConfig,
+) -> std::io::Result<tokio::runtime::Runtime> {
+    match (runtime.threads(), runtime.scheduler) {
+        (n, pgrelay::config::Scheduler::WorkStealing) if n > 1 => {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(n)
+                .enable_all()
+                .build()
+        }
+        _ => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build(),
     }

@@ -41,6 +41,16 @@ impl Stream {
         }
     }
 
+    /// The same connection registered with the caller's runtime
+    /// ([`crate::cores::rehome`]). A TLS stream stays where it is: its
+    /// socket cannot be taken out from under the session and put back.
+    pub fn rehome(self) -> io::Result<Stream> {
+        match self {
+            Stream::Plain(tcp) => crate::cores::rehome(tcp).map(Stream::Plain),
+            tls => Ok(tls),
+        }
+    }
+
     pub fn tcp(&self) -> &TcpStream {
         match self {
             Stream::Plain(s) => s,

@@ -242,6 +242,13 @@ impl ServerConn {
 
     /// An idle server says nothing unprompted: if its socket is readable now
     /// (a FATAL before it exits, or end of stream), the connection is gone.
+    /// The connection registered with the caller's runtime (see
+    /// [`crate::cores`]); an error has closed it.
+    pub fn rehome(mut self) -> std::io::Result<ServerConn> {
+        self.stream = self.stream.rehome()?;
+        Ok(self)
+    }
+
     pub fn is_idle_and_open(&self) -> bool {
         if !self.rbuf.is_empty() {
             return false;

@@ -115,6 +115,16 @@ impl Connector for ServerConnector {
         Ok(conn)
     }
 
+    fn rehome(&self, conn: ServerConn) -> Option<ServerConn> {
+        match conn.rehome() {
+            Ok(conn) => Some(conn),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not move an idle server to this core; closing it");
+                None
+            }
+        }
+    }
+
     fn is_alive(&self, conn: &ServerConn) -> bool {
         conn.is_idle_and_open() && self.may_reuse(conn)
     }

@@ -24,7 +24,7 @@ pub use database::{
 };
 pub use env::{DATABASES_VAR, DATABASE_NAME_VAR, ENV_PREFIX, HOST_VAR, PORT_VAR};
 pub use error::{ConfigError, Origin, ValidationError};
-pub use modes::{AuthType, InvalidMode, LogFormat, PoolMode, SslMode};
+pub use modes::{AuthType, InvalidMode, LogFormat, PoolMode, Scheduler, SslMode};
 pub use report::check_config_report;
 pub use sections::{
     AdminConfig, AuthConfig, LimitsConfig, ListenConfig, LoggingConfig, MetricsConfig,

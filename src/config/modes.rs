@@ -92,6 +92,21 @@ word_enum!(
     Json => "json",
 });
 
+word_enum!(
+    /// How the runtime's threads share the clients (`scheduler`, pgrelay's own).
+    Scheduler, "scheduler", {
+    PerCore => "per_core" | "per-core",
+    WorkStealing => "work_stealing" | "work-stealing",
+});
+
+// `word_enum!` writes the enum, so `#[default]` cannot mark a variant.
+#[allow(clippy::derivable_impls)]
+impl Default for Scheduler {
+    fn default() -> Self {
+        Scheduler::PerCore
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

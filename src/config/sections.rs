@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::modes::{AuthType, LogFormat, PoolMode, SslMode};
+use super::modes::{AuthType, LogFormat, PoolMode, Scheduler, SslMode};
 
 /// Where clients connect (`listen_addr`, `listen_port`, `unix_socket_dir`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -245,15 +245,35 @@ impl Default for MetricsConfig {
     }
 }
 
-/// How many threads serve clients (pgrelay's own).
+/// How many threads serve clients and how they share them (pgrelay's own).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RuntimeConfig {
     /// 0 (the default): one thread per core. 1: one thread, as PgBouncer
-    /// runs. N > 1: a work-stealing pool of N threads. On a machine the
-    /// pooler shares with the database, one thread leaves cores idle while
-    /// it works, and the clients wait for it (BENCHMARKS.md: the *pgrelay on
-    /// one thread* rows).
+    /// runs. N > 1: N threads, shared out by `scheduler`.
     pub worker_threads: u32,
+    /// `per_core` (the default): each thread runs its own clients, and the
+    /// pools prefer servers on the caller's thread (`crate::cores`).
+    /// `work_stealing`: tokio's scheduler moves tasks between threads.
+    pub scheduler: Scheduler,
+}
+
+impl RuntimeConfig {
+    /// `worker_threads` with 0 resolved to the machine's core count.
+    pub fn threads(&self) -> usize {
+        match self.worker_threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n as usize,
+        }
+    }
+
+    /// How many per-core runtimes serve clients: the threads under
+    /// `per_core`, 1 under `work_stealing`.
+    pub fn cores(&self) -> usize {
+        match self.scheduler {
+            Scheduler::PerCore => self.threads(),
+            Scheduler::WorkStealing => 1,
+        }
+    }
 }
 
 /// Routing rule files (pgrelay's own).

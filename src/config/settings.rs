@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::database::DatabaseConfig;
-use super::modes::{AuthType, LogFormat, PoolMode, SslMode};
+use super::modes::{AuthType, LogFormat, PoolMode, Scheduler, SslMode};
 use super::value::{SettingValue, YamlSetting};
 use super::Config;
 
@@ -141,6 +141,7 @@ settings_table! {
 
         metrics_addr: Option<SocketAddr> => metrics.addr;
         worker_threads: u32 => runtime.worker_threads;
+        scheduler: Scheduler => runtime.scheduler;
         routing_rules: Vec<PathBuf> => routing.rule_files;
     }
     ignored {
@@ -171,6 +172,7 @@ pub const START_ONLY_SETTINGS: &[&str] = &[
     "shutdown_timeout",
     "metrics_addr",
     "worker_threads",
+    "scheduler",
 ];
 
 /// True unless the setting is read at start only.

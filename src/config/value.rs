@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::Deserialize;
 
-use super::modes::{AuthType, LogFormat, PoolMode, SslMode};
+use super::modes::{AuthType, LogFormat, PoolMode, Scheduler, SslMode};
 
 /// How masked secrets are shown.
 pub const MASK: &str = "****";
@@ -162,7 +162,7 @@ macro_rules! mode_setting {
         }
     )+};
 }
-mode_setting!(AuthType, PoolMode, SslMode, LogFormat);
+mode_setting!(AuthType, PoolMode, SslMode, LogFormat, Scheduler);
 
 fn split_list(raw: &str) -> impl Iterator<Item = &str> {
     raw.split(',').map(str::trim).filter(|s| !s.is_empty())

@@ -12,6 +12,7 @@ use tracing::{info, warn};
 
 use super::session::run_connection;
 use super::Shared;
+use crate::cores::{self, Cores};
 use crate::shutdown::ShutdownSignal;
 
 /// What the entry point keeps of a running listener.
@@ -53,23 +54,27 @@ pub async fn bind(addr: &str, reuse_port: bool) -> std::io::Result<TcpListener> 
 const LISTEN_BACKLOG: u32 = 128;
 
 /// Serves clients on `listener` until `shutdown`, then drains for at most `drain`.
+/// Each session runs on the core of `cores` with the fewest sessions.
 pub fn serve(
     listener: TcpListener,
     shared: Arc<Shared>,
+    cores: Arc<Cores>,
     shutdown: ShutdownSignal,
     drain: Duration,
 ) -> std::io::Result<ListenerHandle> {
     let local_addr = listener.local_addr()?;
-    let task = tokio::spawn(accept_loop(listener, shared, shutdown, drain));
+    let task = tokio::spawn(accept_loop(listener, shared, cores, shutdown, drain));
     Ok(ListenerHandle { local_addr, task })
 }
 
 async fn accept_loop(
     listener: TcpListener,
     shared: Arc<Shared>,
+    cores: Arc<Cores>,
     shutdown: ShutdownSignal,
     drain: Duration,
 ) {
+    let accepting_core = cores::current();
     let mut sessions = JoinSet::new();
     // One wait for the listener's life: a new one per accepted connection
     // would register with the shutdown notifier (and take its lock) each time.
@@ -83,11 +88,25 @@ async fn accept_loop(
                     let shared = shared.clone();
                     let signal = shutdown.clone();
                     let slots = shared.client_slots.clone();
-                    sessions.spawn(async move {
+                    let placement = cores.place();
+                    let handle = placement.handle.clone();
+                    sessions.spawn_on(async move {
+                        let tcp = if placement.core == accepting_core {
+                            tcp
+                        } else {
+                            match cores::rehome(tcp) {
+                                Ok(tcp) => tcp,
+                                Err(e) => {
+                                    warn!(error = %e, %peer, "could not move a client to its core");
+                                    return;
+                                }
+                            }
+                        };
                         let admit = move || slots.try_acquire_owned().ok();
                         run_connection(tcp, shared, signal, admit).await;
+                        drop(placement);
                         tracing::trace!(%peer, "connection closed");
-                    });
+                    }, &handle);
                 }
                 Err(e) => {
                     // Out of file descriptors and similar: back off instead of spinning.

@@ -13,6 +13,7 @@
 //!   caller that knows the connection is clean may put it back.
 
 mod limit;
+mod slots;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -20,11 +21,13 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use thiserror::Error;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::OwnedSemaphorePermit;
 
+use crate::cores;
 use crate::timer::ReusableSleep;
 
 pub use limit::ConnLimit;
+use slots::{CoreSlots, MainSlot, Slots};
 
 /// Opens connections for a pool.
 pub trait Connector: Send + Sync + 'static {
@@ -38,6 +41,11 @@ pub trait Connector: Send + Sync + 'static {
     /// Whether a released connection may be pooled again (false closes it).
     fn may_reuse(&self, _conn: &Self::Conn) -> bool {
         true
+    }
+    /// Moves an idle connection opened on another core onto the caller's
+    /// (see [`crate::cores`]); `None` closes it.
+    fn rehome(&self, conn: Self::Conn) -> Option<Self::Conn> {
+        Some(conn)
     }
 }
 
@@ -54,6 +62,9 @@ pub struct PoolSettings {
     pub lifetime: Option<Duration>,
     /// After a failed connect, new checkouts fail at once for this long.
     pub login_retry: Duration,
+    /// The per-core runtimes the main slots are split over (1 without
+    /// them); read when the pool is made.
+    pub cores: usize,
 }
 
 impl PoolSettings {
@@ -69,6 +80,7 @@ impl PoolSettings {
             idle_timeout: None,
             lifetime: None,
             login_retry: Duration::from_secs(1),
+            cores: 1,
         }
     }
 }
@@ -115,6 +127,8 @@ struct Entry<T> {
     retire_at: Option<Instant>,
     /// When it was last put back (idle timeout).
     idle_since: Instant,
+    /// The core whose runtime its socket is registered with.
+    home: u16,
     _limits: Vec<OwnedSemaphorePermit>,
     _live: LiveToken,
 }
@@ -140,7 +154,7 @@ struct Inner<C: Connector> {
     settings: Mutex<PoolSettings>,
     /// What every waiting checkout reads, outside that lock.
     wait: WaitSettings,
-    main: Slots,
+    main: CoreSlots,
     reserve: Slots,
     idle: Mutex<Vec<Box<Entry<C::Conn>>>>,
     live: Arc<AtomicUsize>,
@@ -165,7 +179,7 @@ impl<C: Connector> Pool<C> {
     pub fn new(connector: C, settings: PoolSettings, limits: Vec<Arc<ConnLimit>>) -> Self {
         let inner = Arc::new(Inner {
             connector,
-            main: Slots::new(settings.size),
+            main: CoreSlots::new(settings.size, settings.cores),
             reserve: Slots::new(settings.reserve_size),
             settings: Mutex::new(settings),
             wait: WaitSettings::new(&settings),
@@ -232,9 +246,9 @@ impl<C: Connector> Pool<C> {
         let inner = &self.inner;
         let deadline = || inner.wait.timeout().map(|t| started + t);
         // The common case, a free slot, needs no timers.
-        let (slot, waited) = match inner.main.sem.clone().try_acquire_owned() {
-            Ok(slot) => (slot, false),
-            Err(_) => {
+        let (slot, waited) = match inner.main.try_acquire(cores::current()) {
+            Some(slot) => (Slot::Main(slot), false),
+            None => {
                 inner.waiting.fetch_add(1, Ordering::Relaxed);
                 let slot = self.acquire_slot(deadline(), timer).await;
                 inner.waiting.fetch_sub(1, Ordering::Relaxed);
@@ -265,21 +279,21 @@ impl<C: Connector> Pool<C> {
         &self,
         deadline: Option<Instant>,
         timer: &mut ReusableSleep,
-    ) -> Result<OwnedSemaphorePermit, PoolError<C::Error>> {
+    ) -> Result<Slot, PoolError<C::Error>> {
         let inner = &self.inner;
         if inner.wait.has_reserve() {
             return Box::pin(self.acquire_slot_or_reserve(deadline)).await;
         }
-        let main = inner.main.sem.clone().acquire_owned();
-        let permit = match deadline {
+        let main = inner.main.acquire(cores::current());
+        let slot = match deadline {
             Some(d) => tokio::select! {
                 biased;
-                permit = main => permit,
+                slot = main => slot,
                 _ = timer.until(d) => return Err(PoolError::WaitTimeout),
             },
             None => main.await,
         };
-        permit.map_err(|_| PoolError::Closed)
+        slot.map(Slot::Main).map_err(|_| PoolError::Closed)
     }
 
     /// Waits for a slot; after `reserve_timeout`, takes a reserve slot if one
@@ -287,9 +301,9 @@ impl<C: Connector> Pool<C> {
     async fn acquire_slot_or_reserve(
         &self,
         deadline: Option<Instant>,
-    ) -> Result<OwnedSemaphorePermit, PoolError<C::Error>> {
+    ) -> Result<Slot, PoolError<C::Error>> {
         let inner = &self.inner;
-        let main = inner.main.sem.clone().acquire_owned();
+        let main = inner.main.acquire(cores::current());
         tokio::pin!(main);
         let reserve_at = tokio::time::Instant::now() + inner.settings().reserve_timeout;
         let until_deadline = async {
@@ -301,15 +315,17 @@ impl<C: Connector> Pool<C> {
         tokio::pin!(until_deadline);
         tokio::select! {
             biased;
-            permit = &mut main => return permit.map_err(|_| PoolError::Closed),
+            slot = &mut main => return slot.map(Slot::Main).map_err(|_| PoolError::Closed),
             _ = tokio::time::sleep_until(reserve_at) => {}
             _ = &mut until_deadline => return Err(PoolError::WaitTimeout),
         }
         let reserve = inner.reserve.sem.clone().acquire_owned();
         tokio::select! {
             biased;
-            permit = &mut main => permit.map_err(|_| PoolError::Closed),
-            permit = reserve => permit.map_err(|_| PoolError::Closed),
+            slot = &mut main => slot.map(Slot::Main).map_err(|_| PoolError::Closed),
+            permit = reserve => permit
+                .map(|_permit| Slot::Reserve { _permit })
+                .map_err(|_| PoolError::Closed),
             _ = &mut until_deadline => Err(PoolError::WaitTimeout),
         }
     }
@@ -344,14 +360,18 @@ impl<C: Connector> Pool<C> {
         };
         drop(expired);
         while inner.live.load(Ordering::Relaxed) < settings.min_size {
-            let Ok(slot) = inner.main.sem.clone().try_acquire_owned() else {
+            let Some(slot) = inner.main.try_acquire(cores::current()) else {
                 break;
             };
-            match inner.open(Some(Instant::now())).await {
-                Ok(entry) => inner.push_idle(entry, Instant::now()),
-                Err(_) => break,
+            let opened = inner.open(Some(Instant::now())).await;
+            let failed = opened.is_err();
+            if let Ok(entry) = opened {
+                inner.push_idle(entry, Instant::now());
             }
-            drop(slot);
+            inner.main.give_back(slot);
+            if failed {
+                break;
+            }
         }
     }
 
@@ -363,7 +383,7 @@ impl<C: Connector> Pool<C> {
 
     /// Stops handing out connections and closes the idle ones.
     pub fn close(&self) {
-        self.inner.main.sem.close();
+        self.inner.main.close();
         self.inner.reserve.sem.close();
         self.close_idle();
     }
@@ -414,18 +434,38 @@ impl<C: Connector> Inner<C> {
         *self.settings.lock().unwrap()
     }
 
+    /// The most recently used idle connection on the caller's core, else the
+    /// most recently used of all, moved to the caller's core.
     fn pop_idle(&self, now: Instant) -> Option<Box<Entry<C::Conn>>> {
-        let mut idle = self.idle.lock().unwrap();
-        while let Some(entry) = idle.pop() {
-            if !self.is_past_lifetime(&entry, now) && self.connector.is_alive(&entry.conn) {
+        let here = cores::current();
+        loop {
+            let entry = {
+                let mut idle = self.idle.lock().unwrap();
+                let at = idle
+                    .iter()
+                    .rposition(|e| e.home == here)
+                    .or_else(|| idle.len().checked_sub(1))?;
+                idle.remove(at)
+            };
+            // Alive is judged on the old core: a moved socket's readiness is
+            // unknown until its new reactor has polled it.
+            if self.is_past_lifetime(&entry, now) || !self.connector.is_alive(&entry.conn) {
+                continue;
+            }
+            if entry.home == here {
                 return Some(entry);
             }
+            let mut entry = *entry;
+            if let Some(conn) = self.connector.rehome(entry.conn) {
+                entry.conn = conn;
+                entry.home = here;
+                return Some(Box::new(entry));
+            }
         }
-        None
     }
 
     fn push_idle(&self, mut entry: Box<Entry<C::Conn>>, now: Instant) {
-        if self.main.sem.is_closed()
+        if self.main.is_closed()
             || self.is_past_lifetime(&entry, now)
             || !self.connector.may_reuse(&entry.conn)
         {
@@ -467,6 +507,7 @@ impl<C: Connector> Inner<C> {
                     // A lifetime too long to add never ends.
                     retire_at: settings.lifetime.and_then(|l| now.checked_add(l)),
                     idle_since: now,
+                    home: cores::current(),
                     _limits: limits,
                     _live: LiveToken::new(&self.live),
                 }))
@@ -476,59 +517,6 @@ impl<C: Connector> Inner<C> {
                 Err(PoolError::Connect(e))
             }
         }
-    }
-}
-
-/// A pool's checkout slots: a semaphore whose permit count follows the
-/// configured size, even while a shrink waits for checkouts to return.
-struct Slots {
-    sem: Arc<Semaphore>,
-    /// Permits in existence (handed out or available); above the configured
-    /// size only while a shrink is still taking permits back.
-    total: Arc<AtomicUsize>,
-}
-
-impl Slots {
-    fn new(size: usize) -> Self {
-        Slots {
-            sem: Arc::new(Semaphore::new(size)),
-            total: Arc::new(AtomicUsize::new(size)),
-        }
-    }
-
-    fn in_use(&self) -> usize {
-        self.total
-            .load(Ordering::Relaxed)
-            .saturating_sub(self.sem.available_permits())
-    }
-
-    /// Goes from `from` to `to` permits. Taking permits back waits for
-    /// checkouts to return them, one at a time in line with other waiters;
-    /// a later growth simply adds permits, so the count always ends at the
-    /// last size asked for.
-    fn resize(&self, from: usize, to: usize) {
-        if to >= from {
-            self.total.fetch_add(to - from, Ordering::Relaxed);
-            self.sem.add_permits(to - from);
-            return;
-        }
-        let excess = from - to;
-        let forgotten = self.sem.forget_permits(excess);
-        self.total.fetch_sub(forgotten, Ordering::Relaxed);
-        if forgotten == excess {
-            return;
-        }
-        let (sem, total) = (self.sem.clone(), self.total.clone());
-        tokio::spawn(async move {
-            for _ in forgotten..excess {
-                // Closed: the pool is gone, and its permits with it.
-                let Ok(permit) = sem.clone().acquire_owned().await else {
-                    return;
-                };
-                permit.forget();
-                total.fetch_sub(1, Ordering::Relaxed);
-            }
-        });
     }
 }
 
@@ -548,7 +536,8 @@ impl<C: Connector> limit::EvictIdle for Inner<C> {
 /// [`Pooled::release`] to return a clean one.
 pub struct Pooled<C: Connector> {
     entry: Option<Box<Entry<C::Conn>>>,
-    _slot: OwnedSemaphorePermit,
+    /// Always `Some` until dropped.
+    slot: Option<Slot>,
     pool: Arc<Inner<C>>,
     requested: Instant,
     checked_out: Instant,
@@ -557,14 +546,14 @@ pub struct Pooled<C: Connector> {
 impl<C: Connector> Pooled<C> {
     fn new(
         entry: Box<Entry<C::Conn>>,
-        slot: OwnedSemaphorePermit,
+        slot: Slot,
         pool: Arc<Inner<C>>,
         requested: Instant,
         checked_out: Instant,
     ) -> Self {
         Pooled {
             entry: Some(entry),
-            _slot: slot,
+            slot: Some(slot),
             pool,
             requested,
             checked_out,
@@ -605,6 +594,26 @@ impl<C: Connector> Pooled<C> {
             .expect("entry present until consumed")
             .conn
     }
+}
+
+impl<C: Connector> Drop for Pooled<C> {
+    fn drop(&mut self) {
+        // The connection goes first (closed, or already back in the idle
+        // list), so whoever the slot goes to finds it or its room.
+        drop(self.entry.take());
+        if let Some(Slot::Main(slot)) = self.slot.take() {
+            self.pool.main.give_back(slot);
+        }
+    }
+}
+
+/// The slot a checkout holds.
+enum Slot {
+    Main(MainSlot),
+    /// Held for its drop, which returns it.
+    Reserve {
+        _permit: OwnedSemaphorePermit,
+    },
 }
 
 impl<C: Connector> std::ops::Deref for Pooled<C> {

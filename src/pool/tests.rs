@@ -489,3 +489,68 @@ async fn a_reconfigured_wait_limit_applies_to_the_next_wait() {
     );
     held.release();
 }
+
+/// Connections that know which core they are registered on.
+#[derive(Default)]
+struct Homed {
+    opened: AtomicUsize,
+    moved: AtomicUsize,
+}
+
+impl Connector for Arc<Homed> {
+    type Conn = (usize, u16);
+    type Error = Refused;
+    async fn connect(&self) -> Result<(usize, u16), Refused> {
+        Ok((self.opened.fetch_add(1, Ordering::SeqCst), cores::current()))
+    }
+    fn rehome(&self, (id, _): (usize, u16)) -> Option<(usize, u16)> {
+        self.moved.fetch_add(1, Ordering::SeqCst);
+        Some((id, cores::current()))
+    }
+}
+
+#[test]
+fn a_checkout_prefers_its_own_cores_connection_and_moves_another_only_when_none_is_idle() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let cores = crate::cores::Cores::start(2).unwrap();
+        let (first, second) = (cores.place(), cores.place());
+        assert_eq!((first.core, second.core), (0, 1));
+        let other = second.handle.clone();
+        let homed = Arc::new(Homed::default());
+        let pool = Pool::new(homed.clone(), settings(4), vec![]);
+        let on_other = |pool: Pool<Arc<Homed>>| {
+            other.spawn(async move {
+                let conn = pool.get().await.unwrap();
+                let seen = *conn;
+                (conn, seen)
+            })
+        };
+        let (there, there_seen) = on_other(pool.clone()).await.unwrap();
+        assert_eq!(there_seen, (0, 1), "opened on core 1");
+        let here = pool.get().await.unwrap();
+        assert_eq!(*here, (1, 0), "opened on core 0");
+        // Core 0's connection is now the most recently used.
+        there.release();
+        here.release();
+        let (again, seen) = on_other(pool.clone()).await.unwrap();
+        assert_eq!(seen, (0, 1), "core 1 takes its own, not the most recent");
+        assert_eq!(homed.moved.load(Ordering::SeqCst), 0);
+        let (moved, seen) = on_other(pool.clone()).await.unwrap();
+        assert_eq!(
+            seen,
+            (1, 1),
+            "with none of its own idle, core 1 moves core 0's"
+        );
+        assert_eq!(homed.moved.load(Ordering::SeqCst), 1);
+        assert_eq!(homed.opened.load(Ordering::SeqCst), 2);
+        again.release();
+        moved.release();
+        let here = pool.get().await.unwrap();
+        assert_eq!(*here, (1, 0), "and back again when core 0 asks");
+        assert_eq!(homed.moved.load(Ordering::SeqCst), 2);
+    });
+}
