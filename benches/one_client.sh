@@ -7,7 +7,7 @@
 #   benches/one_client.sh [simple|extended] [rotations] [seconds]
 #
 # Starts a throw-away PostgreSQL on 127.0.0.1 (as the postgres user when run
-# as root), pgrelay with its default worker pool, pgrelay on one thread and
+# as root), pgrelay with its default runtime, pgrelay on one thread and
 # PgBouncer in front of it (transaction pooling, pool size 50, md5 client
 # login as in `cargo bench --bench proxy`), then runs `pgbench -S -c 1` for
 # `seconds` against direct PostgreSQL and each pooler in turn, `rotations`
