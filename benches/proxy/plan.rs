@@ -13,6 +13,9 @@ pub enum TargetKind {
     /// pgrelay on one thread (`worker_threads: 1`), as PgBouncer runs: beside
     /// the default row, what the thread count is worth.
     PgrelayOneThread,
+    /// pgrelay with `scheduler: work_stealing` (tokio's multi-thread
+    /// runtime, the default before aa5492e): what the per-core default is worth.
+    PgrelayWorkStealing,
     /// pgrelay with read/write routing over a primary and two replicas.
     PgrelayRouting,
     /// pgrelay routing every read to one replica.
@@ -66,6 +69,11 @@ pub const TARGETS: &[TargetSpec] = &[
     TargetSpec {
         kind: TargetKind::PgrelayOneThread,
         label: "pgrelay on one thread",
+        left_out: None,
+    },
+    TargetSpec {
+        kind: TargetKind::PgrelayWorkStealing,
+        label: "pgrelay, work stealing",
         left_out: None,
     },
     TargetSpec {

@@ -22,6 +22,17 @@ pub fn start_one_thread(upstream: &Upstream, settings: PoolerSettings) -> Result
     start_configured(upstream, settings, PRIMARY, "worker_threads: 1\n", "")
 }
 
+/// pgrelay on the primary under tokio's work-stealing scheduler.
+pub fn start_work_stealing(upstream: &Upstream, settings: PoolerSettings) -> Result<RunningPooler> {
+    start_configured(
+        upstream,
+        settings,
+        PRIMARY,
+        "scheduler: work_stealing\n",
+        "",
+    )
+}
+
 /// pgrelay without routing, its database on the harness's first replica.
 pub fn start_on_replica(upstream: &Upstream, settings: PoolerSettings) -> Result<RunningPooler> {
     start_with(upstream, settings, FIRST_REPLICA, "")

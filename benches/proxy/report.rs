@@ -282,6 +282,7 @@ fn throughput_table(md: &mut String, results: &[ScenarioResult]) {
                 spec.kind,
                 TargetKind::Pgrelay
                     | TargetKind::PgrelayOneThread
+                    | TargetKind::PgrelayWorkStealing
                     | TargetKind::PgrelayRouting
                     | TargetKind::PgrelayRoutingOneReplica
                     | TargetKind::PgrelayOnReplica
@@ -382,9 +383,12 @@ fn method(md: &mut String, e: &Environment) {
            clients always use SCRAM (the cluster's pg_hba).\n\
          - Direct runs above {limit} clients are skipped: PostgreSQL's max_connections is 400 \
            and the poolers' pools hold server connections too.\n\
-         - *pgrelay* rows run pgrelay's default thread count (one worker per core); \
-           *pgrelay on one thread* is the same binary with `worker_threads: 1`, one \
-           thread as PgBouncer runs, so the two rows show what the second thread is worth.\n\
+         - *pgrelay* rows run pgrelay's defaults: a thread per core, each with its own \
+           clients (`scheduler: per_core`); *pgrelay on one thread* is the same binary \
+           with `worker_threads: 1`, one thread as PgBouncer runs, so the two rows show \
+           what the second thread is worth; *pgrelay, work stealing* is \
+           `scheduler: work_stealing`, tokio's multi-thread runtime (the default before \
+           aa5492e), so it shows what keeping each client on one core is worth.\n\
          - Routing rows: *primary + 2 replicas* spreads reads over two streaming replicas \
            (three PostgreSQL servers on the same 2 cores, so it costs the machine more per \
            transaction whatever the pooler does); *reads to 1 replica* routes every read to \

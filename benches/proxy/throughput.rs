@@ -126,6 +126,10 @@ fn start_targets(
                 let pooler = relay::start_one_thread(upstream, settings)?;
                 live(upstream.endpoint_via(pooler.port), Some(pooler))
             }
+            (None, TargetKind::PgrelayWorkStealing) => {
+                let pooler = relay::start_work_stealing(upstream, settings)?;
+                live(upstream.endpoint_via(pooler.port), Some(pooler))
+            }
             (None, TargetKind::PgrelayRouting) => {
                 let pooler = relay::start_routing(upstream, settings)?;
                 live(upstream.endpoint_via(pooler.port), Some(pooler))
