@@ -434,3 +434,40 @@ fn cancel_peers_are_host_port_pairs() {
         .collect();
     assert_eq!(refused, vec!["pgrelay-peers", "host:0", ":6432"]);
 }
+
+#[test]
+fn scheduler_defaults_to_per_core_and_is_set_by_env_or_yaml() {
+    use pgrelay::config::Scheduler;
+    let app = yaml_file(APP_YAML);
+    let cfg = Config::load(Some(app.path()), &deployment_with(&[])).unwrap();
+    assert_eq!(cfg.runtime.scheduler, Scheduler::PerCore);
+    assert_eq!(cfg.runtime.cores(), cfg.runtime.threads());
+
+    let vars = deployment_with(&[
+        ("PGBOUNCER_SCHEDULER", "work_stealing"),
+        ("PGBOUNCER_WORKER_THREADS", "3"),
+    ]);
+    let cfg = Config::load(Some(app.path()), &vars).unwrap();
+    assert_eq!(cfg.runtime.scheduler, Scheduler::WorkStealing);
+    assert_eq!((cfg.runtime.threads(), cfg.runtime.cores()), (3, 1));
+
+    let file = yaml_file(&format!(
+        "scheduler: per-core\nworker_threads: 2\n{APP_YAML}"
+    ));
+    let cfg = Config::load(Some(file.path()), &deployment_with(&[])).unwrap();
+    assert_eq!(
+        (cfg.runtime.scheduler, cfg.runtime.cores()),
+        (Scheduler::PerCore, 2)
+    );
+
+    let text = Config::load(
+        None,
+        &deployment_with(&[("PGBOUNCER_SCHEDULER", "fastest")]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        text.contains("PGBOUNCER_SCHEDULER") && text.contains("per_core work_stealing"),
+        "{text}"
+    );
+}
