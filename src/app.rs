@@ -339,15 +339,22 @@ pub struct App {
     scram_keys: ScramKeyring,
     /// The YAML file the configuration was loaded from, for RELOAD.
     source: Option<PathBuf>,
+    /// The per-core runtimes serving clients: each pool gets a waiting line per core.
+    cores: usize,
 }
 
 impl App {
-    pub fn new(config: Config, source: Option<PathBuf>) -> Result<Arc<App>, AppError> {
+    pub fn new(
+        config: Config,
+        source: Option<PathBuf>,
+        cores: usize,
+    ) -> Result<Arc<App>, AppError> {
         Ok(Arc::new(App {
             snapshot: RwLock::new(Arc::new(Snapshot::build(config)?)),
             mock_key: rand::rng().random(),
             scram_keys: ScramKeyring::default(),
             source,
+            cores,
         }))
     }
 
@@ -485,7 +492,7 @@ impl Directory for App {
                 idle_timeout: nonzero(c.timeouts.server_idle_timeout),
                 lifetime: nonzero(c.timeouts.server_lifetime),
                 login_retry: c.timeouts.server_login_retry,
-                cores: c.runtime.cores(),
+                cores: self.cores,
             },
             pool_mode: db.pool.pool_mode,
             max_db_connections: db.pool.max_db_connections as usize,
@@ -640,7 +647,7 @@ pub async fn start_from(config: Config, source: Option<PathBuf>) -> Result<Runni
     let cores = Arc::new(Cores::start(config.runtime.cores()).map_err(AppError::Runtime)?);
     let metrics_addr = config.metrics.addr;
     let traffic = Arc::new(TrafficWindow::new(config.logging.stats_period));
-    let app = App::new(config, source)?;
+    let app = App::new(config, source, cores.count())?;
     let shutdown = Shutdown::new();
     let metrics = Arc::new(Metrics::new()?);
     let pools = Arc::new(PoolRegistry::new(shutdown.signal(), metrics.clone()));

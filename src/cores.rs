@@ -48,6 +48,7 @@ pub struct Cores {
 }
 
 struct Core {
+    index: u16,
     handle: Handle,
     sessions: Arc<AtomicUsize>,
 }
@@ -56,7 +57,7 @@ impl Cores {
     /// Only the caller's runtime: sessions run where they are accepted.
     pub fn single() -> Cores {
         Cores {
-            cores: vec![Core::new(Handle::current())],
+            cores: vec![Core::new(0, Handle::current())],
             _stop: Vec::new(),
         }
     }
@@ -69,14 +70,14 @@ impl Cores {
         if count <= 1 || here.runtime_flavor() != RuntimeFlavor::CurrentThread {
             return Ok(Cores::single());
         }
-        let mut cores = vec![Core::new(here)];
+        let mut cores = vec![Core::new(0, here)];
         let mut stops = Vec::new();
         for index in 1..count {
             let index = u16::try_from(index).unwrap_or(u16::MAX);
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
-            cores.push(Core::new(runtime.handle().clone()));
+            cores.push(Core::new(index, runtime.handle().clone()));
             let (stop, stopped) = oneshot::channel::<()>();
             std::thread::Builder::new()
                 .name(format!("pgrelay-core-{index}"))
@@ -93,33 +94,30 @@ impl Cores {
         })
     }
 
-    pub fn len(&self) -> usize {
+    /// How many cores clients are placed on.
+    pub fn count(&self) -> usize {
         self.cores.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.cores.is_empty()
     }
 
     /// The core with the fewest sessions, counted until the returned
     /// placement is dropped (hold it for the session's life).
     pub fn place(&self) -> Placement {
-        let (index, core) = self
+        let core = self
             .cores
             .iter()
-            .enumerate()
-            .min_by_key(|(_, c)| c.sessions.load(Ordering::Relaxed))
+            .min_by_key(|c| c.sessions.load(Ordering::Relaxed))
             .expect("at least one core");
         core.sessions.fetch_add(1, Ordering::Relaxed);
         Placement {
-            core: u16::try_from(index).unwrap_or(u16::MAX),
+            core: core.index,
             handle: core.handle.clone(),
             sessions: core.sessions.clone(),
         }
     }
 
     /// Sessions per core now.
-    pub fn sessions(&self) -> Vec<usize> {
+    #[cfg(test)]
+    fn sessions(&self) -> Vec<usize> {
         self.cores
             .iter()
             .map(|c| c.sessions.load(Ordering::Relaxed))
@@ -128,8 +126,9 @@ impl Cores {
 }
 
 impl Core {
-    fn new(handle: Handle) -> Core {
+    fn new(index: u16, handle: Handle) -> Core {
         Core {
+            index,
             handle,
             sessions: Arc::new(AtomicUsize::new(0)),
         }
@@ -161,7 +160,7 @@ mod tests {
             .unwrap();
         runtime.block_on(async {
             let cores = Cores::start(3).unwrap();
-            assert_eq!(cores.len(), 3);
+            assert_eq!(cores.count(), 3);
             let first = cores.place();
             let second = cores.place();
             let third = cores.place();
@@ -182,7 +181,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_work_stealing_runtime_is_one_core() {
         let cores = Cores::start(4).unwrap();
-        assert_eq!(cores.len(), 1);
+        assert_eq!(cores.count(), 1);
         let placed = cores.place();
         assert_eq!(placed.core, 0);
         assert_eq!(cores.sessions(), vec![1]);

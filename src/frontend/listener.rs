@@ -91,15 +91,16 @@ async fn accept_loop(
                     let placement = cores.place();
                     let handle = placement.handle.clone();
                     sessions.spawn_on(async move {
-                        let tcp = if placement.core == accepting_core {
-                            tcp
+                        let moved = if placement.core == accepting_core {
+                            Ok(tcp)
                         } else {
-                            match cores::rehome(tcp) {
-                                Ok(tcp) => tcp,
-                                Err(e) => {
-                                    warn!(error = %e, %peer, "could not move a client to its core");
-                                    return;
-                                }
+                            cores::rehome(tcp)
+                        };
+                        let tcp = match moved {
+                            Ok(tcp) => tcp,
+                            Err(e) => {
+                                warn!(error = %e, %peer, "could not move a client to its core");
+                                return;
                             }
                         };
                         let admit = move || slots.try_acquire_owned().ok();

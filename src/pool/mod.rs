@@ -27,7 +27,7 @@ use crate::cores;
 use crate::timer::ReusableSleep;
 
 pub use limit::ConnLimit;
-use slots::{CoreSlots, MainSlot, Slots};
+use slots::{CoreSlots, MainSlot};
 
 /// Opens connections for a pool.
 pub trait Connector: Send + Sync + 'static {
@@ -155,7 +155,7 @@ struct Inner<C: Connector> {
     /// What every waiting checkout reads, outside that lock.
     wait: WaitSettings,
     main: CoreSlots,
-    reserve: Slots,
+    reserve: CoreSlots,
     idle: Mutex<Vec<Box<Entry<C::Conn>>>>,
     live: Arc<AtomicUsize>,
     waiting: AtomicUsize,
@@ -180,7 +180,8 @@ impl<C: Connector> Pool<C> {
         let inner = Arc::new(Inner {
             connector,
             main: CoreSlots::new(settings.size, settings.cores),
-            reserve: Slots::new(settings.reserve_size),
+            // Used rarely: one line for all cores.
+            reserve: CoreSlots::new(settings.reserve_size, 1),
             settings: Mutex::new(settings),
             wait: WaitSettings::new(&settings),
             idle: Mutex::new(Vec::new()),
@@ -245,23 +246,24 @@ impl<C: Connector> Pool<C> {
     ) -> Result<Pooled<C>, PoolError<C::Error>> {
         let inner = &self.inner;
         let deadline = || inner.wait.timeout().map(|t| started + t);
+        let here = cores::current();
         // The common case, a free slot, needs no timers.
-        let (slot, waited) = match inner.main.try_acquire(cores::current()) {
+        let (slot, waited) = match inner.main.try_acquire(here) {
             Some(slot) => (Slot::Main(slot), false),
             None => {
                 inner.waiting.fetch_add(1, Ordering::Relaxed);
-                let slot = self.acquire_slot(deadline(), timer).await;
+                let slot = self.acquire_slot(here, deadline(), timer).await;
                 inner.waiting.fetch_sub(1, Ordering::Relaxed);
                 (slot?, true)
             }
         };
         let now = if waited { Instant::now() } else { started };
-        if let Some(entry) = inner.pop_idle(now) {
+        if let Some(entry) = inner.pop_idle(now, here) {
             return Ok(Pooled::new(entry, slot, inner.clone(), started, now));
         }
         // Boxed: connecting (TLS, SCRAM) is rare next to checkouts, and its
         // state would otherwise be carried by every waiting caller's future.
-        let entry = Box::pin(inner.open(deadline())).await?;
+        let entry = Box::pin(inner.open(deadline(), here)).await?;
         Ok(Pooled::new(
             entry,
             slot,
@@ -277,14 +279,15 @@ impl<C: Connector> Pool<C> {
     /// the wait's own bookkeeping (allocator bins run out of cached blocks).
     async fn acquire_slot(
         &self,
+        here: u16,
         deadline: Option<Instant>,
         timer: &mut ReusableSleep,
     ) -> Result<Slot, PoolError<C::Error>> {
         let inner = &self.inner;
         if inner.wait.has_reserve() {
-            return Box::pin(self.acquire_slot_or_reserve(deadline)).await;
+            return Box::pin(self.acquire_slot_or_reserve(here, deadline)).await;
         }
-        let main = inner.main.acquire(cores::current());
+        let main = inner.main.acquire(here);
         let slot = match deadline {
             Some(d) => tokio::select! {
                 biased;
@@ -300,10 +303,11 @@ impl<C: Connector> Pool<C> {
     /// frees first.
     async fn acquire_slot_or_reserve(
         &self,
+        here: u16,
         deadline: Option<Instant>,
     ) -> Result<Slot, PoolError<C::Error>> {
         let inner = &self.inner;
-        let main = inner.main.acquire(cores::current());
+        let main = inner.main.acquire(here);
         tokio::pin!(main);
         let reserve_at = tokio::time::Instant::now() + inner.settings().reserve_timeout;
         let until_deadline = async {
@@ -319,13 +323,11 @@ impl<C: Connector> Pool<C> {
             _ = tokio::time::sleep_until(reserve_at) => {}
             _ = &mut until_deadline => return Err(PoolError::WaitTimeout),
         }
-        let reserve = inner.reserve.sem.clone().acquire_owned();
+        let reserve = inner.reserve.acquire(here);
         tokio::select! {
             biased;
             slot = &mut main => slot.map(Slot::Main).map_err(|_| PoolError::Closed),
-            permit = reserve => permit
-                .map(|_permit| Slot::Reserve { _permit })
-                .map_err(|_| PoolError::Closed),
+            slot = reserve => slot.map(Slot::Reserve).map_err(|_| PoolError::Closed),
             _ = &mut until_deadline => Err(PoolError::WaitTimeout),
         }
     }
@@ -360,10 +362,11 @@ impl<C: Connector> Pool<C> {
         };
         drop(expired);
         while inner.live.load(Ordering::Relaxed) < settings.min_size {
-            let Some(slot) = inner.main.try_acquire(cores::current()) else {
+            let here = cores::current();
+            let Some(slot) = inner.main.try_acquire(here) else {
                 break;
             };
-            let opened = inner.open(Some(Instant::now())).await;
+            let opened = inner.open(Some(Instant::now()), here).await;
             let failed = opened.is_err();
             if let Ok(entry) = opened {
                 inner.push_idle(entry, Instant::now());
@@ -384,7 +387,7 @@ impl<C: Connector> Pool<C> {
     /// Stops handing out connections and closes the idle ones.
     pub fn close(&self) {
         self.inner.main.close();
-        self.inner.reserve.sem.close();
+        self.inner.reserve.close();
         self.close_idle();
     }
 }
@@ -436,8 +439,7 @@ impl<C: Connector> Inner<C> {
 
     /// The most recently used idle connection on the caller's core, else the
     /// most recently used of all, moved to the caller's core.
-    fn pop_idle(&self, now: Instant) -> Option<Box<Entry<C::Conn>>> {
-        let here = cores::current();
+    fn pop_idle(&self, now: Instant, here: u16) -> Option<Box<Entry<C::Conn>>> {
         loop {
             let entry = {
                 let mut idle = self.idle.lock().unwrap();
@@ -479,9 +481,11 @@ impl<C: Connector> Inner<C> {
         conn.retire_at.is_some_and(|at| now >= at)
     }
 
+    /// `here`: the core the caller runs on, where the new socket is registered.
     async fn open(
         &self,
         deadline: Option<Instant>,
+        here: u16,
     ) -> Result<Box<Entry<C::Conn>>, PoolError<C::Error>> {
         let settings = self.settings();
         if let Some((at, reason)) = &*self.last_failure.lock().unwrap() {
@@ -507,7 +511,7 @@ impl<C: Connector> Inner<C> {
                     // A lifetime too long to add never ends.
                     retire_at: settings.lifetime.and_then(|l| now.checked_add(l)),
                     idle_since: now,
-                    home: cores::current(),
+                    home: here,
                     _limits: limits,
                     _live: LiveToken::new(&self.live),
                 }))
@@ -601,8 +605,10 @@ impl<C: Connector> Drop for Pooled<C> {
         // The connection goes first (closed, or already back in the idle
         // list), so whoever the slot goes to finds it or its room.
         drop(self.entry.take());
-        if let Some(Slot::Main(slot)) = self.slot.take() {
-            self.pool.main.give_back(slot);
+        match self.slot.take() {
+            Some(Slot::Main(slot)) => self.pool.main.give_back(slot),
+            Some(Slot::Reserve(slot)) => self.pool.reserve.give_back(slot),
+            None => {}
         }
     }
 }
@@ -610,10 +616,7 @@ impl<C: Connector> Drop for Pooled<C> {
 /// The slot a checkout holds.
 enum Slot {
     Main(MainSlot),
-    /// Held for its drop, which returns it.
-    Reserve {
-        _permit: OwnedSemaphorePermit,
-    },
+    Reserve(MainSlot),
 }
 
 impl<C: Connector> std::ops::Deref for Pooled<C> {

@@ -14,67 +14,14 @@
 //! slot returned anywhere), and a free slot never stays in a line without
 //! waiters while another core's clients wait.
 //!
-//! The reserve is one [`Slots`] line for all: it is used rarely.
+//! The reserve is a [`CoreSlots`] of one line: it is used rarely.
 
 use std::sync::atomic::{fence, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::{AcquireError, OwnedSemaphorePermit, Semaphore};
 
-/// A semaphore whose permit count follows the configured size, even while a
-/// shrink waits for checkouts to return permits.
-pub(super) struct Slots {
-    pub(super) sem: Arc<Semaphore>,
-    /// Permits in existence (handed out or available); above the configured
-    /// size only while a shrink is still taking permits back.
-    total: Arc<AtomicUsize>,
-}
-
-impl Slots {
-    pub(super) fn new(size: usize) -> Self {
-        Slots {
-            sem: Arc::new(Semaphore::new(size)),
-            total: Arc::new(AtomicUsize::new(size)),
-        }
-    }
-
-    pub(super) fn in_use(&self) -> usize {
-        self.total
-            .load(Ordering::Relaxed)
-            .saturating_sub(self.sem.available_permits())
-    }
-
-    /// Goes from `from` to `to` permits. Taking permits back waits for
-    /// checkouts to return them, one at a time in line with other waiters;
-    /// a later growth simply adds permits, so the count always ends at the
-    /// last size asked for.
-    pub(super) fn resize(&self, from: usize, to: usize) {
-        if to >= from {
-            self.total.fetch_add(to - from, Ordering::Relaxed);
-            self.sem.add_permits(to - from);
-            return;
-        }
-        let excess = from - to;
-        let forgotten = self.sem.forget_permits(excess);
-        self.total.fetch_sub(forgotten, Ordering::Relaxed);
-        if forgotten == excess {
-            return;
-        }
-        let (sem, total) = (self.sem.clone(), self.total.clone());
-        tokio::spawn(async move {
-            for _ in forgotten..excess {
-                // Closed: the pool is gone, and its permits with it.
-                let Ok(permit) = sem.clone().acquire_owned().await else {
-                    return;
-                };
-                permit.forget();
-                total.fetch_sub(1, Ordering::Relaxed);
-            }
-        });
-    }
-}
-
-/// The main slots, one line per core.
+/// A pool's slots, one line per core.
 pub(super) struct CoreSlots {
     lines: Box<[Line]>,
     /// Permits a shrink still has to take back: each slot returned while
@@ -161,18 +108,19 @@ impl CoreSlots {
     /// much more demand, else back to its own line.
     pub(super) fn give_back(&self, slot: MainSlot) {
         let MainSlot { permit, line } = slot;
-        if self.owed.load(Ordering::Relaxed) > 0
-            && self
-                .owed
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |o| o.checked_sub(1))
-                .is_ok()
+        // With nothing owed this is one load: `fetch_update` writes only
+        // when the closure returns a value.
+        if self
+            .owed
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |o| o.checked_sub(1))
+            .is_ok()
         {
             permit.forget();
             self.lines[line].total.fetch_sub(1, Ordering::Relaxed);
             return;
         }
         if self.lines.len() == 1 {
-            return;
+            return; // `permit` drops back into the only line.
         }
         if let Some(to) = self.hungrier_than(line) {
             self.move_permit(permit, line, to);
