@@ -644,7 +644,10 @@ pub async fn start_from(config: Config, source: Option<PathBuf>) -> Result<Runni
         .collect();
     let reuse_port = config.listen.so_reuseport;
     let max_clients = config.limits.max_client_conn as usize;
-    let cores = Arc::new(Cores::start(config.runtime.cores()).map_err(AppError::Runtime)?);
+    let cores = Arc::new(
+        Cores::start(config.runtime.cores(), idle_poll_time(&config.runtime))
+            .map_err(AppError::Runtime)?,
+    );
     let metrics_addr = config.metrics.addr;
     let traffic = Arc::new(TrafficWindow::new(config.logging.stats_period));
     let app = App::new(config, source, cores.count())?;
@@ -724,6 +727,18 @@ pub async fn start_from(config: Config, source: Option<PathBuf>) -> Result<Runni
         upkeep,
         _cores: cores,
     })
+}
+
+/// `idle_poll_time` resolved, `auto` off under a CPU quota (said in the log,
+/// since it changes one-client latency).
+fn idle_poll_time(runtime: &crate::config::RuntimeConfig) -> Duration {
+    let time = runtime
+        .idle_poll_time
+        .resolve(crate::idle_poll::under_cpu_quota);
+    if runtime.idle_poll_time == crate::config::IdlePoll::Auto && time.is_zero() {
+        info!("idle_poll_time auto: off, the process runs under a CPU quota");
+    }
+    time
 }
 
 fn format_addr(host: &str, port: u16) -> String {

@@ -16,6 +16,7 @@ use std::cell::Cell;
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpStream;
 use tokio::runtime::{Handle, RuntimeFlavor};
@@ -65,18 +66,20 @@ impl Cores {
     /// `count` cores: the caller's runtime, which must be a current-thread
     /// one, as core 0, and `count - 1` more current-thread runtimes on new
     /// threads. On a work-stealing runtime, or for one core, [`Cores::single`].
-    pub fn start(count: usize) -> io::Result<Cores> {
+    pub fn start(count: usize, idle_poll_time: Duration) -> io::Result<Cores> {
         let here = Handle::current();
-        if count <= 1 || here.runtime_flavor() != RuntimeFlavor::CurrentThread {
+        if here.runtime_flavor() != RuntimeFlavor::CurrentThread {
+            return Ok(Cores::single());
+        }
+        crate::idle_poll::start(idle_poll_time);
+        if count <= 1 {
             return Ok(Cores::single());
         }
         let mut cores = vec![Core::new(0, here)];
         let mut stops = Vec::new();
         for index in 1..count {
             let index = u16::try_from(index).unwrap_or(u16::MAX);
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
+            let runtime = crate::idle_poll::current_thread_runtime()?;
             cores.push(Core::new(index, runtime.handle().clone()));
             let (stop, stopped) = oneshot::channel::<()>();
             std::thread::Builder::new()
@@ -84,7 +87,10 @@ impl Cores {
                 .spawn(move || {
                     CURRENT.with(|c| c.set(index));
                     // Ends on a stop or when the sender is dropped.
-                    let _ = runtime.block_on(stopped);
+                    let _ = runtime.block_on(async move {
+                        crate::idle_poll::start(idle_poll_time);
+                        stopped.await
+                    });
                 })?;
             stops.push(stop);
         }
@@ -159,7 +165,7 @@ mod tests {
             .build()
             .unwrap();
         runtime.block_on(async {
-            let cores = Cores::start(3).unwrap();
+            let cores = Cores::start(3, Duration::ZERO).unwrap();
             assert_eq!(cores.count(), 3);
             let first = cores.place();
             let second = cores.place();
@@ -180,7 +186,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_work_stealing_runtime_is_one_core() {
-        let cores = Cores::start(4).unwrap();
+        let cores = Cores::start(4, Duration::ZERO).unwrap();
         assert_eq!(cores.count(), 1);
         let placed = cores.place();
         assert_eq!(placed.core, 0);

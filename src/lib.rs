@@ -9,6 +9,7 @@ pub mod config;
 pub mod cores;
 pub mod demo;
 pub mod frontend;
+pub mod idle_poll;
 pub mod metrics;
 pub mod pool;
 pub mod protocol;

@@ -174,9 +174,7 @@ fn build_runtime(
                 .enable_all()
                 .build()
         }
-        _ => tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build(),
+        _ => pgrelay::idle_poll::current_thread_runtime(),
     }
 }
 

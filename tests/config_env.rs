@@ -471,3 +471,39 @@ fn scheduler_defaults_to_per_core_and_is_set_by_env_or_yaml() {
         "{text}"
     );
 }
+
+#[test]
+fn idle_poll_time_defaults_to_auto_and_is_set_by_env_or_yaml() {
+    use pgrelay::config::IdlePoll;
+    use std::time::Duration;
+    let app = yaml_file(APP_YAML);
+    let cfg = Config::load(Some(app.path()), &deployment_with(&[])).unwrap();
+    assert_eq!(cfg.runtime.idle_poll_time, IdlePoll::Auto);
+    assert_eq!(
+        cfg.runtime.idle_poll_time.resolve(|| false),
+        IdlePoll::AUTO_TIME
+    );
+    assert_eq!(cfg.runtime.idle_poll_time.resolve(|| true), Duration::ZERO);
+
+    let vars = deployment_with(&[("PGBOUNCER_IDLE_POLL_TIME", "50us")]);
+    let cfg = Config::load(Some(app.path()), &vars).unwrap();
+    let fixed = IdlePoll::Fixed(Duration::from_micros(50));
+    assert_eq!(cfg.runtime.idle_poll_time, fixed);
+    // A set time holds under a CPU quota too.
+    assert_eq!(fixed.resolve(|| true), Duration::from_micros(50));
+
+    let file = yaml_file(&format!("idle_poll_time: 0\n{APP_YAML}"));
+    let cfg = Config::load(Some(file.path()), &deployment_with(&[])).unwrap();
+    assert_eq!(cfg.runtime.idle_poll_time, IdlePoll::Fixed(Duration::ZERO));
+
+    let text = Config::load(
+        None,
+        &deployment_with(&[("PGBOUNCER_IDLE_POLL_TIME", "soon")]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        text.contains("PGBOUNCER_IDLE_POLL_TIME") && text.contains("auto or a duration"),
+        "{text}"
+    );
+}

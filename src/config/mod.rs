@@ -27,7 +27,7 @@ pub use error::{ConfigError, Origin, ValidationError};
 pub use modes::{AuthType, InvalidMode, LogFormat, PoolMode, Scheduler, SslMode};
 pub use report::check_config_report;
 pub use sections::{
-    AdminConfig, AuthConfig, LimitsConfig, ListenConfig, LoggingConfig, MetricsConfig,
+    AdminConfig, AuthConfig, IdlePoll, LimitsConfig, ListenConfig, LoggingConfig, MetricsConfig,
     PoolDefaults, RoutingConfig, RuntimeConfig, ServerSessionConfig, StartupParamsConfig, Timeouts,
     TlsConfig, DEFAULT_MAX_PACKET_SIZE, DEFAULT_ROUTING_RULES,
 };

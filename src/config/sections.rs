@@ -255,6 +255,34 @@ pub struct RuntimeConfig {
     /// pools prefer servers on the caller's thread (`crate::cores`).
     /// `work_stealing`: tokio's scheduler moves tasks between threads.
     pub scheduler: Scheduler,
+    /// How long a per-core thread that runs out of work keeps checking for
+    /// readiness before it sleeps, at most (`crate::idle_poll`).
+    pub idle_poll_time: IdlePoll,
+}
+
+/// `idle_poll_time`: `auto` (the default) or a duration, 0 for never.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum IdlePoll {
+    /// [`IdlePoll::AUTO_TIME`], unless the process runs under a CPU quota.
+    #[default]
+    Auto,
+    Fixed(Duration),
+}
+
+impl IdlePoll {
+    /// What `auto` polls for: longer than the one-client turnaround of a
+    /// short query through pgbench and PostgreSQL on loopback (BENCHMARKS.md,
+    /// "Polling before sleeping").
+    pub const AUTO_TIME: Duration = Duration::from_micros(100);
+
+    /// The window to poll for; `under_cpu_quota` is asked only for `auto`.
+    pub fn resolve(self, under_cpu_quota: impl FnOnce() -> bool) -> Duration {
+        match self {
+            IdlePoll::Fixed(time) => time,
+            IdlePoll::Auto if under_cpu_quota() => Duration::ZERO,
+            IdlePoll::Auto => Self::AUTO_TIME,
+        }
+    }
 }
 
 impl RuntimeConfig {

@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 use super::database::DatabaseConfig;
 use super::modes::{AuthType, LogFormat, PoolMode, Scheduler, SslMode};
+use super::sections::IdlePoll;
 use super::value::{SettingValue, YamlSetting};
 use super::Config;
 
@@ -142,6 +143,7 @@ settings_table! {
         metrics_addr: Option<SocketAddr> => metrics.addr;
         worker_threads: u32 => runtime.worker_threads;
         scheduler: Scheduler => runtime.scheduler;
+        idle_poll_time: IdlePoll => runtime.idle_poll_time;
         routing_rules: Vec<PathBuf> => routing.rule_files;
     }
     ignored {
@@ -173,6 +175,7 @@ pub const START_ONLY_SETTINGS: &[&str] = &[
     "metrics_addr",
     "worker_threads",
     "scheduler",
+    "idle_poll_time",
 ];
 
 /// True unless the setting is read at start only.

@@ -113,7 +113,7 @@ impl SettingValue for Option<SocketAddr> {
     }
 }
 
-/// Seconds as PgBouncer takes them (`5`, `0.5`), or with a unit: `500ms`, `5s`, `2m`, `1h`.
+/// Seconds as PgBouncer takes them (`5`, `0.5`), or with a unit: `50us`, `500ms`, `5s`, `2m`, `1h`.
 impl SettingValue for Duration {
     fn parse_setting(raw: &str) -> Result<Self, String> {
         parse_duration(raw).ok_or_else(|| {
@@ -129,11 +129,30 @@ impl SettingValue for Duration {
     }
 }
 
+/// `auto`, or a duration as above (`idle_poll_time`).
+impl SettingValue for super::IdlePoll {
+    fn parse_setting(raw: &str) -> Result<Self, String> {
+        if raw.trim().eq_ignore_ascii_case("auto") {
+            return Ok(super::IdlePoll::Auto);
+        }
+        parse_duration(raw)
+            .map(super::IdlePoll::Fixed)
+            .ok_or_else(|| "expected auto or a duration like 100us, 0.1ms, 0".to_string())
+    }
+    fn render(&self) -> String {
+        match self {
+            super::IdlePoll::Auto => "auto".to_string(),
+            super::IdlePoll::Fixed(time) => time.render(),
+        }
+    }
+}
+
 fn parse_duration(raw: &str) -> Option<Duration> {
     let raw = raw.trim();
     // Longest suffixes first so "ms" is not read as "m".
-    let units: [(&str, f64); 5] = [
+    let units: [(&str, f64); 6] = [
         ("ms", 0.001),
+        ("us", 0.000_001),
         ("min", 60.0),
         ("s", 1.0),
         ("m", 60.0),

@@ -516,7 +516,7 @@ fn a_checkout_prefers_its_own_cores_connection_and_moves_another_only_when_none_
         .build()
         .unwrap();
     runtime.block_on(async {
-        let cores = crate::cores::Cores::start(2).unwrap();
+        let cores = crate::cores::Cores::start(2, Duration::ZERO).unwrap();
         let (first, second) = (cores.place(), cores.place());
         assert_eq!((first.core, second.core), (0, 1));
         let other = second.handle.clone();
