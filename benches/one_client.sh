@@ -7,7 +7,8 @@
 #   benches/one_client.sh [simple|extended] [rotations] [seconds]
 #
 # Starts a throw-away PostgreSQL on 127.0.0.1 (as the postgres user when run
-# as root), pgrelay with its default runtime, pgrelay on one thread and
+# as root), pgrelay with its defaults, pgrelay with `idle_poll_time: 0` (its
+# threads sleep as soon as they run out of work, as PgBouncer's does) and
 # PgBouncer in front of it (transaction pooling, pool size 50, md5 client
 # login as in `cargo bench --bench proxy`), then runs `pgbench -S -c 1` for
 # `seconds` against direct PostgreSQL and each pooler in turn, `rotations`
@@ -38,28 +39,28 @@ trap stop_everything EXIT
 
 pg_port=$(free_port)
 relay_port=$(free_port)
-one_thread_port=$(free_port)
+no_poll_port=$(free_port)
 bouncer_port=$(free_port)
 start_postgres "$work" "$pg_port"
 write_pooler_configs "$work" "$pg_port" "$relay_port" "$bouncer_port" md5
-sed "s/^listen_port: .*/listen_port: $one_thread_port/" "$work/pgrelay.yaml" >"$work/one-thread.yaml"
-echo "worker_threads: 1" >>"$work/one-thread.yaml"
+sed "s/^listen_port: .*/listen_port: $no_poll_port/" "$work/pgrelay.yaml" >"$work/no-poll.yaml"
+echo "idle_poll_time: 0" >>"$work/no-poll.yaml"
 
 use_pgrelay_build
 "$PGRELAY_BIN" run -c "$work/pgrelay.yaml" >"$work/relay.log" 2>&1 &
 relay_pid=$!
 pooler_pids+=" $relay_pid"
-"$PGRELAY_BIN" run -c "$work/one-thread.yaml" >"$work/one-thread.log" 2>&1 &
-one_thread_pid=$!
-pooler_pids+=" $one_thread_pid"
+"$PGRELAY_BIN" run -c "$work/no-poll.yaml" >"$work/no-poll.log" 2>&1 &
+no_poll_pid=$!
+pooler_pids+=" $no_poll_pid"
 as_pg "$pgbouncer_bin -d $work/pgbouncer.ini" >/dev/null
-wait_ready "$relay_port" "$one_thread_port" "$bouncer_port"
+wait_ready "$relay_port" "$no_poll_port" "$bouncer_port"
 bouncer_pid=$(cat "$work/pgbouncer.pid")
 pooler_pids+=" $bouncer_pid"
 
-names=(direct pgrelay "pgrelay-1-thread" PgBouncer)
-ports=("$pg_port" "$relay_port" "$one_thread_port" "$bouncer_port")
-pids=("" "$relay_pid" "$one_thread_pid" "$bouncer_pid")
+names=(direct pgrelay "pgrelay-no-poll" PgBouncer)
+ports=("$pg_port" "$relay_port" "$no_poll_port" "$bouncer_port")
+pids=("" "$relay_pid" "$no_poll_pid" "$bouncer_pid")
 transactions() { # port seconds
     pgbench -h 127.0.0.1 -p "$1" -U postgres -n -S -M "$mode" -c 1 -T "$2" postgres 2>/dev/null |
         awk '/actually processed/ {split($NF, a, "/"); print a[1]}'

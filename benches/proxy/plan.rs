@@ -16,6 +16,10 @@ pub enum TargetKind {
     /// pgrelay with `scheduler: work_stealing` (tokio's multi-thread
     /// runtime, the default before aa5492e): what the per-core default is worth.
     PgrelayWorkStealing,
+    /// pgrelay with `idle_poll_time: 0`: its threads sleep as soon as they
+    /// run out of work, as PgBouncer's does, so beside the default row it
+    /// shows what polling before sleeping is worth.
+    PgrelayNoIdlePoll,
     /// pgrelay with read/write routing over a primary and two replicas.
     PgrelayRouting,
     /// pgrelay routing every read to one replica.
@@ -74,6 +78,11 @@ pub const TARGETS: &[TargetSpec] = &[
     TargetSpec {
         kind: TargetKind::PgrelayWorkStealing,
         label: "pgrelay, work stealing",
+        left_out: None,
+    },
+    TargetSpec {
+        kind: TargetKind::PgrelayNoIdlePoll,
+        label: "pgrelay without idle polling",
         left_out: None,
     },
     TargetSpec {

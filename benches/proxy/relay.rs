@@ -33,6 +33,11 @@ pub fn start_work_stealing(upstream: &Upstream, settings: PoolerSettings) -> Res
     )
 }
 
+/// pgrelay on the primary, its threads sleeping as soon as they run out of work.
+pub fn start_no_idle_poll(upstream: &Upstream, settings: PoolerSettings) -> Result<RunningPooler> {
+    start_configured(upstream, settings, PRIMARY, "idle_poll_time: 0\n", "")
+}
+
 /// pgrelay without routing, its database on the harness's first replica.
 pub fn start_on_replica(upstream: &Upstream, settings: PoolerSettings) -> Result<RunningPooler> {
     start_with(upstream, settings, FIRST_REPLICA, "")

@@ -283,6 +283,7 @@ fn throughput_table(md: &mut String, results: &[ScenarioResult]) {
                 TargetKind::Pgrelay
                     | TargetKind::PgrelayOneThread
                     | TargetKind::PgrelayWorkStealing
+                    | TargetKind::PgrelayNoIdlePoll
                     | TargetKind::PgrelayRouting
                     | TargetKind::PgrelayRoutingOneReplica
                     | TargetKind::PgrelayOnReplica
@@ -388,7 +389,11 @@ fn method(md: &mut String, e: &Environment) {
            with `worker_threads: 1`, one thread as PgBouncer runs, so the two rows show \
            what the second thread is worth; *pgrelay, work stealing* is \
            `scheduler: work_stealing`, tokio's multi-thread runtime (the default before \
-           aa5492e), so it shows what keeping each client on one core is worth.\n\
+           aa5492e), so it shows what keeping each client on one core is worth; \
+           *pgrelay without idle polling* is `idle_poll_time: 0`: its threads sleep as soon \
+           as they run out of work, as PgBouncer's does, where the default keeps checking its \
+           sockets for up to 100 µs first (every pgrelay row but work stealing and this one \
+           polls). A polling thread's otherwise idle time counts in its CPU column.\n\
          - Routing rows: *primary + 2 replicas* spreads reads over two streaming replicas \
            (three PostgreSQL servers on the same 2 cores, so it costs the machine more per \
            transaction whatever the pooler does); *reads to 1 replica* routes every read to \

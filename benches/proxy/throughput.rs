@@ -130,6 +130,10 @@ fn start_targets(
                 let pooler = relay::start_work_stealing(upstream, settings)?;
                 live(upstream.endpoint_via(pooler.port), Some(pooler))
             }
+            (None, TargetKind::PgrelayNoIdlePoll) => {
+                let pooler = relay::start_no_idle_poll(upstream, settings)?;
+                live(upstream.endpoint_via(pooler.port), Some(pooler))
+            }
             (None, TargetKind::PgrelayRouting) => {
                 let pooler = relay::start_routing(upstream, settings)?;
                 live(upstream.endpoint_via(pooler.port), Some(pooler))
