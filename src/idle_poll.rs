@@ -12,6 +12,9 @@
 //! - between checks the thread yields its CPU, and stops polling as soon as
 //!   another thread took it (a busy CPU does not halt, so sleeping there
 //!   costs no slow wake-up);
+//! - it does not start while the machine has more runnable threads than
+//!   CPUs (`/proc/loadavg`): a polling CPU never goes idle, so the kernel
+//!   would not pull a waiting thread over to it;
 //! - the window adapts as the guest kernel's `haltpoll` governor does: it
 //!   grows after a sleep shorter than `idle_poll_time` (polling longer would
 //!   have caught that wake-up) and halves after a longer one, so a trickle of
@@ -45,6 +48,7 @@ struct Poller {
     state: State,
     /// When the runtime last parked for real (not polled instead).
     parked_at: Option<Instant>,
+    load: LoadGauge,
 }
 
 enum State {
@@ -89,6 +93,78 @@ impl Window {
     }
 }
 
+/// Whether the machine has more runnable threads than CPUs, read from
+/// `/proc/loadavg` at most once a millisecond. Then another thread waits for
+/// a CPU, and a polling thread would keep the kernel from moving it to this
+/// one (a CPU pulls waiting threads over when it goes idle), so polling costs
+/// throughput; a CPU that is never idle does not halt anyway.
+struct LoadGauge {
+    file: Option<std::fs::File>,
+    cpus: usize,
+    read_at: Option<Instant>,
+    busy: bool,
+}
+
+impl LoadGauge {
+    fn new() -> LoadGauge {
+        LoadGauge {
+            file: std::fs::File::open("/proc/loadavg").ok(),
+            cpus: online_cpus(),
+            read_at: None,
+            busy: false,
+        }
+    }
+
+    fn busy(&mut self) -> bool {
+        let now = Instant::now();
+        if self
+            .read_at
+            .is_some_and(|at| now.duration_since(at) < Duration::from_millis(1))
+        {
+            return self.busy;
+        }
+        self.read_at = Some(now);
+        let mut text = [0u8; 128];
+        let read = self.file.as_ref().and_then(|file| {
+            use std::os::unix::fs::FileExt;
+            file.read_at(&mut text, 0).ok()
+        });
+        // Without /proc, polling stays on: the yield check still stops it
+        // on a contended CPU.
+        self.busy = read
+            .and_then(|n| runnable_threads(&text[..n]))
+            .is_some_and(|runnable| runnable > self.cpus);
+        self.busy
+    }
+}
+
+/// The runnable threads in `/proc/loadavg` ("0.50 0.40 0.30 3/250 1234"),
+/// the reader itself included.
+fn runnable_threads(loadavg: &[u8]) -> Option<usize> {
+    let text = std::str::from_utf8(loadavg).ok()?;
+    let field = text.split_whitespace().nth(3)?;
+    field.split('/').next()?.parse().ok()
+}
+
+/// CPUs the kernel runs threads on, all of the machine's (`/proc/loadavg`
+/// counts them all), not only those this process may use.
+fn online_cpus() -> usize {
+    std::fs::read_to_string("/sys/devices/system/cpu/online")
+        .ok()
+        .and_then(|list| {
+            list.trim()
+                .split(',')
+                .map(|range| match range.split_once('-') {
+                    Some((first, last)) => {
+                        Some(last.parse::<usize>().ok()? + 1 - first.parse::<usize>().ok()?)
+                    }
+                    None => range.parse::<usize>().ok().map(|_| 1),
+                })
+                .sum::<Option<usize>>()
+        })
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
 /// A current-thread runtime with the park hooks installed. The hooks do
 /// nothing until [`start`] runs on the runtime's thread.
 pub fn current_thread_runtime() -> std::io::Result<tokio::runtime::Runtime> {
@@ -121,6 +197,7 @@ pub fn start(max: Duration) {
                         worked: true,
                     },
                     parked_at: None,
+                    load: LoadGauge::new(),
                 })
             }
         }
@@ -157,7 +234,7 @@ fn before_park() {
             State::Asleep {
                 waker: waker @ Some(_),
                 worked: true,
-            } if !poller.window.get().is_zero() => {
+            } if !poller.window.get().is_zero() && !poller.load.busy() => {
                 let waker = waker.take();
                 poller.state = State::Polling;
                 waker
@@ -290,6 +367,13 @@ mod tests {
     use super::*;
 
     #[test]
+    fn reads_runnable_threads_and_online_cpus() {
+        assert_eq!(runnable_threads(b"0.50 0.40 0.30 3/250 1234\n"), Some(3));
+        assert_eq!(runnable_threads(b"0.50 0.40"), None);
+        assert!(online_cpus() >= 1);
+    }
+
+    #[test]
     fn reads_cpu_quotas_of_both_cgroup_versions() {
         assert!(!quota_set("max 100000\n"));
         assert!(quota_set("50000 100000\n"));
@@ -333,8 +417,10 @@ mod tests {
             assert_eq!(window(), Some(max));
             // Woken from another thread every millisecond, the runtime is
             // found polling, not asleep. Polling stops early when another
-            // thread wants this CPU (by design), so a busy test machine gets
-            // several tries. The ticking thread ends with the receiver.
+            // thread wants this CPU, and does not start while the machine
+            // has more runnable threads than CPUs (both by design), so a busy
+            // test machine gets up to 3 s of tries. The ticking thread ends
+            // with the receiver.
             let (tick, mut ticks) = tokio::sync::mpsc::unbounded_channel::<()>();
             std::thread::spawn(move || loop {
                 std::thread::sleep(Duration::from_millis(1));
@@ -343,7 +429,7 @@ mod tests {
                 }
             });
             let mut seen_polling = false;
-            for _ in 0..500 {
+            for _ in 0..3000 {
                 ticks.recv().await.unwrap();
                 if polling() {
                     seen_polling = true;
