@@ -108,7 +108,7 @@ pub const POOL_SIZE: u32 = 50;
 /// row lock queue.
 pub const SCALE: u32 = 10;
 /// Clients PostgreSQL can take directly: the harness sets max_connections
-/// = 400; leave room for the pools of every pooler target on the primary
+/// = 500; leave room for the pools of every pooler target on the primary
 /// (the routing ones fill theirs there until their replicas pass health
 /// checks) and reserved slots.
 pub const DIRECT_CLIENT_LIMIT: u32 = 190;

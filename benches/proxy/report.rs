@@ -382,7 +382,7 @@ fn method(md: &mut String, e: &Environment) {
            long on 500 logins on its one thread that a short run measures logins only. The \
            poolers log in to PostgreSQL with SCRAM, once per pooled connection. Direct \
            clients always use SCRAM (the cluster's pg_hba).\n\
-         - Direct runs above {limit} clients are skipped: PostgreSQL's max_connections is 400 \
+         - Direct runs above {limit} clients are skipped: PostgreSQL's max_connections is 500 \
            and the poolers' pools hold server connections too.\n\
          - *pgrelay* rows run pgrelay's defaults: a thread per core, each with its own \
            clients (`scheduler: per_core`); *pgrelay on one thread* is the same binary \

@@ -20,7 +20,7 @@ const PORT_ATTEMPTS: u32 = 8;
 const CLUSTER_CONF: &str = "
 # Cluster-wide settings written by pgrelay-testcontainers.
 password_encryption = 'scram-sha-256'
-max_connections = 400
+max_connections = 500
 shared_buffers = '32MB'
 fsync = off
 full_page_writes = off
