@@ -34,8 +34,9 @@ use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 /// A gap between two of the poller's turns longer than this means other
-/// tasks ran in between (or another thread had the CPU). An empty turn (a
-/// zero-timeout `epoll_wait` and a `sched_yield`) takes about a microsecond.
+/// tasks ran in between (or another thread had the CPU). An empty turn is
+/// two system calls (a zero-timeout `epoll_wait` and a `sched_yield`) and
+/// two clock reads.
 const WORK_GAP: Duration = Duration::from_micros(4);
 
 thread_local! {
@@ -62,18 +63,18 @@ enum State {
 /// How long to poll before the next park, adapted to how long the runtime's
 /// sleeps turn out to be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Window {
+struct Window {
     now: Duration,
     max: Duration,
 }
 
 impl Window {
-    pub fn new(max: Duration) -> Window {
+    fn new(max: Duration) -> Window {
         Window { now: max, max }
     }
 
     /// The polling window now.
-    pub fn get(&self) -> Duration {
+    fn get(&self) -> Duration {
         self.now
     }
 
@@ -81,7 +82,7 @@ impl Window {
     /// would have been caught by polling, so the window grows (doubling,
     /// from an eighth of the maximum); a longer one would have been polled
     /// for nothing, so it halves, to zero below an eighth.
-    pub fn after_sleep(&mut self, slept: Duration) {
+    fn after_sleep(&mut self, slept: Duration) {
         let floor = self.max / 8;
         self.now = if slept < self.max {
             (self.now * 2).clamp(floor, self.max)
@@ -209,7 +210,8 @@ pub fn start(max: Duration) {
 }
 
 /// Whether the calling thread's poller is polling now.
-pub fn polling() -> bool {
+#[cfg(test)]
+fn polling() -> bool {
     POLLER.with(|p| {
         matches!(
             &*p.borrow(),
@@ -222,7 +224,8 @@ pub fn polling() -> bool {
 }
 
 /// The calling thread's polling window now, if it has a poller.
-pub fn window() -> Option<Duration> {
+#[cfg(test)]
+fn window() -> Option<Duration> {
     POLLER.with(|p| p.borrow().as_ref().map(|p| p.window.get()))
 }
 
